@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast services lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch lies on this machine's disk; an unpinned torch pulls CUDA.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[server,train,judge,dev]'
+	touch $@
+
+services:
+	bash scripts/services.sh --postgres
+
+demo: $(STAMP)
+	bash scripts/services.sh
+	$(VENV)/bin/judgeserve demo
+
+test: $(STAMP) services
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) services
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check judgeserve tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) services
+	$(PY) benchmarks/submit.py
+	$(PY) benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) *.egg-info judgeserve.db*

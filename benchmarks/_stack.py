@@ -1,0 +1,80 @@
+"""Starts a real API process for benchmarks, on its own Redis database and key prefix."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import redis
+
+WORDS = ("the model answers every question with a fluent and confident paragraph about "
+         "training data loss curves and checkpoints that look healthy").split()
+
+
+def text(n_tokens: int, seed: int = 0) -> str:
+    return " ".join(WORDS[(seed + i * 7) % len(WORDS)] for i in range(n_tokens))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def api_process(redis_db: int = 13) -> Iterator[str]:
+    port = free_port()
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    tmp = tempfile.mkdtemp(prefix="judgeserve-bench-")
+    env = {
+        **os.environ,
+        "JUDGESERVE_REDIS_URL": redis_url,
+        "JUDGESERVE_STREAM_PREFIX": prefix,
+        "JUDGESERVE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "judgeserve.cli", "api", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("API process did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        r = redis.Redis.from_url(redis_url)
+        for key in r.scan_iter(f"{prefix}:*"):
+            r.delete(key)
+        r.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def table(rows: list[tuple[str, str, str]]) -> None:
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(w[j]) for j, c in enumerate(r)))
+        if i == 0:
+            print("  ".join("-" * x for x in w))

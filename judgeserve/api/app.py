@@ -1,0 +1,44 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..queue import AsyncProducer
+from ..settings import Settings, get_settings
+from ..store import Store
+from . import errors, routes
+from .limits import BodySizeLimit
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the API; ``store`` may be shared with an in-process worker (``judgeserve up``)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.store = store or Store(settings.database_url)
+        app.state.producer = AsyncProducer(settings.redis_url, prefix=settings.stream_prefix)
+        app.state.backlog = routes.BacklogGauge(app.state.producer, settings.max_backlog)
+        try:
+            yield
+        finally:
+            await app.state.producer.close()
+            if store is None:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="judgeserve",
+        version=__version__,
+        description="Evaluate fine-tuning runs beside the training loop.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(routes.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,150 @@
+"""The /v1 routes: submit samples and metrics, read runs, steps, samples, metrics, alerts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+
+from ..queue import AsyncProducer
+from ..schema import RUN_NAME_PATTERN, Alert, MetricsIn, SampleBatch
+from ..store import Store
+from .errors import Backpressure
+
+router = APIRouter()
+RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN, description="Run name.")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+class BacklogGauge:
+    """Reads the stream length at most every 0.5 s, so the check costs nothing per request."""
+
+    def __init__(self, producer: AsyncProducer, bound: int) -> None:
+        self.producer = producer
+        self.bound = bound
+        self._value = 0
+        self._at = 0.0
+
+    async def check(self) -> None:
+        now = time.monotonic()
+        if now - self._at > 0.5:
+            self._value = await self.producer.backlog()
+            self._at = now
+        if self._value >= self.bound:
+            raise Backpressure(self._value, self.bound)
+
+    def add(self, n: int) -> None:
+        self._value += n
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+@router.get("/healthz", tags=["ops"])
+async def healthz(request: Request) -> dict[str, Any]:
+    redis_ok = await request.app.state.producer.ping()
+    if not redis_ok:
+        raise HTTPException(503, "redis unreachable")
+    return {"status": "ok", "redis": redis_ok}
+
+
+@router.post("/v1/runs/{run}/samples", status_code=202, tags=["ingest"])
+async def submit_samples(run: RunPath, batch: SampleBatch, request: Request) -> dict[str, Any]:
+    """Queue samples for scoring. Idempotent per sample id: re-sending is harmless."""
+    gauge: BacklogGauge = request.app.state.backlog
+    await gauge.check()
+    head = {"run": run, "step": batch.step, "checkpoint": batch.checkpoint}
+    if batch.rubrics is not None:
+        head["rubrics"] = batch.rubrics
+    created = time.time()
+    payloads = [
+        json.dumps({**head, **s.model_dump(exclude_defaults=True), "created": created})
+        for s in batch.samples
+    ]
+    await request.app.state.producer.add(payloads)
+    gauge.add(len(payloads))
+    return {"accepted": len(payloads), "run": run, "step": batch.step}
+
+
+@router.post("/v1/runs/{run}/metrics", status_code=202, tags=["ingest"])
+def submit_metrics(run: RunPath, body: MetricsIn, request: Request) -> dict[str, Any]:
+    """Trainer-side numbers (loss, learning rate) to draw next to quality."""
+    _store(request).save_metrics(run, body.step, body.values)
+    return {"accepted": len(body.values), "run": run, "step": body.step}
+
+
+@router.get("/v1/runs", tags=["read"])
+def list_runs(request: Request, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    return {"runs": _store(request).list_runs(limit, offset)}
+
+
+def _run_or_404(store: Store, run: str) -> dict[str, Any]:
+    found = store.get_run(run)
+    if found is None:
+        raise HTTPException(404, f"run {run!r} not found")
+    return found
+
+
+@router.get("/v1/runs/{run}", tags=["read"])
+def get_run(run: RunPath, request: Request) -> dict[str, Any]:
+    return _run_or_404(_store(request), run)
+
+
+@router.get("/v1/runs/{run}/steps/{step}", tags=["read"])
+def get_step(
+    run: RunPath,
+    step: Annotated[int, Path(ge=0, le=2**53)],
+    request: Request,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """A checkpoint: its samples with scores, aggregates and checkpoint-level flags."""
+    store = _store(request)
+    _run_or_404(store, run)
+    return {
+        "run": run,
+        "step": step,
+        "total": store.count_samples(run, step),
+        "samples": store.step_samples(run, step, limit, offset),
+        "aggregates": store.step_aggregates(run, step),
+        "flags": store.step_flags(run, step),
+    }
+
+
+@router.get("/v1/runs/{run}/samples/{sample_id}", tags=["read"])
+def get_sample(run: RunPath, sample_id: str, request: Request) -> dict[str, Any]:
+    found = _store(request).get_sample(run, sample_id)
+    if found is None:
+        raise HTTPException(404, f"sample {sample_id!r} not found in run {run!r}")
+    return found
+
+
+@router.get("/v1/runs/{run}/metrics", tags=["read"])
+def get_metrics(run: RunPath, request: Request) -> dict[str, Any]:
+    """Every metric's series over steps: detector aggregates and trainer metrics."""
+    store = _store(request)
+    _run_or_404(store, run)
+    return {"run": run, "metrics": store.metric_series(run)}
+
+
+@router.get("/v1/runs/{run}/alerts", tags=["alerts"])
+def get_alerts(
+    run: RunPath,
+    request: Request,
+    state: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, list[Alert]]:
+    return {"alerts": _store(request).list_alerts(run, state, limit, offset)}
+
+
+@router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"])
+def resolve_alert(alert_id: Annotated[int, Path(ge=1, le=2**62)], request: Request) -> dict[str, Any]:
+    if not _store(request).resolve_alert(alert_id):
+        raise HTTPException(404, f"no open alert {alert_id}")
+    return {"id": alert_id, "state": "resolved"}

@@ -1,0 +1,86 @@
+"""Every error judgeserve raises on purpose, in one hierarchy::
+
+    JudgeserveError
+    ├── ConfigError            bad settings, rubric or rule files (names file/line/field)
+    ├── ClientError            raised by the SDK
+    │   └── APIError           the API answered with an error status (.status, .detail)
+    ├── QueueError             Redis is unreachable or misconfigured
+    ├── StoreError             the database refused or is unreachable
+    ├── ScorerError            a scorer failed on a sample (the worker retries, then dead-letters)
+    │   └── IndexFileError     a memorization index is missing or corrupt
+    └── MissingExtraError      an optional dependency is not installed (says what to pip install)
+
+HTTP responses are made from these in exactly one place: ``judgeserve.api.errors``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JudgeserveError",
+    "ConfigError",
+    "ClientError",
+    "APIError",
+    "QueueError",
+    "StoreError",
+    "ScorerError",
+    "IndexFileError",
+    "MissingExtraError",
+]
+
+
+class JudgeserveError(Exception):
+    """Base class of every error judgeserve raises on purpose."""
+
+
+class ConfigError(JudgeserveError):
+    """A settings value, rubric or alert-rule file is invalid."""
+
+
+class ClientError(JudgeserveError):
+    """The SDK could not do what was asked."""
+
+
+class APIError(ClientError):
+    """The API answered with an error status."""
+
+    def __init__(self, status: int, detail: object) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class QueueError(JudgeserveError):
+    """Redis is unreachable or the stream is misconfigured."""
+
+
+class StoreError(JudgeserveError):
+    """The database refused a query or is unreachable."""
+
+
+class ScorerError(JudgeserveError):
+    """A scorer failed on a sample."""
+
+
+class IndexFileError(ScorerError):
+    """A memorization index file is missing or corrupt."""
+
+
+class MissingExtraError(JudgeserveError, ImportError):
+    """An optional dependency is missing; the message names the pip command to run."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed; run: pip install 'judgeserve[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+def require(module: str, extra: str) -> object:
+    """Import an optional module or raise :class:`MissingExtraError` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(module, extra) from e

@@ -1,0 +1,1 @@
+"""The LLM judge: rubrics (YAML), prompts (Jinja), scoring, backends and Ray Serve hosting."""

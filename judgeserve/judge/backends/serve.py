@@ -1,0 +1,67 @@
+"""Client of the judge hosted on Ray Serve (``judgeserve serve``), over HTTP.
+
+The worker does not run inside Ray, so it talks HTTP to the Serve proxy; the deployment
+fans each request's prompts out into its ``@serve.batch`` queue, where they are batched
+together with every other client's prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ...exceptions import ConfigError
+from ..prompt import JudgePrompt
+
+__all__ = ["ServeBackend"]
+
+
+class ServeBackend:
+    """Talks to :class:`judgeserve.judge.serve.JudgeDeployment` at ``url`` (its route prefix)."""
+
+    name = "serve"
+
+    def __init__(self, model: str | None = None, *, url: str | None = None, timeout: float = 120.0) -> None:
+        if not url:
+            raise ConfigError("the serve judge backend needs url (the Serve route, e.g. http://127.0.0.1:8001/judge)")
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(timeout=timeout)
+        self._expected_model = model
+        self._info: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> str:
+        """The model the deployment serves (asked once), e.g. for score details."""
+        if self._info is None:
+            self._info = self.info()
+            served = self._info.get("model")
+            if self._expected_model and served and self._expected_model != served:
+                raise ConfigError(
+                    f"rubric wants judge model {self._expected_model!r} but {self.url} serves {served!r}"
+                )
+        return str(self._info.get("model"))
+
+    def info(self) -> dict[str, Any]:
+        response = self._client.get(f"{self.url}/info")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def _post(self, op: str, body: dict[str, Any]) -> list[Any]:
+        response = self._client.post(f"{self.url}/{op}", json=body)
+        response.raise_for_status()
+        results: list[Any] = response.json()["results"]
+        return results
+
+    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+        return self._post("label_probs", {"prompts": [p.to_dict() for p in prompts]})
+
+    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+        return self._post(
+            "generate", {"prompts": [p.to_dict() for p in prompts], "max_tokens": max_tokens}
+        )
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,295 @@
+"""Rubrics: the YAML a user writes to tell the judge what to score, and its strict schema.
+
+Every model forbids unknown keys, so a typo (``levles:``) is an error rather than a
+silently ignored setting. Errors name the file, the line and the field: YAML is parsed
+twice from the same text, once into plain data and once into PyYAML's node tree, whose
+marks give the line of every key; a pydantic error's ``loc`` is then looked up there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from ..exceptions import ConfigError
+
+__all__ = [
+    "Anchor",
+    "Criterion",
+    "JudgeSpec",
+    "Rubric",
+    "Scale",
+    "PAIRWISE_LABELS",
+    "BUILTIN_RUBRIC_DIR",
+    "load_rubric",
+    "parse_rubric",
+    "find_rubric",
+    "rubric_json_schema",
+]
+
+# Shipped inside the package so a server finds them without the repository checkout;
+# the top-level rubrics/ directory is a link to this one.
+BUILTIN_RUBRIC_DIR = Path(__file__).parent / "rubrics"
+
+# Pairwise verdicts: the judge answers with one of these; each starts with a distinct
+# first token in every tokenizer we know, which one-step scoring needs.
+PAIRWISE_LABELS: tuple[str, ...] = ("A", "B", "tie")
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+# YAML reads `version: 1` as an int; a version is a label, so accept numbers as text.
+Version = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scale(_Strict):
+    """Score levels and what each means, e.g. ``{1: "useless", ..., 5: "excellent"}``."""
+
+    levels: dict[int, NonEmpty] = Field(
+        min_length=2,
+        description="Level → meaning. Levels are the digits 0–9 so each is one token "
+        "and the judge's whole verdict is read from a single forward step.",
+    )
+
+    @model_validator(mode="after")
+    def _digits(self) -> Scale:
+        bad = [k for k in self.levels if not 0 <= k <= 9]
+        if bad:
+            raise ValueError(f"levels must be the digits 0-9 (one token each); got {bad}")
+        return self
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(str(k) for k in sorted(self.levels))
+
+
+class Criterion(_Strict):
+    """One thing the judge scores; it becomes the score ``judge.<rubric>.<name>``."""
+
+    name: Identifier = Field(description="Lower-case identifier used in the score name.")
+    description: NonEmpty = Field(description="What the judge should assess, in plain words.")
+    scale: Scale | None = Field(None, description="Overrides the rubric's scale for this criterion.")
+
+
+class Anchor(_Strict):
+    """A worked example shown to the judge (few-shot): a text and the levels it deserves."""
+
+    prompt: str = Field(description="The prompt of the example.")
+    completion: str = Field(description="The example answer being judged.")
+    reference: str | None = Field(None, description="Reference answer of the example, if any.")
+    scores: dict[str, int] = Field(description="Criterion name → level this example deserves.")
+    rationale: str | None = Field(None, description="Why; shown to the judge after the score.")
+
+
+class JudgeSpec(_Strict):
+    """Which judge scores this rubric."""
+
+    backend: str = Field(
+        "serve",
+        description="A registered judge backend: 'serve' (the Ray Serve deployment), "
+        "'transformers', 'vllm', 'openai', or a plug-in's name.",
+    )
+    model: str | None = Field(None, description="Model path or name (the backend's default if unset).")
+    url: str | None = Field(None, description="Endpoint for 'serve' / 'openai' backends.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend keyword options.")
+
+
+class Rubric(_Strict):
+    """A rubric file: criteria, scale, mode and which judge to use."""
+
+    name: Identifier = Field(description="Identifier; scores are named judge.<name>.<criterion>.")
+    version: Version = Field(description="Bump when wording changes: scores record it.")
+    description: NonEmpty = Field(description="The task the judged model was given, for the judge.")
+    mode: Literal["single", "pairwise"] = Field(
+        "single",
+        description="'single': score each answer on the scale; 'pairwise': compare it with "
+        "the baseline's answer to the same probe (both orders).",
+    )
+    baseline: str = Field(
+        "previous",
+        description="Pairwise only: 'previous' checkpoint, or the name of a baseline checkpoint.",
+    )
+    reference: Literal["required", "optional", "ignored"] = Field(
+        "optional",
+        description="'required': samples without a reference are not judged; 'optional': shown "
+        "when present; 'ignored': never shown.",
+    )
+    scale: Scale | None = Field(None, description="Default scale of every criterion.")
+    criteria: list[Criterion] = Field(min_length=1, description="What to score, one score each.")
+    anchors: list[Anchor] = Field(default_factory=list, description="Few-shot worked examples.")
+    judge: JudgeSpec = Field(default_factory=JudgeSpec, description="Backend and model.")
+    sample_rate: float = Field(
+        1.0, gt=0, le=1, description="Fraction of samples judged (chosen by a hash of the id)."
+    )
+    min_label_mass: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="If the scale's tokens get less probability than this, the one-step "
+        "score is not trusted and the judge generates a verdict that is parsed instead.",
+    )
+    template: str | None = Field(
+        None, description="Jinja template in prompts/ (default: single.jinja or pairwise.jinja)."
+    )
+
+    _source: str = PrivateAttr("<string>")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rubric:
+        names = [c.name for c in self.criteria]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"criterion names must be unique; repeated: {dupes}")
+        if self.mode == "single":
+            missing = [c.name for c in self.criteria if c.scale is None and self.scale is None]
+            if missing:
+                raise ValueError(f"criteria {missing} have no scale and the rubric sets none")
+        for i, anchor in enumerate(self.anchors):
+            for crit, level in anchor.scores.items():
+                if crit not in names:
+                    raise ValueError(f"anchors[{i}] scores unknown criterion {crit!r}")
+                if self.mode == "single" and level not in self.scale_of(crit).levels:
+                    raise ValueError(f"anchors[{i}] gives {crit!r} level {level}, not on its scale")
+        return self
+
+    def scale_of(self, criterion: str) -> Scale:
+        crit = next(c for c in self.criteria if c.name == criterion)
+        scale = crit.scale or self.scale
+        assert scale is not None  # guaranteed by _consistent for single mode
+        return scale
+
+    def labels_of(self, criterion: str) -> tuple[str, ...]:
+        """The verdict labels the judge chooses from for one criterion."""
+        return PAIRWISE_LABELS if self.mode == "pairwise" else self.scale_of(criterion).labels
+
+    @property
+    def source(self) -> str:
+        """Where the rubric was loaded from (for messages)."""
+        return self._source
+
+    def fingerprint(self) -> str:
+        """Hash of the rubric's content: changes whenever its meaning could."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def _key_lines(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    """Record the 1-based line of every mapping key / sequence item; reject duplicate keys."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                raise _DuplicateKey(key.start_mark.line + 1, path + (name,))
+            seen.add(name)
+            lines[path + (name,)] = key.start_mark.line + 1
+            _key_lines(value, path + (name,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (str(i),)] = item.start_mark.line + 1
+            _key_lines(item, path + (str(i),), lines)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, line: int, path: tuple[str, ...]) -> None:
+        self.line, self.path = line, path
+
+
+def _dotted(loc: Iterable[object]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(loc: Sequence[object], lines: dict[tuple[str, ...], int]) -> int:
+    # pydantic appends markers such as '[key]' for dict keys; drop them, then fall back to
+    # the nearest ancestor that has a line (a missing field points at its parent).
+    path = tuple(str(p) for p in loc if p != "[key]")
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path, 1)
+
+
+def parse_rubric(text: str, source: str = "<string>") -> Rubric:
+    """Validate rubric YAML text; raise :class:`ConfigError` naming source, line and field."""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(f"{source}:{line}: invalid YAML: {e.problem or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from e
+    if not isinstance(data, dict) or root is None:
+        raise ConfigError(f"{source}:1: a rubric must be a YAML mapping (name:, criteria:, ...)")
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        _key_lines(root, (), lines)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}:{e.line}: {_dotted(e.path)}: duplicate key") from None
+    try:
+        rubric = Rubric.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            loc = err["loc"]
+            problems.append(f"{source}:{_line_of(loc, lines)}: {_dotted(loc)}: {err['msg']}")
+        raise ConfigError("invalid rubric:\n  " + "\n  ".join(problems)) from e
+    rubric._source = source
+    return rubric
+
+
+def load_rubric(path: str | Path) -> Rubric:
+    """Read and validate a rubric file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read rubric: {e.strerror or e}") from e
+    return parse_rubric(text, source=str(path))
+
+
+def find_rubric(name_or_path: str, dirs: Sequence[str | Path] = ()) -> Rubric:
+    """A rubric by file path, or by name from ``dirs`` then the built-in rubrics."""
+    as_path = Path(name_or_path)
+    if as_path.suffix in (".yaml", ".yml") or as_path.exists():
+        return load_rubric(as_path)
+    for directory in [*map(Path, dirs), BUILTIN_RUBRIC_DIR]:
+        for suffix in (".yaml", ".yml"):
+            candidate = directory / f"{name_or_path}{suffix}"
+            if candidate.is_file():
+                return load_rubric(candidate)
+    searched = ", ".join(str(d) for d in [*dirs, BUILTIN_RUBRIC_DIR])
+    raise ConfigError(f"no rubric named {name_or_path!r} (searched {searched})")
+
+
+def rubric_json_schema() -> dict[str, Any]:
+    """JSON Schema of rubric files, for editor completion (``judgeserve rubric schema``)."""
+    schema = Rubric.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "judgeserve rubric"
+    return schema

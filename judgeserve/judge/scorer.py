@@ -1,0 +1,219 @@
+"""The judge as a worker scorer: samples in, ``judge.<rubric>.<criterion>`` scores out.
+
+Construction is cheap and loads no model: the worker instantiates every registered
+scorer, and most deployments have no judge. A judge backend is built on first use, one
+per distinct ``judge:`` block of the rubrics in play. With no rubric for a sample, or a
+rubric whose judge is the Ray Serve deployment while no endpoint is configured, the
+sample gets no judge scores (logged once), never an error.
+
+Which rubrics apply to a sample, first match wins: a ``rubrics`` attribute on the sample
+(the run's rubrics, set by the worker), its ``rubrics`` tag (comma-separated), the
+``rubrics`` given to the constructor, then the ``judge_rubrics`` setting. Pairwise
+rubrics need the baseline's answer to the same probe as a ``baseline`` attribute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..exceptions import ConfigError, ScorerError
+from ..schema import Sample, Score
+from ..scorers import SampleScorer
+from ..settings import get_settings
+from .backends.base import JudgeBackend, load_backend
+from .prompt import PromptBuilder
+from .rubric import Rubric, find_rubric
+from .scoring import Item, Judge
+
+__all__ = ["JudgeScorer", "selected", "rubrics_for"]
+
+log = logging.getLogger(__name__)
+
+
+def selected(sample_id: str, rubric: Rubric) -> bool:
+    """Whether a sample is in the rubric's sampled fraction; stable across redeliveries."""
+    if rubric.sample_rate >= 1:
+        return True
+    digest = hashlib.sha256(f"{rubric.name}\0{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rubric.sample_rate
+
+
+def rubrics_for(sample: Sample, default: Sequence[str]) -> list[str]:
+    """Rubric names that apply to a sample (see the module docstring for the order)."""
+    explicit = getattr(sample, "rubrics", None)
+    if explicit:
+        return list(explicit)
+    tag = sample.tags.get("rubrics")
+    if tag:
+        return [r.strip() for r in tag.split(",") if r.strip()]
+    return list(default)
+
+
+class JudgeScorer(SampleScorer):
+    """Scores samples with LLM judges as their rubrics say."""
+
+    name = "judge"
+    version = "1"
+
+    def __init__(
+        self,
+        rubrics: Sequence[str | Rubric] | None = None,
+        *,
+        judge_url: str | None = None,
+        rubric_dirs: Sequence[str | Path] | None = None,
+        backend: JudgeBackend | None = None,
+    ) -> None:
+        settings = get_settings()
+        # getattr: these settings are optional knobs the judge adds to Settings.
+        self._url = judge_url or getattr(settings, "judge_url", None)
+        self._dirs = list(rubric_dirs or [getattr(settings, "rubric_dir", "rubrics")])
+        self._rubrics: dict[str, Rubric] = {}
+        names: list[str] = []
+        for r in rubrics if rubrics is not None else getattr(settings, "judge_rubrics", []):
+            if isinstance(r, Rubric):
+                self._rubrics[r.name] = r
+                names.append(r.name)
+            else:
+                names.append(r)
+        self._default = names
+        self._fixed_backend = backend  # one backend for every rubric (tests, calibrate)
+        self._judges: dict[str, Judge | None] = {}
+        self._builder = PromptBuilder()
+        self._warned: set[str] = set()
+
+    def _rubric(self, name: str) -> Rubric | None:
+        if name not in self._rubrics:
+            try:
+                self._rubrics[name] = find_rubric(name, self._dirs)
+            except ConfigError as e:
+                self._warn_once(name, f"rubric {name!r} skipped: {e}")
+                return None
+        return self._rubrics[name]
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    def judge_for(self, rubric: Rubric) -> Judge | None:
+        """The judge a rubric asks for, built on first use; None when none is configured."""
+        spec = rubric.judge
+        if self._fixed_backend is not None:
+            key = "fixed"
+        else:
+            key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+        if key not in self._judges:
+            self._judges[key] = self._make_judge(rubric)
+        return self._judges[key]
+
+    def _make_judge(self, rubric: Rubric) -> Judge | None:
+        if self._fixed_backend is not None:
+            return Judge(self._fixed_backend, self._builder)
+        spec = rubric.judge
+        options = dict(spec.options)
+        if spec.backend in ("serve", "openai"):
+            url = spec.url or (self._url if spec.backend == "serve" else None)
+            if not url:
+                self._warn_once(
+                    f"url:{rubric.name}",
+                    f"rubric {rubric.name!r}: no judge endpoint configured "
+                    "(set JUDGESERVE_JUDGE_URL or judge.url); not judging",
+                )
+                return None
+            options["url"] = url
+        try:
+            backend = load_backend(spec.backend, spec.model, **options)
+        except (ConfigError, ImportError):
+            raise
+        except Exception as e:
+            raise ScorerError(f"cannot start judge backend {spec.backend!r}: {e}") from e
+        return Judge(backend, self._builder)
+
+    def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
+        out: list[list[Score]] = [[] for _ in samples]
+        by_rubric: dict[str, list[int]] = {}
+        for i, sample in enumerate(samples):
+            for name in rubrics_for(sample, self._default):
+                by_rubric.setdefault(name, []).append(i)
+        for name, indexes in by_rubric.items():
+            rubric = self._rubric(name)
+            if rubric is None:
+                continue
+            chosen = [i for i in indexes if self._applies(rubric, samples[i])]
+            if not chosen:
+                continue
+            judge = self.judge_for(rubric)
+            if judge is None:
+                continue
+            try:
+                scores = self._judge(judge, rubric, [samples[i] for i in chosen])
+            except (ConfigError, ScorerError):
+                raise
+            except Exception as e:  # a backend's own errors: the worker retries the batch
+                raise ScorerError(f"judge failed on rubric {rubric.name!r}: {e}") from e
+            for i, sample_scores in zip(chosen, scores, strict=True):
+                out[i].extend(sample_scores)
+        return out
+
+    def _applies(self, rubric: Rubric, sample: Sample) -> bool:
+        if not selected(sample.id, rubric):
+            return False
+        if rubric.reference == "required" and sample.reference is None:
+            return False
+        return rubric.mode == "single" or getattr(sample, "baseline", None) is not None
+
+    def _judge(self, judge: Judge, rubric: Rubric, samples: Sequence[Sample]) -> list[list[Score]]:
+        items = [
+            Item(s.prompt, s.completion, s.reference, getattr(s, "baseline", None)) for s in samples
+        ]
+        tags = {
+            "rubric": rubric.name,
+            "rubric_version": rubric.version,
+            "judge_backend": judge.backend.name,
+            "judge_model": judge.backend.model,
+        }
+        out: list[list[Score]] = []
+        if rubric.mode == "single":
+            for verdicts in judge.score(rubric, items):
+                out.append([
+                    Score(
+                        scorer=f"judge.{rubric.name}.{crit}",
+                        value=v.value,
+                        details={**v.details(), **tags, "prompt_hash": self._hash(rubric, crit)},
+                        version=rubric.version,
+                    )
+                    for crit, v in verdicts.items()
+                ])
+            return out
+        for pairs in judge.compare(rubric, items):
+            out.append([
+                Score(
+                    scorer=f"judge.{rubric.name}.{crit}",
+                    value=p.value,
+                    details={
+                        "outcome": p.outcome,
+                        "consistent": p.consistent,
+                        "p_win": p.p_win,
+                        "baseline": rubric.baseline,
+                        "orders": [v.details() for v in p.orders],
+                        **tags,
+                        "prompt_hash": self._hash(rubric, crit),
+                    },
+                    version=rubric.version,
+                )
+                for crit, p in pairs.items()
+            ])
+        return out
+
+    def _hash(self, rubric: Rubric, criterion: str) -> str:
+        return self._builder.prompt_hash(rubric, criterion)
+
+    def close(self) -> None:
+        for judge in self._judges.values():
+            if judge is not None:
+                judge.backend.close()
+        self._judges.clear()

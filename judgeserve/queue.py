@@ -1,0 +1,263 @@
+"""Redis Streams between the API and the workers.
+
+At-least-once: an entry is acknowledged only after its results are stored; entries left
+pending by a dead consumer are reclaimed with XAUTOCLAIM; an entry delivered
+``max_deliveries`` times without success moves to the dead-letter stream with its error.
+The stream is never trimmed past unacknowledged entries: acknowledged entries are
+deleted one by one (XACK + XDEL), so only work still owed stays in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from .exceptions import QueueError
+
+__all__ = ["Keys", "Entry", "Queue", "AsyncProducer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key judgeserve writes, derived from one prefix."""
+
+    prefix: str = "js"
+
+    @property
+    def samples(self) -> str:
+        return f"{self.prefix}:samples"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    @property
+    def errors(self) -> str:
+        # Last error per entry id, so a dead letter can say why it died.
+        return f"{self.prefix}:errors"
+
+
+@dataclass
+class Entry:
+    """One stream entry: its id and the JSON payload the API wrote."""
+
+    id: str
+    payload: dict[str, Any]
+    deliveries: int = 1
+
+
+def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(fields[b"data"])
+    return data
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Queue:
+    """The worker's side of the stream (synchronous redis-py)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "js",
+        group: str = "workers",
+        consumer: str | None = None,
+        max_deliveries: int = 5,
+        claim_idle_ms: int = 60_000,
+    ) -> None:
+        self.redis: redis.Redis = redis.Redis.from_url(url)
+        self.keys = Keys(prefix)
+        self.group = group
+        self.consumer = consumer or default_consumer_name()
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self._own_pending_done = False
+        self.ensure_group()
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(self.keys.samples, self.group, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise QueueError(f"cannot create consumer group: {e}") from e
+        except redis.ConnectionError as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+
+    def add(self, payloads: list[dict[str, Any]]) -> list[str]:
+        """Append entries (used by tests and tools; the API uses :class:`AsyncProducer`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in payloads:
+            pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
+        return [i.decode() for i in pipe.execute()]
+
+    def read(self, count: int, block_ms: int = 1000) -> list[Entry]:
+        """Next batch for this consumer: its own pending first, then stale, then new entries."""
+        try:
+            if not self._own_pending_done:
+                # After a restart under the same name, finish what this consumer was given.
+                own = self._read_group("0", count, None)
+                if own:
+                    return self._with_counts(own)
+                self._own_pending_done = True
+            claimed = self.claim_stale(count)
+            if claimed:
+                return claimed
+            return self._read_group(">", count, block_ms)
+        except redis.ConnectionError as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+
+    def _read_group(self, last_id: str, count: int, block_ms: int | None) -> list[Entry]:
+        resp = self.redis.xreadgroup(
+            self.group, self.consumer, {self.keys.samples: last_id}, count=count, block=block_ms
+        )
+        out: list[Entry] = []
+        for _stream, messages in resp or []:
+            for mid, fields in messages:
+                if fields:  # a deleted entry still pending shows as empty
+                    out.append(Entry(mid.decode(), _decode(fields)))
+                else:
+                    self.redis.xack(self.keys.samples, self.group, mid)
+        return out
+
+    def claim_stale(self, count: int) -> list[Entry]:
+        """Take over entries another consumer left pending longer than ``claim_idle_ms``."""
+        resp = self.redis.xautoclaim(
+            self.keys.samples,
+            self.group,
+            self.consumer,
+            min_idle_time=self.claim_idle_ms,
+            start_id="0-0",
+            count=count,
+        )
+        messages = resp[1]
+        entries = [Entry(mid.decode(), _decode(f)) for mid, f in messages if f]
+        if entries:
+            log.info("reclaimed %d stale entries", len(entries))
+        return self._with_counts(entries)
+
+    def _with_counts(self, entries: list[Entry]) -> list[Entry]:
+        if not entries:
+            return entries
+        info = self.redis.xpending_range(
+            self.keys.samples, self.group, min=entries[0].id, max=entries[-1].id,
+            count=len(entries) * 2 + 10,
+        )
+        counts = {
+            (p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]):
+            int(p["times_delivered"])
+            for p in info
+        }
+        for e in entries:
+            e.deliveries = counts.get(e.id, 1)
+        return entries
+
+    def ack(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.keys.samples, self.group, *ids)
+        pipe.xdel(self.keys.samples, *ids)
+        pipe.hdel(self.keys.errors, *ids)
+        pipe.execute()
+
+    def fail(self, entry: Entry, error: str) -> bool:
+        """Record a failure; dead-letter the entry once it has used its deliveries.
+
+        Returns True when the entry was dead-lettered.
+        """
+        if entry.deliveries < self.max_deliveries:
+            self.redis.hset(self.keys.errors, entry.id, error[:2000])
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(
+            self.keys.deadletter,
+            {
+                "data": json.dumps(entry.payload),
+                "error": error[:2000],
+                "original_id": entry.id,
+                "deliveries": str(entry.deliveries),
+            },
+        )
+        pipe.xack(self.keys.samples, self.group, entry.id)
+        pipe.xdel(self.keys.samples, entry.id)
+        pipe.hdel(self.keys.errors, entry.id)
+        pipe.execute()
+        log.warning("dead-lettered %s after %d deliveries: %s", entry.id, entry.deliveries, error)
+        return True
+
+    def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
+        out = []
+        for mid, f in self.redis.xrange(self.keys.deadletter, count=count):
+            out.append(
+                {
+                    "id": mid.decode(),
+                    "payload": _decode(f),
+                    "error": f[b"error"].decode(),
+                    "deliveries": int(f[b"deliveries"]),
+                }
+            )
+        return out
+
+    def requeue_deadletters(self, ids: list[str] | None = None) -> int:
+        """Put dead letters back on the sample stream (all, or the given ids)."""
+        moved = 0
+        for item in self.deadletters(count=100_000):
+            if ids is not None and item["id"] not in ids:
+                continue
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(self.keys.samples, {"data": json.dumps(item["payload"])})
+            pipe.xdel(self.keys.deadletter, item["id"])
+            pipe.execute()
+            moved += 1
+        return moved
+
+    def backlog(self) -> int:
+        return int(self.redis.xlen(self.keys.samples))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class AsyncProducer:
+    """The API's side: appends accepted samples to the stream (redis.asyncio)."""
+
+    def __init__(self, url: str, *, prefix: str = "js") -> None:
+        self.redis: aredis.Redis = aredis.Redis.from_url(url)
+        self.keys = Keys(prefix)
+
+    async def add(self, payloads: list[str]) -> None:
+        """Append pre-serialised JSON payloads in one round trip."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in payloads:
+                    pipe.xadd(self.keys.samples, {"data": p})
+                await pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+
+    async def backlog(self) -> int:
+        try:
+            return int(await self.redis.xlen(self.keys.samples))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,134 @@
+"""Pydantic models shared by the SDK, the API and the worker: the wire format."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "MAX_TEXT_BYTES",
+    "MAX_SAMPLES_PER_REQUEST",
+    "RunName",
+    "Sample",
+    "SampleIn",
+    "SampleBatch",
+    "Score",
+    "RunMetric",
+    "MetricsIn",
+    "Alert",
+    "Aggregate",
+]
+
+MAX_TEXT_BYTES = 64 * 1024
+MAX_SAMPLES_PER_REQUEST = 1000
+MAX_METRICS_PER_REQUEST = 1000
+
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RunName = Annotated[str, StringConstraints(pattern=RUN_NAME_PATTERN)]
+SampleId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+
+
+def _within_text_limit(value: str) -> str:
+    # Character counts undercount multi-byte text; the limit protects storage, so count bytes.
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise ValueError(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES} bytes (64 KiB)")
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_within_text_limit)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleIn(_Strict):
+    """One generation as the trainer sends it; run and step come from the request."""
+
+    id: SampleId = Field(description="Client-made id; the idempotency key within the run.")
+    prompt: Text = Field(description="The prompt the model completed (≤ 64 KiB).")
+    completion: Text = Field(description="What the model generated (≤ 64 KiB).")
+    reference: Text | None = Field(None, description="A reference answer, if the probe has one.")
+    probe_id: ShortText | None = Field(None, description="Stable id of the probe across checkpoints.")
+    tags: dict[ShortText, ShortText] = Field(default_factory=dict, description="Free-form labels.")
+
+
+class SampleBatch(_Strict):
+    """Body of ``POST /v1/runs/{run}/samples``."""
+
+    step: int = Field(ge=0, le=2**53, description="Training step the samples were generated at.")
+    checkpoint: ShortText | None = Field(None, description="Checkpoint name or path, if saved.")
+    rubrics: list[ShortText] | None = Field(None, description="Rubrics to judge this run with.")
+    samples: list[SampleIn] = Field(
+        min_length=1,
+        max_length=MAX_SAMPLES_PER_REQUEST,
+        description=f"At most {MAX_SAMPLES_PER_REQUEST} samples per request.",
+    )
+
+
+class Sample(SampleIn):
+    """A sample as queued and stored: the generation plus where it belongs."""
+
+    run: RunName
+    step: int = Field(ge=0)
+    checkpoint: ShortText | None = None
+    created: datetime = Field(default_factory=now)
+
+    @property
+    def id_key(self) -> tuple[str, str]:
+        """Sample ids are unique within a run, not across runs."""
+        return (self.run, self.id)
+
+
+class Score(_Strict):
+    """One scorer's verdict on one sample, e.g. ``repetition.loop``."""
+
+    scorer: str = Field(description="'<family>.<name>', e.g. 'length.tokens'.")
+    value: float | bool | None = Field(description="The number, flag, or None when unparseable.")
+    details: dict[str, Any] = Field(default_factory=dict)
+    version: str = Field("1", description="Version of the scorer that made it.")
+
+
+class MetricsIn(_Strict):
+    """Body of ``POST /v1/runs/{run}/metrics``: trainer-side numbers such as loss."""
+
+    step: int = Field(ge=0, le=2**53)
+    values: dict[ShortText, float] = Field(min_length=1, max_length=MAX_METRICS_PER_REQUEST)
+
+
+class RunMetric(_Strict):
+    run: RunName
+    step: int
+    name: str
+    value: float
+
+
+class Aggregate(_Strict):
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+class Alert(_Strict):
+    id: int | None = None
+    run: RunName
+    step: int
+    rule: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    state: Literal["open", "resolved"] = "open"
+    action: Literal["notify", "stop"] = "notify"
+    created: datetime = Field(default_factory=now)
+    resolved_at: datetime | None = None

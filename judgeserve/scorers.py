@@ -1,0 +1,147 @@
+"""The scorer interface and registry: every detector and judge plugs in here.
+
+A scorer is a pure function of samples: samples in, scores out. It never touches the
+queue, the store or the API. Two kinds exist:
+
+* :class:`SampleScorer` scores each sample on its own (``repetition.rep4`` ...).
+* :class:`SetScorer` scores the set of samples of one checkpoint (``diversity.*``) and
+  may raise checkpoint-level flags (e.g. collapse).
+
+Built-in scorers are registered through the same entry-point group a user's package
+uses (``[project.entry-points."judgeserve.scorers"]``), or a user may name
+``module:attr`` in ``JUDGESERVE_SCORERS``, or call :func:`register` directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Union
+
+from .exceptions import ConfigError
+from .schema import Sample, Score
+
+__all__ = [
+    "SampleScorer",
+    "SetScorer",
+    "SetResult",
+    "Flag",
+    "AnyScorer",
+    "register",
+    "load_scorers",
+    "registered",
+]
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "judgeserve.scorers"
+
+
+class SampleScorer(ABC):
+    """Scores samples one by one; batched so vectorised scorers can amortise work."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+
+    @abstractmethod
+    def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
+        """Return, for each sample in order, its scores (``<name>.<metric>``)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (models, files)."""
+
+
+@dataclass
+class Flag:
+    """A checkpoint-level detection, e.g. ``diversity.collapse``."""
+
+    name: str
+    severity: str = "warning"
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SetResult:
+    """What a :class:`SetScorer` says about one checkpoint's samples."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    flags: list[Flag] = field(default_factory=list)
+
+
+class SetScorer(ABC):
+    """Scores the set of samples generated at one step (diversity, collapse)."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    min_samples: ClassVar[int] = 2
+
+    @abstractmethod
+    def score_set(self, samples: Sequence[Sample]) -> SetResult:
+        """Return set-level metrics (``<name>.<metric>``) and flags for one checkpoint."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (models, files)."""
+
+
+AnyScorer = Union[SampleScorer, SetScorer]
+Factory = Callable[[], AnyScorer]
+
+_registry: dict[str, Factory] = {}
+
+
+def register(name: str, factory: Factory) -> None:
+    """Register a scorer factory under its family name (replacing any previous one)."""
+    _registry[name] = factory
+
+
+def _load_object(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    if not attr:
+        raise ConfigError(f"scorer reference {ref!r} must look like 'package.module:attr'")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"cannot import scorer module {module!r}: {e}") from e
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise ConfigError(f"{module!r} has no attribute {attr!r}") from e
+    return obj
+
+
+def _discover(extra: Iterable[str]) -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _registry:
+            _registry[ep.name] = ep.load()
+    for ref in extra:
+        obj = _load_object(ref)
+        name = getattr(obj, "name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"scorer {ref!r} has no string attribute 'name'")
+        _registry[name] = obj
+
+
+def registered(extra: Iterable[str] = ()) -> dict[str, Factory]:
+    """All known scorer factories by name: entry points, ``extra`` refs, :func:`register`."""
+    _discover(extra)
+    return dict(_registry)
+
+
+def load_scorers(extra: Iterable[str] = (), disabled: Iterable[str] = ()) -> list[AnyScorer]:
+    """Instantiate every registered scorer except ``disabled`` ones."""
+    off = set(disabled)
+    scorers: list[AnyScorer] = []
+    for name, factory in sorted(registered(extra).items()):
+        if name in off:
+            continue
+        scorer = factory()
+        if not isinstance(scorer, (SampleScorer, SetScorer)):
+            raise ConfigError(f"scorer {name!r} is neither a SampleScorer nor a SetScorer")
+        scorers.append(scorer)
+    log.info("scorers loaded: %s", ", ".join(s.name for s in scorers))
+    return scorers

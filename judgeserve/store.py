@@ -1,0 +1,484 @@
+"""The store: SQLAlchemy Core tables and every query judgeserve makes.
+
+SQLite (one file) by default; PostgreSQL by URL when several workers write at once.
+Writes are idempotent: a re-delivered sample or score replaces nothing and adds no row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from .exceptions import StoreError
+from .schema import Aggregate, Alert, Sample, Score
+
+__all__ = ["Store", "metadata"]
+
+log = logging.getLogger(__name__)
+metadata = MetaData()
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    # SQLite drops tzinfo; everything judgeserve writes is UTC.
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("project", String(128), nullable=True),
+    Column("rubrics", JSON, nullable=True),
+    Column("last_step", BigInteger, nullable=False, default=0),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+samples = Table(
+    "samples",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("id", String(128), primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("checkpoint", String(256), nullable=True),
+    Column("probe_id", String(256), nullable=True),
+    Column("prompt", Text, nullable=False),
+    Column("completion", Text, nullable=False),
+    Column("reference", Text, nullable=True),
+    Column("tags", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_samples_run_step", "run", "step"),
+    Index("ix_samples_run_probe", "run", "probe_id", "step"),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("sample_id", String(128), primary_key=True),
+    Column("scorer", String(256), primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("is_bool", Boolean, nullable=False, default=False),
+    Column("details", JSON, nullable=False),
+    Column("version", String(64), nullable=False),
+    Index("ix_scores_run_step", "run", "step", "scorer"),
+)
+
+aggregates = Table(
+    "aggregates",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("metric", String(256), primary_key=True),
+    Column("mean", Float, nullable=True),
+    Column("ci_low", Float, nullable=True),
+    Column("ci_high", Float, nullable=True),
+    Column("n", Integer, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+flags = Table(
+    "flags",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
+run_metrics = Table(
+    "run_metrics",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run", String(128), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("rule", String(256), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Index("ix_alerts_run_state", "run", "state"),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """All reads and writes of judgeserve's database."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            raise StoreError(f"cannot open database {url!r}: {e}") from e
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if create:
+            self.create()
+
+    def create(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot create tables: {e}") from e
+
+    def drop(self) -> None:
+        metadata.drop_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StoreError(str(e)) from e
+
+    def _insert(self, table: Table) -> Any:
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def upsert_run(
+        self, conn: Connection, name: str, step: int, rubrics: list[str] | None = None
+    ) -> None:
+        now = _now()
+        ins = self._insert(runs).values(
+            name=name, rubrics=rubrics, last_step=step, created=now, updated=now
+        )
+        set_: dict[str, Any] = {
+            "updated": now,
+            "last_step": func.max(runs.c.last_step, step)
+            if self.dialect == "sqlite"
+            else func.greatest(runs.c.last_step, step),
+        }
+        if rubrics is not None:
+            set_["rubrics"] = rubrics
+        conn.execute(ins.on_conflict_do_update(index_elements=["name"], set_=set_))
+
+    def save_samples(self, conn: Connection, items: Sequence[Sample]) -> None:
+        if not items:
+            return
+        rows = [
+            {
+                "run": s.run,
+                "id": s.id,
+                "step": s.step,
+                "checkpoint": s.checkpoint,
+                "probe_id": s.probe_id,
+                "prompt": s.prompt,
+                "completion": s.completion,
+                "reference": s.reference,
+                "tags": s.tags,
+                "created": s.created,
+            }
+            for s in items
+        ]
+        conn.execute(self._insert(samples).on_conflict_do_nothing(), rows)
+
+    def save_scores(
+        self, conn: Connection, run: str, step: int, sample_id: str, items: Iterable[Score]
+    ) -> None:
+        rows = [
+            {
+                "run": run,
+                "sample_id": sample_id,
+                "scorer": sc.scorer,
+                "step": step,
+                "value": None if sc.value is None else float(sc.value),
+                "is_bool": isinstance(sc.value, bool),
+                "details": sc.details,
+                "version": sc.version,
+            }
+            for sc in items
+        ]
+        if rows:
+            # A re-delivered sample is re-scored; keeping the first verdict keeps rows stable.
+            conn.execute(self._insert(scores).on_conflict_do_nothing(), rows)
+
+    def save_aggregates(
+        self, conn: Connection, run: str, step: int, values: dict[str, Aggregate]
+    ) -> None:
+        if not values:
+            return
+        now = _now()
+        rows = [
+            {"run": run, "step": step, "metric": m, **a.model_dump(), "updated": now}
+            for m, a in values.items()
+        ]
+        ins = self._insert(aggregates)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "metric"],
+                set_={k: ins.excluded[k] for k in ("mean", "ci_low", "ci_high", "n", "updated")},
+            ),
+            rows,
+        )
+
+    def save_flags(self, conn: Connection, run: str, step: int, items: Iterable[Any]) -> None:
+        conn.execute(flags.delete().where(and_(flags.c.run == run, flags.c.step == step)))
+        rows = [
+            {
+                "run": run,
+                "step": step,
+                "name": f.name,
+                "severity": f.severity,
+                "message": f.message,
+                "details": f.details,
+            }
+            for f in items
+        ]
+        if rows:
+            conn.execute(flags.insert(), rows)
+
+    def save_metrics(self, run: str, step: int, values: dict[str, float]) -> None:
+        now = _now()
+        with self.begin() as conn:
+            self.upsert_run(conn, run, step)
+            ins = self._insert(run_metrics)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "step", "name"],
+                    set_={"value": ins.excluded.value, "created": now},
+                ),
+                [
+                    {"run": run, "step": step, "name": k, "value": v, "created": now}
+                    for k, v in values.items()
+                ],
+            )
+
+    def add_alert(self, alert: Alert) -> int:
+        with self.begin() as conn:
+            res = conn.execute(
+                alerts.insert().values(**alert.model_dump(exclude={"id"}))
+            )
+            return int(res.inserted_primary_key[0])
+
+    def resolve_alert(self, alert_id: int) -> bool:
+        with self.begin() as conn:
+            res = conn.execute(
+                update(alerts)
+                .where(and_(alerts.c.id == alert_id, alerts.c.state == "open"))
+                .values(state="resolved", resolved_at=_now())
+            )
+            return bool(res.rowcount)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def list_runs(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        q = select(runs).order_by(runs.c.updated.desc()).limit(limit).offset(offset)
+        with self.begin() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
+    def get_run(self, name: str) -> dict[str, Any] | None:
+        with self.begin() as conn:
+            r = conn.execute(select(runs).where(runs.c.name == name)).mappings().first()
+            return _row(r) if r else None
+
+    def step_samples(
+        self, run: str, step: int, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        q = (
+            select(samples)
+            .where(and_(samples.c.run == run, samples.c.step == step))
+            .order_by(samples.c.created, samples.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.begin() as conn:
+            rows = [_row(r) for r in conn.execute(q).mappings()]
+            by_id = self._scores_for(conn, run, [r["id"] for r in rows])
+        for r in rows:
+            r["scores"] = by_id.get(r["id"], [])
+        return rows
+
+    def count_samples(self, run: str, step: int) -> int:
+        q = select(func.count()).where(and_(samples.c.run == run, samples.c.step == step))
+        with self.begin() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def all_step_samples(self, run: str, step: int) -> list[Sample]:
+        """Every sample of a checkpoint, for set-level scorers."""
+        q = select(samples).where(and_(samples.c.run == run, samples.c.step == step))
+        with self.begin() as conn:
+            return [Sample.model_validate(_row(r)) for r in conn.execute(q).mappings()]
+
+    def get_sample(self, run: str, sample_id: str) -> dict[str, Any] | None:
+        with self.begin() as conn:
+            r = (
+                conn.execute(
+                    select(samples).where(and_(samples.c.run == run, samples.c.id == sample_id))
+                )
+                .mappings()
+                .first()
+            )
+            if r is None:
+                return None
+            out = _row(r)
+            out["scores"] = self._scores_for(conn, run, [sample_id]).get(sample_id, [])
+            return out
+
+    def _scores_for(
+        self, conn: Connection, run: str, ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not ids:
+            return out
+        q = (
+            select(scores)
+            .where(and_(scores.c.run == run, scores.c.sample_id.in_(ids)))
+            .order_by(scores.c.scorer)
+        )
+        for r in conn.execute(q).mappings():
+            value: float | bool | None = r["value"]
+            if r["is_bool"] and value is not None:
+                value = bool(value)
+            out.setdefault(r["sample_id"], []).append(
+                {
+                    "scorer": r["scorer"],
+                    "value": value,
+                    "details": r["details"],
+                    "version": r["version"],
+                }
+            )
+        return out
+
+    def step_score_values(self, run: str, step: int) -> dict[str, list[float]]:
+        """Per-sample values of every numeric scorer at one step, for aggregates."""
+        q = select(scores.c.scorer, scores.c.value).where(
+            and_(scores.c.run == run, scores.c.step == step, scores.c.value.is_not(None))
+        )
+        out: dict[str, list[float]] = {}
+        with self.begin() as conn:
+            for scorer, value in conn.execute(q):
+                out.setdefault(scorer, []).append(float(value))
+        return out
+
+    def step_aggregates(self, run: str, step: int) -> dict[str, dict[str, Any]]:
+        q = select(aggregates).where(and_(aggregates.c.run == run, aggregates.c.step == step))
+        with self.begin() as conn:
+            return {
+                r["metric"]: {k: r[k] for k in ("mean", "ci_low", "ci_high", "n")}
+                for r in conn.execute(q).mappings()
+            }
+
+    def step_flags(self, run: str, step: int) -> list[dict[str, Any]]:
+        q = select(flags).where(and_(flags.c.run == run, flags.c.step == step))
+        with self.begin() as conn:
+            return [
+                {k: r[k] for k in ("name", "severity", "message", "details")}
+                for r in conn.execute(q).mappings()
+            ]
+
+    def metric_series(self, run: str) -> dict[str, list[dict[str, Any]]]:
+        """Every aggregate and trainer metric of a run as series over steps (one query each)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.begin() as conn:
+            q = (
+                select(aggregates)
+                .where(aggregates.c.run == run)
+                .order_by(aggregates.c.metric, aggregates.c.step)
+            )
+            for r in conn.execute(q).mappings():
+                out.setdefault(r["metric"], []).append(
+                    {k: r[k] for k in ("step", "mean", "ci_low", "ci_high", "n")}
+                )
+            q2 = (
+                select(run_metrics)
+                .where(run_metrics.c.run == run)
+                .order_by(run_metrics.c.name, run_metrics.c.step)
+            )
+            for r in conn.execute(q2).mappings():
+                out.setdefault(f"train.{r['name']}", []).append(
+                    {"step": r["step"], "mean": r["value"], "ci_low": None, "ci_high": None, "n": 1}
+                )
+        return out
+
+    def list_alerts(
+        self, run: str | None = None, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Alert]:
+        q = select(alerts).order_by(alerts.c.id.desc()).limit(limit).offset(offset)
+        if run is not None:
+            q = q.where(alerts.c.run == run)
+        if state is not None:
+            q = q.where(alerts.c.state == state)
+        with self.begin() as conn:
+            return [Alert.model_validate(_row(r)) for r in conn.execute(q).mappings()]
+
+    def count_scored(self, run: str) -> int:
+        q = select(func.count(func.distinct(scores.c.sample_id))).where(scores.c.run == run)
+        with self.begin() as conn:
+            return int(conn.execute(q).scalar_one())
+
+
+def _row(r: Any) -> dict[str, Any]:
+    d = dict(r)
+    for k in ("created", "updated", "resolved_at"):
+        if k in d:
+            d[k] = _utc(d[k])
+    return d
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the API read while a worker writes; busy_timeout rides out short write locks.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

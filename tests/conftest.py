@@ -1,0 +1,170 @@
+"""Shared fixtures: a real Redis (an empty database index per test), real stores, servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import uvicorn
+
+from judgeserve.api import create_app
+from judgeserve.settings import Settings
+from judgeserve.store import Store
+from judgeserve.worker import Worker
+
+REDIS_HOST = os.environ.get("JUDGESERVE_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("JUDGESERVE_TEST_REDIS_PORT", "6379"))
+PG_URL = os.environ.get(
+    "JUDGESERVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """An empty Redis database index, so tests never wipe a developer's data (as rq does)."""
+    for db in range(15, 0, -1):
+        r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+        try:
+            if r.dbsize() == 0:
+                r.close()
+                yield db
+                return
+        except redis.ConnectionError as e:
+            pytest.fail(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {e}")
+        r.close()
+    pytest.fail("no empty Redis database index to test in")
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> Iterator[str]:
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    yield url
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    r.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'judgeserve.db'}"
+        return
+    store = Store(PG_URL, create=False)
+    store.drop()
+    store.close()
+    yield PG_URL
+    store = Store(PG_URL, create=False)
+    store.drop()
+    store.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'judgeserve.db'}"
+
+
+@pytest.fixture
+def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        database_url=sqlite_url,
+        stream_prefix=f"t{uuid.uuid4().hex[:8]}",
+        spool_dir=tmp_path / "spool",
+        index_dir=tmp_path / "indexes",
+        claim_idle_ms=300,
+        port=free_port(),
+    )
+
+
+class LiveServer:
+    """A real uvicorn server in a thread: the SDK talks to it over a socket."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self._store = store
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LiveServer:
+        config = uvicorn.Config(
+            create_app(self.settings, store=self._store),
+            host="127.0.0.1",
+            port=self.settings.port,
+            log_level="warning",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "API did not start"
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_api(settings: Settings) -> Iterator[LiveServer]:
+    server = LiveServer(settings).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_worker(settings: Settings) -> Iterator[Callable[..., Worker]]:
+    """Factory of in-process workers; every one made is closed after the test."""
+    made: list[Worker] = []
+
+    def factory(**kwargs: object) -> Worker:
+        w = Worker(kwargs.pop("settings", settings), **kwargs)  # type: ignore[arg-type]
+        made.append(w)
+        return w
+
+    yield factory
+    for w in made:
+        w.stop()
+        w.close()
+
+
+@pytest.fixture
+def worker_thread(make_worker: Callable[..., Worker]) -> Iterator[Worker]:
+    w = make_worker()
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    yield w
+    w.stop()
+    t.join(timeout=10)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["judgeserve", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )

@@ -1,0 +1,131 @@
+"""At-least-once delivery: idempotent re-delivery, reclaim from dead workers, dead letters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from judgeserve.detectors.length import LengthScorer
+from judgeserve.queue import Queue
+from judgeserve.settings import Settings
+from judgeserve.store import Store
+from judgeserve.worker import Worker
+
+from .conftest import wait_for
+from .plugins import PoisonScorer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def payload(i: int, run: str = "q-run", step: int = 1, text: str = "a b c") -> dict:
+    return {"run": run, "step": step, "id": f"s{i}", "prompt": "p", "completion": text}
+
+
+def _queue(settings: Settings, consumer: str) -> Queue:
+    return Queue(settings.redis_url, prefix=settings.stream_prefix, consumer=consumer,
+                 claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries)
+
+
+def test_redelivered_sample_adds_no_rows(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker()
+    worker.queue.add([payload(i) for i in range(5)])
+    worker.process(worker.queue.read(100, block_ms=100))
+    # The same sample ids arrive again (an SDK retry, or a reclaim after a late ack).
+    worker.queue.add([payload(i) for i in range(5)])
+    worker.process(worker.queue.read(100, block_ms=100))
+    step = worker.store.step_samples("q-run", 1, limit=100)
+    assert len(step) == 5
+    assert all(len([s for s in x["scores"] if s["scorer"] == "length.tokens"]) == 1 for x in step)
+    assert worker.store.count_scored("q-run") == 5
+    assert worker.queue.backlog() == 0  # acknowledged entries are gone, nothing owed
+
+
+def test_entries_of_a_dead_consumer_are_reclaimed(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    dead = _queue(settings, "dead-consumer")
+    dead.add([payload(i) for i in range(3)])
+    assert len(dead.read(10, block_ms=100)) == 3  # delivered, never acknowledged
+    r = redis.Redis.from_url(settings.redis_url)
+    assert r.xpending(dead.keys.samples, "workers")["pending"] == 3
+    survivor = make_worker(consumer="survivor")
+    assert survivor.queue.read(10, block_ms=50) == []  # not idle long enough yet: not stolen
+    time.sleep(settings.claim_idle_ms / 1000 + 0.1)
+    entries = survivor.queue.read(10, block_ms=50)
+    assert sorted(e.payload["id"] for e in entries) == ["s0", "s1", "s2"]
+    assert all(e.deliveries == 2 for e in entries)
+    survivor.process(entries)
+    assert survivor.store.count_scored("q-run") == 3
+    assert r.xpending(dead.keys.samples, "workers")["pending"] == 0
+
+
+def test_worker_killed_before_ack_loses_nothing(
+    settings: Settings, make_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "JUDGESERVE_REDIS_URL": settings.redis_url,
+        "JUDGESERVE_DATABASE_URL": settings.database_url,
+        "JUDGESERVE_STREAM_PREFIX": settings.stream_prefix,
+        "JUDGESERVE_SCORERS": '["tests.plugins:SlowScorer"]',
+        "JUDGESERVE_TEST_SLOW_S": "60",
+    }
+    q = _queue(settings, "producer")
+    q.add([payload(i) for i in range(20)])
+    log = open(tmp_path / "worker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "judgeserve.cli", "worker", "--name", "doomed"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        r = redis.Redis.from_url(settings.redis_url)
+        wait_for(lambda: r.xpending(q.keys.samples, "workers")["pending"] == 20, timeout=60)
+        consumers = {c["name"].decode(): c["pending"] for c in r.xinfo_consumers(q.keys.samples, "workers")}
+        assert consumers.get("doomed") == 20
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        log.close()
+    store = Store(settings.database_url)
+    assert store.count_scored("q-run") == 0  # it died before storing anything
+    time.sleep(settings.claim_idle_ms / 1000 + 0.1)
+    survivor = make_worker(consumer="survivor")
+    while survivor.queue.backlog():
+        survivor.process(survivor.queue.read(64, block_ms=50))
+    assert store.count_scored("q-run") == 20
+    assert len(store.step_samples("q-run", 1, limit=100)) == 20
+    store.close()
+
+
+def test_poison_sample_is_dead_lettered_after_max_deliveries(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    settings = settings.model_copy(update={"max_deliveries": 3, "claim_idle_ms": 1})
+    worker = make_worker(settings=settings, scorers=[PoisonScorer(), LengthScorer()])
+    worker.queue.add([payload(0), payload(1, text="POISON pill"), payload(2)])
+    for _ in range(10):
+        entries = worker.queue.read(10, block_ms=50)
+        if entries:
+            worker.process(entries)
+        time.sleep(0.01)
+        if worker.queue.backlog() == 0:
+            break
+    assert worker.store.count_scored("q-run") == 2  # the healthy neighbours were stored
+    dead = worker.queue.deadletters()
+    assert [d["payload"]["id"] for d in dead] == ["s1"]
+    assert "cannot score s1" in dead[0]["error"] and dead[0]["deliveries"] == 3
+    # Requeued (after a fix), the sample goes through.
+    assert worker.queue.requeue_deadletters() == 1
+    worker.sample_scorers = [s for s in worker.sample_scorers if not isinstance(s, PoisonScorer)]
+    worker.process(worker.queue.read(10, block_ms=50))
+    assert worker.store.count_scored("q-run") == 3 and worker.queue.deadletters() == []
+
+
+def test_invalid_payload_goes_straight_to_dead_letters(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker()
+    worker.queue.add([{"run": "q-run", "step": -1, "id": "bad", "completion": "x", "prompt": ""}, payload(1)])
+    result = worker.process(worker.queue.read(10, block_ms=50))
+    assert (result.stored, result.dead) == (1, 1)
+    assert worker.queue.deadletters()[0]["payload"]["id"] == "bad"

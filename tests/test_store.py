@@ -1,0 +1,78 @@
+"""The store on SQLite and PostgreSQL: idempotent writes and the queries the API serves."""
+
+from __future__ import annotations
+
+import pytest
+
+from judgeserve.exceptions import StoreError
+from judgeserve.schema import Aggregate, Alert, Sample, Score
+from judgeserve.store import Store
+
+
+def sample(i: int, step: int = 1) -> Sample:
+    return Sample(run="st-run", step=step, id=f"s{i}", prompt="p", completion=f"c{i}", probe_id=f"p{i}")
+
+
+@pytest.fixture
+def store(database_url: str):
+    s = Store(database_url)
+    yield s
+    s.close()
+
+
+def test_writes_are_idempotent(store: Store) -> None:
+    for _ in range(2):  # the second pass is a re-delivery
+        with store.begin() as conn:
+            store.upsert_run(conn, "st-run", 1)
+            store.save_samples(conn, [sample(0), sample(1)])
+            store.save_scores(conn, "st-run", 1, "s0", [Score(scorer="x.flag", value=True), Score(scorer="x.n", value=2.5)])
+    rows = store.step_samples("st-run", 1)
+    assert [r["id"] for r in rows] == ["s0", "s1"]
+    assert rows[0]["scores"] == [
+        {"scorer": "x.flag", "value": True, "details": {}, "version": "1"},
+        {"scorer": "x.n", "value": 2.5, "details": {}, "version": "1"},
+    ]
+    assert store.step_score_values("st-run", 1) == {"x.flag": [1.0], "x.n": [2.5]}
+
+
+def test_run_last_step_only_grows(store: Store) -> None:
+    with store.begin() as conn:
+        store.upsert_run(conn, "st-run", 50, ["helpfulness"])
+        store.upsert_run(conn, "st-run", 10)
+    run = store.get_run("st-run")
+    assert run is not None and run["last_step"] == 50 and run["rubrics"] == ["helpfulness"]
+
+
+def test_aggregates_are_replaced_and_form_series(store: Store) -> None:
+    for step, mean in ((1, 0.5), (2, 0.7), (2, 0.9)):
+        with store.begin() as conn:
+            store.upsert_run(conn, "st-run", step)
+            store.save_aggregates(conn, "st-run", step, {"m": Aggregate(mean=mean, ci_low=0, ci_high=1, n=3)})
+    store.save_metrics("st-run", 2, {"loss": 1.5})
+    series = store.metric_series("st-run")
+    assert [(p["step"], p["mean"]) for p in series["m"]] == [(1, 0.5), (2, 0.9)]
+    assert series["train.loss"] == [{"step": 2, "mean": 1.5, "ci_low": None, "ci_high": None, "n": 1}]
+
+
+def test_alerts_resolve_once(store: Store) -> None:
+    aid = store.add_alert(Alert(run="st-run", step=3, rule="r", message="m", evidence={"ids": ["s1"]}))
+    assert [a.id for a in store.list_alerts("st-run", "open")] == [aid]
+    assert store.resolve_alert(aid) is True
+    assert store.resolve_alert(aid) is False
+    resolved = store.list_alerts("st-run", "resolved")
+    assert resolved[0].resolved_at is not None and resolved[0].evidence == {"ids": ["s1"]}
+
+
+def test_pagination(store: Store) -> None:
+    with store.begin() as conn:
+        store.upsert_run(conn, "st-run", 1)
+        store.save_samples(conn, [sample(i) for i in range(25)])
+    assert store.count_samples("st-run", 1) == 25
+    pages = [store.step_samples("st-run", 1, limit=10, offset=o) for o in (0, 10, 20)]
+    ids = [r["id"] for page in pages for r in page]
+    assert len(ids) == 25 and len(set(ids)) == 25
+
+
+def test_unreachable_database_is_a_store_error() -> None:
+    with pytest.raises(StoreError):
+        Store("postgresql+psycopg://nobody@127.0.0.1:1/none")
