@@ -101,3 +101,25 @@ def test_async_client(live_api: LiveServer, worker_thread: Worker, settings: Set
     store = Store(settings.database_url)
     wait_for(lambda: store.count_scored("async-run") == 4)
     store.close()
+
+
+def test_trainer_killed_right_after_submit_loses_nothing(
+    live_api: LiveServer, worker_thread: Worker, settings: Settings
+) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal\n"
+        "from judgeserve import JudgeClient\n"
+        f"c = JudgeClient({live_api.url!r}, run='killed-run', spool_dir={str(settings.spool_dir)!r})\n"
+        "c.submit(1, [{'prompt': 'p', 'completion': f'c {i}'} for i in range(30)])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == -9
+    store = Store(settings.database_url)
+    wait_for(lambda: store.count_scored("killed-run") == 30, timeout=30)
+    store.close()
+    # The orphaned agent finished the journal and cleaned up after itself.
+    wait_for(lambda: not list((settings.spool_dir / "killed-run").glob("*.jsonl")), timeout=10)

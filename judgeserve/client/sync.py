@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,16 +20,16 @@ import httpx
 from ..exceptions import APIError, ClientError
 from ..schema import Alert, SampleIn
 from ..settings import get_settings
-from .sender import Sender
-from .spool import Spool
+from .journal import Journal
 
 __all__ = ["JudgeClient"]
 
 log = logging.getLogger(__name__)
+AGENT_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2}
 SampleLike = Mapping[str, Any] | SampleIn
 
 
-def _sample_dict(s: SampleLike) -> dict[str, Any]:
+def _sample_dict(s: SampleLike, new_id: Callable[[], str]) -> dict[str, Any]:
     if isinstance(s, SampleIn):
         d = s.model_dump(exclude_defaults=True)
         d["id"] = s.id
@@ -36,15 +42,17 @@ def _sample_dict(s: SampleLike) -> dict[str, Any]:
     d.setdefault("prompt", "")
     if not d.get("id"):
         # Made here, on submit, so every retry of this sample carries the same id.
-        d["id"] = uuid.uuid4().hex
+        d["id"] = new_id()
     return d
 
 
 class JudgeClient:
     """Send generations and trainer metrics to judgeserve without waiting on it.
 
-    ``submit`` and ``log_metrics`` return at once; a background thread batches,
-    sends, retries with backoff and spools to disk while the API is unreachable.
+    ``submit`` and ``log_metrics`` append to a local journal and return; a separate
+    agent process batches, sends, retries with backoff and keeps the journal while the
+    API is unreachable, so the trainer's thread never waits on the network, and what
+    was submitted survives the trainer crashing.
     """
 
     def __init__(
@@ -56,8 +64,8 @@ class JudgeClient:
         *,
         timeout: float = 10.0,
         spool_dir: str | Path | None = None,
-        linger_s: float = 0.05,
         max_backoff_s: float = 30.0,
+        orphan_grace_s: float = 120.0,
     ) -> None:
         settings = get_settings()
         self.url = (url or settings.api_url).rstrip("/")
@@ -66,24 +74,49 @@ class JudgeClient:
         token = token or settings.api_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-        self.errors: list[APIError] = []
-        self.spool = Spool(Path(spool_dir) if spool_dir else settings.spool_dir, run)
-        self._sender = Sender(
-            self._http,
-            self.spool,
-            linger_s=linger_s,
-            max_backoff_s=max_backoff_s,
-            on_rejected=self.errors.append,
-        )
-        self._sender.start()
+        directory = Path(spool_dir) if spool_dir else settings.spool_dir
+        self.journal = Journal(directory / run, uuid.uuid4().hex)
+        # Ids are this client's random prefix plus a counter: unique in the run, and cheap.
+        counter = itertools.count()
+        prefix = self.journal.path.stem[:16]
+        self._new_id: Callable[[], str] = lambda: f"{prefix}-{next(counter)}"
+        env = {**os.environ, "JUDGESERVE_AGENT_TOKEN": token or ""}
+        self._agent_log = open(self.journal.path.with_suffix(".log"), "ab")
+        # The agent's signals stay blocked until it has installed its handlers (it unblocks
+        # them itself); otherwise an early flush() would kill it with a default SIGUSR1.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, AGENT_SIGNALS)
+        try:
+            self._agent = self._spawn_agent(env, timeout, max_backoff_s, orphan_grace_s)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self._closed = False
+
+    def _spawn_agent(
+        self, env: dict[str, str], timeout: float, max_backoff_s: float, orphan_grace_s: float
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "judgeserve.client.agent",
+                "--journal", str(self.journal.path),
+                "--url", self.url,
+                "--parent", str(os.getpid()),
+                "--timeout", str(timeout),
+                "--max-backoff", str(max_backoff_s),
+                "--orphan-grace", str(orphan_grace_s),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._agent_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C on the trainer must not kill delivery mid-way
+        )
 
     def submit(
         self, step: int, samples: Iterable[SampleLike], checkpoint: str | None = None
     ) -> list[str]:
         """Queue samples generated at ``step``; returns their ids (made here if absent)."""
         self._check_open()
-        items = [_sample_dict(s) for s in samples]
+        items = [_sample_dict(s, self._new_id) for s in samples]
         if not items:
             return []
         body: dict[str, Any] = {"step": int(step), "samples": items}
@@ -91,7 +124,7 @@ class JudgeClient:
             body["checkpoint"] = str(checkpoint)
         if self.rubrics is not None:
             body["rubrics"] = self.rubrics
-        self._sender.put({"path": f"/v1/runs/{self.run}/samples", "body": body})
+        self.journal.append({"path": f"/v1/runs/{self.run}/samples", "body": body})
         return [d["id"] for d in items]
 
     def log_metrics(self, step: int, **values: float) -> None:
@@ -99,7 +132,12 @@ class JudgeClient:
         self._check_open()
         if values:
             body = {"step": int(step), "values": {k: float(v) for k, v in values.items()}}
-            self._sender.put({"path": f"/v1/runs/{self.run}/metrics", "body": body})
+            self.journal.append({"path": f"/v1/runs/{self.run}/metrics", "body": body})
+
+    @property
+    def errors(self) -> list[APIError]:
+        """Requests the API refused for good (e.g. a completion over 64 KiB)."""
+        return [APIError(e["status"], e["detail"]) for e in self.journal.errors()]
 
     def alerts(self, state: str | None = "open") -> list[Alert]:
         """Alerts of this run, fetched now (raises on an unreachable API)."""
@@ -114,18 +152,38 @@ class JudgeClient:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is delivered; False on timeout."""
-        return self._sender.wait_idle(timeout)
+        target = self.journal.written
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._signal(signal.SIGUSR1)  # retry now, not after the backoff
+        while self.journal.delivered() < target:
+            if self._agent.poll() is not None:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Flush, then stop the sender; what could not be sent stays spooled on disk."""
+        """Flush, then stop the agent; what could not be sent stays on disk for the next client."""
         if self._closed:
             return
         self._closed = True
-        self.flush(timeout)
-        self._sender.stop()
-        self._sender.join(timeout=5)
-        self.spool.close()
+        delivered = self.flush(timeout)
+        self._signal(signal.SIGUSR2 if delivered else signal.SIGTERM)
+        try:
+            self._agent.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._agent.kill()
+            self._agent.wait()
+        if not delivered:
+            log.warning("judgeserve: undelivered requests stay in %s", self.journal.path)
+        self.journal.close()
+        self._agent_log.close()
         self._http.close()
+
+    def _signal(self, signum: int) -> None:
+        if self._agent.poll() is None:
+            self._agent.send_signal(signum)
 
     def _check_open(self) -> None:
         if self._closed:
