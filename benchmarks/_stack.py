@@ -15,8 +15,7 @@ from contextlib import contextmanager
 import httpx
 import redis
 
-WORDS = ("the model answers every question with a fluent and confident paragraph about "
-         "training data loss curves and checkpoints that look healthy").split()
+WORDS = ["the", "model", "answers", "every", "question", "with", "a", "fluent", "and", "confident", "paragraph", "about", "training", "data", "loss", "curves", "and", "checkpoints", "that", "look", "healthy"]
 
 
 def text(n_tokens: int, seed: int = 0) -> str:

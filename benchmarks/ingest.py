@@ -7,7 +7,6 @@ import json
 import time
 
 import httpx
-
 from _stack import api_process, pct, table, text
 
 DURATION_S = 8.0

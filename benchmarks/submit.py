@@ -14,8 +14,8 @@ import tempfile
 import time
 
 import numpy as np
-
 from _stack import api_process, pct, table, text
+
 from judgeserve import JudgeClient
 
 STEPS = 400

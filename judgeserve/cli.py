@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from .settings import Settings
 
 app = typer.Typer(help="Evaluate fine-tuning runs beside the training loop.", no_args_is_help=True)
-Host = Annotated[Optional[str], typer.Option(help="Bind address (default JUDGESERVE_HOST).")]
-Port = Annotated[Optional[int], typer.Option(help="Port (default JUDGESERVE_PORT).")]
+Host = Annotated[str | None, typer.Option(help="Bind address (default JUDGESERVE_HOST).")]
+Port = Annotated[int | None, typer.Option(help="Port (default JUDGESERVE_PORT).")]
 
 
 def _settings(host: str | None = None, port: int | None = None) -> Settings:
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        for err in e.errors():
+            name = "JUDGESERVE_" + "_".join(str(p) for p in err["loc"]).upper()
+            typer.echo(f"invalid setting {name}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -45,7 +52,7 @@ def api(host: Host = None, port: Port = None) -> None:
 
 @app.command()
 def worker(
-    name: Annotated[Optional[str], typer.Option(help="Consumer name (default host-pid).")] = None,
+    name: Annotated[str | None, typer.Option(help="Consumer name (default host-pid).")] = None,
 ) -> None:
     """Consume the sample stream and score it (SIGTERM finishes the batch in flight)."""
     from .worker import run_worker

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +119,7 @@ class Queue:
             raise QueueError(f"Redis unreachable: {e}") from e
 
     def _read_group(self, last_id: str, count: int, block_ms: int | None) -> list[Entry]:
-        resp = self.redis.xreadgroup(
+        resp: Any = self.redis.xreadgroup(
             self.group, self.consumer, {self.keys.samples: last_id}, count=count, block=block_ms
         )
         out: list[Entry] = []
@@ -133,7 +133,7 @@ class Queue:
 
     def claim_stale(self, count: int) -> list[Entry]:
         """Take over entries another consumer left pending longer than ``claim_idle_ms``."""
-        resp = self.redis.xautoclaim(
+        resp: Any = self.redis.xautoclaim(
             self.keys.samples,
             self.group,
             self.consumer,
@@ -150,7 +150,7 @@ class Queue:
     def _with_counts(self, entries: list[Entry]) -> list[Entry]:
         if not entries:
             return entries
-        info = self.redis.xpending_range(
+        info: Any = self.redis.xpending_range(
             self.keys.samples, self.group, min=entries[0].id, max=entries[-1].id,
             count=len(entries) * 2 + 10,
         )
@@ -199,7 +199,8 @@ class Queue:
 
     def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
         out = []
-        for mid, f in self.redis.xrange(self.keys.deadletter, count=count):
+        items: Any = self.redis.xrange(self.keys.deadletter, count=count)
+        for mid, f in items:
             out.append(
                 {
                     "id": mid.decode(),
@@ -224,7 +225,8 @@ class Queue:
         return moved
 
     def backlog(self) -> int:
-        return int(self.redis.xlen(self.keys.samples))
+        n: Any = self.redis.xlen(self.keys.samples)
+        return int(n)
 
     def close(self) -> None:
         self.redis.close()

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from .exceptions import ConfigError
 from .schema import Sample, Score
@@ -87,7 +87,7 @@ class SetScorer(ABC):
         """Release resources (models, files)."""
 
 
-AnyScorer = Union[SampleScorer, SetScorer]
+AnyScorer = SampleScorer | SetScorer
 Factory = Callable[[], AnyScorer]
 
 _registry: dict[str, Factory] = {}

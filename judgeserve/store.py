@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -48,7 +48,7 @@ metadata = MetaData()
 def _utc(dt: datetime | None) -> datetime | None:
     # SQLite drops tzinfo; everything judgeserve writes is UTC.
     if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
+        return dt.replace(tzinfo=UTC)
     return dt
 
 
@@ -147,7 +147,7 @@ alerts = Table(
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Store:
@@ -308,7 +308,8 @@ class Store:
             res = conn.execute(
                 alerts.insert().values(**alert.model_dump(exclude={"id"}))
             )
-            return int(res.inserted_primary_key[0])
+            key: Any = res.inserted_primary_key
+            return int(key[0])
 
     def resolve_alert(self, alert_id: int) -> bool:
         with self.begin() as conn:

@@ -101,7 +101,8 @@ class Worker:
             idle_since = time.monotonic()
 
     def close(self) -> None:
-        for s in [*self.sample_scorers, *self.set_scorers]:
+        every: list[AnyScorer] = [*self.sample_scorers, *self.set_scorers]
+        for s in every:
             s.close()
         self.queue.close()
         if self._own_store:

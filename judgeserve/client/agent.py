@@ -15,8 +15,8 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -165,7 +165,7 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http = httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout)
     agent = Agent(http, args.max_backoff)
-    closing = {"flag": False, "orphaned_at": None}
+    closing: dict[str, Any] = {"flag": False, "orphaned_at": None}
 
     def on_kick(*_: Any) -> None:
         agent.kicked = True  # flush(): retry now rather than after the backoff

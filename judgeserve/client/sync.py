@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -9,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -81,7 +81,8 @@ class JudgeClient:
         prefix = self.journal.path.stem[:16]
         self._new_id: Callable[[], str] = lambda: f"{prefix}-{next(counter)}"
         env = {**os.environ, "JUDGESERVE_AGENT_TOKEN": token or ""}
-        self._agent_log = open(self.journal.path.with_suffix(".log"), "ab")
+        # Lives as long as the client: the agent's stdout/stderr.
+        self._agent_log = open(self.journal.path.with_suffix(".log"), "ab")  # noqa: SIM115
         # The agent's signals stay blocked until it has installed its handlers (it unblocks
         # them itself); otherwise an early flush() would kill it with a default SIGUSR1.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, AGENT_SIGNALS)
@@ -175,10 +176,12 @@ class JudgeClient:
         except subprocess.TimeoutExpired:
             self._agent.kill()
             self._agent.wait()
-        if not delivered:
-            log.warning("judgeserve: undelivered requests stay in %s", self.journal.path)
         self.journal.close()
         self._agent_log.close()
+        if delivered:
+            self.journal.path.with_suffix(".log").unlink(missing_ok=True)
+        else:
+            log.warning("judgeserve: undelivered requests stay in %s", self.journal.path)
         self._http.close()
 
     def _signal(self, signum: int) -> None:
