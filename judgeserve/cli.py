@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -66,6 +66,65 @@ def demo(port: Port = None) -> None:
     from .demo import run_demo
 
     run_demo(_settings(port=port))
+
+
+token_app = typer.Typer(help="API tokens: one project each, stored only as hashes.")
+dead_app = typer.Typer(help="Samples whose scoring kept failing.")
+app.add_typer(token_app, name="token")
+app.add_typer(dead_app, name="deadletter")
+
+
+@token_app.command("create")
+def token_create(
+    project: Annotated[str, typer.Option(help="The project whose runs the token may reach.")],
+    name: Annotated[str, typer.Option(help="A label, e.g. who holds it.")] = "",
+) -> None:
+    """Make a token; it is printed once and cannot be shown again."""
+    from .auth import create_token
+    from .store import Store
+
+    typer.echo(create_token(Store(_settings().database_url), project, name))
+
+
+@token_app.command("list")
+def token_list() -> None:
+    from .auth import list_tokens
+    from .store import Store
+
+    for t in list_tokens(Store(_settings().database_url)):
+        state = "revoked" if t["revoked"] else "active"
+        typer.echo(f"{t['id']}  {t['project']}  {state}  {t['created']:%Y-%m-%d}  {t['name']}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    from .auth import revoke_token
+    from .store import Store
+
+    if not revoke_token(Store(_settings().database_url), token_id):
+        typer.echo(f"no token {token_id!r}", err=True)
+        raise typer.Exit(1)
+
+
+def _queue() -> Any:
+    from .queue import Queue
+
+    s = _settings()
+    return Queue(s.redis_url, prefix=s.stream_prefix, group=s.consumer_group)
+
+
+@dead_app.command("list")
+def deadletter_list(limit: int = 100) -> None:
+    for d in _queue().deadletters(limit):
+        p = d["payload"]
+        err = d["error"].splitlines()[0] if d["error"] else ""
+        typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {p.get('id')}  x{d['deliveries']}  {err}")
+
+
+@dead_app.command("requeue")
+def deadletter_requeue(ids: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Put dead letters (all, or the given ids) back on the sample stream."""
+    typer.echo(f"requeued {_queue().requeue_deadletters(ids or None)}")
 
 
 def main() -> None:

@@ -117,6 +117,14 @@ class Queue:
             return self._read_group(">", count, block_ms)
         except redis.ConnectionError as e:
             raise QueueError(f"Redis unreachable: {e}") from e
+        except redis.ResponseError as e:
+            # The stream or group was deleted under us (NOGROUP, or UNBLOCKED while we
+            # waited): recreate them; whatever was lost with the key is gone either way.
+            if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
+                raise QueueError(f"Redis refused the read: {e}") from e
+            log.warning("stream or consumer group vanished (%s); recreating", e)
+            self.ensure_group()
+            return []
 
     def _read_group(self, last_id: str, count: int, block_ms: int | None) -> list[Entry]:
         resp: Any = self.redis.xreadgroup(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
         description="Where the SDK keeps batches it could not send yet.",
     )
     api_token: str | None = Field(None, description="Token the SDK sends (Authorization: Bearer).")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API tokens required: 'auto' turns them on when binding beyond loopback.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -146,6 +146,18 @@ alerts = Table(
 )
 
 
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project", String(128), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("hash", String(64), nullable=False),  # sha256 of the secret; the secret is never kept
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -311,6 +323,11 @@ class Store:
             key: Any = res.inserted_primary_key
             return int(key[0])
 
+    def alert_run(self, alert_id: int) -> str | None:
+        with self.begin() as conn:
+            row = conn.execute(select(alerts.c.run).where(alerts.c.id == alert_id)).first()
+            return row.run if row else None
+
     def resolve_alert(self, alert_id: int) -> bool:
         with self.begin() as conn:
             res = conn.execute(
@@ -322,8 +339,12 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def list_runs(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def list_runs(
+        self, limit: int = 100, offset: int = 0, project: str | None = None
+    ) -> list[dict[str, Any]]:
         q = select(runs).order_by(runs.c.updated.desc()).limit(limit).offset(offset)
+        if project is not None:
+            q = q.where(runs.c.project == project)
         with self.begin() as conn:
             return [_row(r) for r in conn.execute(q).mappings()]
 
@@ -452,9 +473,16 @@ class Store:
         return out
 
     def list_alerts(
-        self, run: str | None = None, state: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        run: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        project: str | None = None,
     ) -> list[Alert]:
         q = select(alerts).order_by(alerts.c.id.desc()).limit(limit).offset(offset)
+        if project is not None:
+            q = q.where(alerts.c.run.in_(select(runs.c.name).where(runs.c.project == project)))
         if run is not None:
             q = q.where(alerts.c.run == run)
         if state is not None:

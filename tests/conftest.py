@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -33,15 +34,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CLAIM_KEY = "judgeserve:test-session"
+
+
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[int]:
-    """An empty Redis database index, so tests never wipe a developer's data (as rq does)."""
+    """A Redis database index this session claims for itself (as rq picks an empty one), so
+    tests never touch a developer's data nor another test session's running beside it."""
+    claim = f"{os.getpid()}-{uuid.uuid4().hex}"
     for db in range(15, 0, -1):
         r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
         try:
-            if r.dbsize() == 0:
-                r.close()
-                yield db
+            if r.dbsize() == 0 and r.set(CLAIM_KEY, claim, nx=True, ex=6 * 3600):
+                try:
+                    yield db
+                finally:
+                    r.flushdb()
+                    r.close()
                 return
         except redis.ConnectionError as e:
             pytest.fail(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {e}")
@@ -50,12 +59,8 @@ def redis_db() -> Iterator[int]:
 
 
 @pytest.fixture
-def redis_url(redis_db: int) -> Iterator[str]:
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
-    yield url
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    r.close()
+def redis_url(redis_db: int) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -63,13 +68,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'judgeserve.db'}"
         return
-    store = Store(PG_URL, create=False)
-    store.drop()
-    store.close()
-    yield PG_URL
-    store = Store(PG_URL, create=False)
-    store.drop()
-    store.close()
+    yield from pg_schema_url()
+
+
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards: test
+    sessions running side by side on database `test` never see each other's tables."""
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 @pytest.fixture
@@ -78,8 +94,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
-    return Settings(
+def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Iterator[Settings]:
+    s = Settings(
         redis_url=redis_url,
         database_url=sqlite_url,
         stream_prefix=f"t{uuid.uuid4().hex[:8]}",
@@ -88,6 +104,11 @@ def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Settings:
         claim_idle_ms=300,
         port=free_port(),
     )
+    yield s
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter(f"{s.stream_prefix}:*"):
+        r.delete(key)
+    r.close()
 
 
 class LiveServer:
@@ -166,5 +187,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, every: float 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["judgeserve", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        [sys.executable, "-m", "judgeserve.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )

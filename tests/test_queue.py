@@ -129,3 +129,13 @@ def test_invalid_payload_goes_straight_to_dead_letters(settings: Settings, make_
     result = worker.process(worker.queue.read(10, block_ms=50))
     assert (result.stored, result.dead) == (1, 1)
     assert worker.queue.deadletters()[0]["payload"]["id"] == "bad"
+
+
+def test_worker_survives_the_stream_being_deleted(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker()
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete(worker.queue.keys.samples)
+    assert worker.queue.read(10, block_ms=50) == []  # NOGROUP: recreated, not raised
+    worker.queue.add([payload(1)])
+    worker.process(worker.queue.read(10, block_ms=50))
+    assert worker.store.count_scored("q-run") == 1

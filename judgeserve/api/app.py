@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
+from ..auth import auth_enabled
 from ..queue import AsyncProducer
 from ..settings import Settings, get_settings
 from ..store import Store
 from . import errors, routes
 from .limits import BodySizeLimit
+from .security import TokenCache
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -25,6 +27,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.state.store = store or Store(settings.database_url)
         app.state.producer = AsyncProducer(settings.redis_url, prefix=settings.stream_prefix)
         app.state.backlog = routes.BacklogGauge(app.state.producer, settings.max_backlog)
+        app.state.auth = auth_enabled(settings.auth, settings.host)
+        app.state.tokens = TokenCache()
         try:
             yield
         finally:

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from ..queue import AsyncProducer
-from ..schema import RUN_NAME_PATTERN, Alert, MetricsIn, SampleBatch
+from ..schema import Alert, MetricsIn, SampleBatch
 from ..store import Store
 from .errors import Backpressure
+from .security import Caller, ReadRun, WriteRun, check_run
 
 router = APIRouter()
-RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN, description="Run name.")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0)]
 
@@ -54,7 +54,7 @@ async def healthz(request: Request) -> dict[str, Any]:
 
 
 @router.post("/v1/runs/{run}/samples", status_code=202, tags=["ingest"])
-async def submit_samples(run: RunPath, batch: SampleBatch, request: Request) -> dict[str, Any]:
+async def submit_samples(run: WriteRun, batch: SampleBatch, request: Request) -> dict[str, Any]:
     """Queue samples for scoring. Idempotent per sample id: re-sending is harmless."""
     gauge: BacklogGauge = request.app.state.backlog
     await gauge.check()
@@ -72,15 +72,15 @@ async def submit_samples(run: RunPath, batch: SampleBatch, request: Request) -> 
 
 
 @router.post("/v1/runs/{run}/metrics", status_code=202, tags=["ingest"])
-def submit_metrics(run: RunPath, body: MetricsIn, request: Request) -> dict[str, Any]:
+def submit_metrics(run: WriteRun, body: MetricsIn, request: Request) -> dict[str, Any]:
     """Trainer-side numbers (loss, learning rate) to draw next to quality."""
     _store(request).save_metrics(run, body.step, body.values)
     return {"accepted": len(body.values), "run": run, "step": body.step}
 
 
 @router.get("/v1/runs", tags=["read"])
-def list_runs(request: Request, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-    return {"runs": _store(request).list_runs(limit, offset)}
+def list_runs(request: Request, who: Caller, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    return {"runs": _store(request).list_runs(limit, offset, project=who.project)}
 
 
 def _run_or_404(store: Store, run: str) -> dict[str, Any]:
@@ -91,13 +91,13 @@ def _run_or_404(store: Store, run: str) -> dict[str, Any]:
 
 
 @router.get("/v1/runs/{run}", tags=["read"])
-def get_run(run: RunPath, request: Request) -> dict[str, Any]:
+def get_run(run: ReadRun, request: Request) -> dict[str, Any]:
     return _run_or_404(_store(request), run)
 
 
 @router.get("/v1/runs/{run}/steps/{step}", tags=["read"])
 def get_step(
-    run: RunPath,
+    run: ReadRun,
     step: Annotated[int, Path(ge=0, le=2**53)],
     request: Request,
     limit: Limit = 100,
@@ -117,7 +117,7 @@ def get_step(
 
 
 @router.get("/v1/runs/{run}/samples/{sample_id}", tags=["read"])
-def get_sample(run: RunPath, sample_id: str, request: Request) -> dict[str, Any]:
+def get_sample(run: ReadRun, sample_id: str, request: Request) -> dict[str, Any]:
     found = _store(request).get_sample(run, sample_id)
     if found is None:
         raise HTTPException(404, f"sample {sample_id!r} not found in run {run!r}")
@@ -125,7 +125,7 @@ def get_sample(run: RunPath, sample_id: str, request: Request) -> dict[str, Any]
 
 
 @router.get("/v1/runs/{run}/metrics", tags=["read"])
-def get_metrics(run: RunPath, request: Request) -> dict[str, Any]:
+def get_metrics(run: ReadRun, request: Request) -> dict[str, Any]:
     """Every metric's series over steps: detector aggregates and trainer metrics."""
     store = _store(request)
     _run_or_404(store, run)
@@ -134,7 +134,7 @@ def get_metrics(run: RunPath, request: Request) -> dict[str, Any]:
 
 @router.get("/v1/runs/{run}/alerts", tags=["alerts"])
 def get_alerts(
-    run: RunPath,
+    run: ReadRun,
     request: Request,
     state: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
     limit: Limit = 100,
@@ -144,7 +144,13 @@ def get_alerts(
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"])
-def resolve_alert(alert_id: Annotated[int, Path(ge=1, le=2**62)], request: Request) -> dict[str, Any]:
+def resolve_alert(
+    alert_id: Annotated[int, Path(ge=1, le=2**62)], request: Request, who: Caller
+) -> dict[str, Any]:
+    run = _store(request).alert_run(alert_id)
+    if run is None:
+        raise HTTPException(404, f"no alert {alert_id}")
+    check_run(request, who, run, write=True)
     if not _store(request).resolve_alert(alert_id):
         raise HTTPException(404, f"no open alert {alert_id}")
     return {"id": alert_id, "state": "resolved"}
