@@ -232,12 +232,43 @@ class Queue:
             moved += 1
         return moved
 
+    def durability_warnings(self) -> list[str]:
+        """What in this Redis's configuration could lose accepted samples."""
+        return durability_warnings(self.redis)
+
     def backlog(self) -> int:
         n: Any = self.redis.xlen(self.keys.samples)
         return int(n)
 
     def close(self) -> None:
         self.redis.close()
+
+
+def durability_warnings(client: redis.Redis) -> list[str]:
+    """Check AOF and eviction: streams must survive a restart and never be evicted."""
+    try:
+        conf: Any = client.config_get("appendonly")
+        conf.update(client.config_get("appendfsync"))
+        conf.update(client.config_get("maxmemory-policy"))
+    except redis.ResponseError:
+        return []  # CONFIG is disabled on many managed Redis services: nothing to check
+    except redis.ConnectionError as e:
+        raise QueueError(f"Redis unreachable: {e}") from e
+    found = []
+    if conf.get("appendonly") != "yes":
+        found.append(
+            "Redis has AOF off (appendonly no): a Redis restart loses queued samples; "
+            "set appendonly yes with appendfsync everysec (or always)"
+        )
+    elif conf.get("appendfsync") == "no":
+        found.append("Redis appendfsync is 'no': set everysec or always")
+    policy = conf.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        found.append(
+            f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict the "
+            "sample stream; set noeviction"
+        )
+    return found
 
 
 class AsyncProducer:

@@ -221,6 +221,8 @@ def run_worker(settings: Settings, *, consumer: str | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
+    for warning in worker.queue.durability_warnings():
+        log.warning(warning)
     log.info("worker %s consuming %s", worker.queue.consumer, worker.queue.keys.samples)
     try:
         worker.run()

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI
 
 from .. import __version__
 from ..auth import auth_enabled
-from ..queue import AsyncProducer
+from ..exceptions import QueueError
+from ..queue import AsyncProducer, durability_warnings
 from ..settings import Settings, get_settings
 from ..store import Store
 from . import errors, routes
 from .limits import BodySizeLimit
 from .security import TokenCache
+
+log = logging.getLogger(__name__)
+
+
+def _warn_durability(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        for warning in durability_warnings(client):
+            log.warning(warning)
+    except QueueError as e:
+        log.warning("%s (the API answers 503 until it is back)", e)
+    finally:
+        client.close()
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -29,6 +45,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.state.backlog = routes.BacklogGauge(app.state.producer, settings.max_backlog)
         app.state.auth = auth_enabled(settings.auth, settings.host)
         app.state.tokens = TokenCache()
+        _warn_durability(settings.redis_url)
         try:
             yield
         finally:

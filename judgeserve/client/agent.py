@@ -36,25 +36,37 @@ class Retry(Exception):
         self.after = after
 
 
-def merge(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Join sample requests for the same path/step/checkpoint, within the API's limits."""
+def plan(lines: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Turn journal lines (with the offset where each ends) into HTTP requests, in order.
+
+    Consecutive sample lines for the same run/step/checkpoint are joined, within the API's
+    limits. Each request carries ``end``: the journal offset that is fully delivered once
+    it is accepted (None while a line is split over several requests), so a retry resends
+    only what was not accepted — resending accepted samples would refill a full backlog.
+    """
     out: list[dict[str, Any]] = []
-    open_: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for req in lines:
+    cur: dict[str, Any] | None = None
+    for end, req in lines:
         body = req["body"]
         if "samples" not in body:
-            out.append(req)
+            cur = None
+            out.append({"path": req["path"], "body": body, "end": end})
             continue
         key = (req["path"], body["step"], body.get("checkpoint"), tuple(body.get("rubrics") or ()))
         for s in body["samples"]:
-            cur = open_.get(key)
             size = len(s.get("prompt", "")) + len(s.get("completion", "")) + len(s.get("reference") or "")
-            if cur is None or len(cur["body"]["samples"]) >= MAX_SAMPLES or cur["chars"] + size > MAX_CHARS:
-                cur = {"path": req["path"], "body": {**body, "samples": []}, "chars": 0}
-                open_[key] = cur
+            if (
+                cur is None
+                or cur["key"] != key
+                or len(cur["body"]["samples"]) >= MAX_SAMPLES
+                or cur["chars"] + size > MAX_CHARS
+            ):
+                cur = {"path": req["path"], "body": {**body, "samples": []}, "chars": 0, "key": key, "end": None}
                 out.append(cur)
             cur["body"]["samples"].append(s)
             cur["chars"] += size
+        if cur is not None:
+            cur["end"] = end
     return out
 
 
@@ -95,20 +107,25 @@ class Agent:
         backoff = 0.0
         while True:
             fh.seek(offset)
-            lines: list[bytes] = []
+            lines: list[tuple[int, dict[str, Any]]] = []
+            pos = offset
             for _ in range(MAX_LINES):
                 ln = fh.readline()
                 if not ln.endswith(b"\n"):
                     break  # a line still being written is read next time
-                lines.append(ln)
+                pos += len(ln)
+                lines.append((pos, json.loads(ln)))
             if not lines:
                 if follow():
                     time.sleep(0.02)
                     continue
                 return True
             try:
-                for req in merge([json.loads(ln) for ln in lines]):
+                for req in plan(lines):
                     self.send(req, journal)
+                    if req["end"] is not None:
+                        offset = req["end"]
+                        write_offset(journal, offset)
             except Retry as r:
                 if not patient:
                     return False
@@ -116,8 +133,6 @@ class Agent:
                 backoff = min(max(backoff * 2, 0.2), self.max_backoff)
                 self._sleep(r.after if r.after is not None else backoff)
                 continue
-            offset += sum(len(ln) for ln in lines)
-            write_offset(journal, offset)
             backoff = 0.0
 
     def _sleep(self, seconds: float) -> None:
