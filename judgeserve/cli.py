@@ -53,8 +53,15 @@ def api(host: Host = None, port: Port = None) -> None:
 @app.command()
 def worker(
     name: Annotated[str | None, typer.Option(help="Consumer name (default host-pid).")] = None,
+    ray: Annotated[int, typer.Option(help="Run N workers as Ray actors instead.")] = 0,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster (default: local).")] = None,
 ) -> None:
     """Consume the sample stream and score it (SIGTERM finishes the batch in flight)."""
+    if ray:
+        from .workers_ray import run_ray_workers
+
+        run_ray_workers(_settings(), ray, ray_address)
+        return
     from .worker import run_worker
 
     run_worker(_settings(), consumer=name)
