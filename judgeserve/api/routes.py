@@ -16,7 +16,7 @@ from .security import Caller, ReadRun, WriteRun, check_run
 
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=10**9)]
 
 
 class BacklogGauge:
