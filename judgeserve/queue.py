@@ -206,18 +206,7 @@ class Queue:
         return True
 
     def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
-        out = []
-        items: Any = self.redis.xrange(self.keys.deadletter, count=count)
-        for mid, f in items:
-            out.append(
-                {
-                    "id": mid.decode(),
-                    "payload": _decode(f),
-                    "error": f[b"error"].decode(),
-                    "deliveries": int(f[b"deliveries"]),
-                }
-            )
-        return out
+        return read_deadletters(self.redis, self.keys, count)
 
     def requeue_deadletters(self, ids: list[str] | None = None) -> int:
         """Put dead letters back on the sample stream (all, or the given ids)."""
@@ -242,6 +231,20 @@ class Queue:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def read_deadletters(client: redis.Redis, keys: Keys, count: int = 100) -> list[dict[str, Any]]:
+    """Dead letters, oldest first: the sample, its last error and how often it was tried."""
+    items: Any = client.xrange(keys.deadletter, count=count)
+    return [
+        {
+            "id": mid.decode(),
+            "payload": _decode(f),
+            "error": f[b"error"].decode(),
+            "deliveries": int(f[b"deliveries"]),
+        }
+        for mid, f in items
+    ]
 
 
 def durability_warnings(client: redis.Redis) -> list[str]:

@@ -139,3 +139,33 @@ def test_worker_survives_the_stream_being_deleted(settings: Settings, make_worke
     worker.queue.add([payload(1)])
     worker.process(worker.queue.read(10, block_ms=50))
     assert worker.store.count_scored("q-run") == 1
+
+
+def test_dead_letters_are_visible_through_the_api(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    from fastapi.testclient import TestClient
+
+    from judgeserve.api import create_app
+
+    s = settings.model_copy(update={"max_deliveries": 1})
+    worker = make_worker(settings=s, scorers=[PoisonScorer()])
+    worker.queue.add([payload(1, text="POISON")])
+    worker.process(worker.queue.read(10, block_ms=50))
+    with TestClient(create_app(s)) as api:
+        items = api.get("/v1/deadletter").json()["deadletters"]
+    assert [d["payload"]["id"] for d in items] == ["s1"] and "cannot score" in items[0]["error"]
+
+
+def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    from .conftest import run_cli
+
+    s = settings.model_copy(update={"max_deliveries": 1})
+    worker = make_worker(settings=s, scorers=[PoisonScorer()])
+    worker.queue.add([payload(7, text="POISON")])
+    worker.process(worker.queue.read(10, block_ms=50))
+    env = {"JUDGESERVE_REDIS_URL": s.redis_url, "JUDGESERVE_STREAM_PREFIX": s.stream_prefix}
+    listed = run_cli("deadletter", "list", env=env)
+    assert listed.returncode == 0 and "q-run@1" in listed.stdout and "s7" in listed.stdout
+    assert "cannot score s7" in listed.stdout
+    requeued = run_cli("deadletter", "requeue", env=env)
+    assert requeued.stdout.strip() == "requeued 1"
+    assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1

@@ -6,9 +6,11 @@ import json
 import time
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from ..queue import AsyncProducer
+from ..exceptions import QueueError
+from ..queue import AsyncProducer, Keys, read_deadletters
 from ..schema import Alert, MetricsIn, SampleBatch
 from ..store import Store
 from .errors import Backpressure
@@ -141,6 +143,27 @@ def get_alerts(
     offset: Offset = 0,
 ) -> dict[str, list[Alert]]:
     return {"alerts": _store(request).list_alerts(run, state, limit, offset)}
+
+
+@router.get("/v1/deadletter", tags=["ops"])
+def list_deadletters(request: Request, who: Caller, limit: Limit = 100) -> dict[str, Any]:
+    """Samples whose scoring failed on every delivery, with the last error."""
+    settings = request.app.state.settings
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        items = read_deadletters(client, Keys(settings.stream_prefix), limit)
+    except redis.ConnectionError as e:
+        raise QueueError(f"Redis unreachable: {e}") from e
+    finally:
+        client.close()
+    visible = []
+    for item in items:
+        try:
+            check_run(request, who, str(item["payload"].get("run")), write=False)
+        except HTTPException:
+            continue  # another project's sample
+        visible.append(item)
+    return {"deadletters": visible}
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"])
