@@ -177,7 +177,7 @@ def worker_thread(make_worker: Callable[..., Worker]) -> Iterator[Worker]:
     t.join(timeout=10)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
