@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI
 
-from .. import __version__
+from .. import __version__, web
 from ..auth import auth_enabled
 from ..exceptions import QueueError
 from ..queue import AsyncProducer, durability_warnings
@@ -61,5 +61,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     errors.install(app)
     app.include_router(routes.router)
+    web.install(app)  # the web view: pages, /live, /static
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

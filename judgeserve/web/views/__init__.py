@@ -1,0 +1,26 @@
+"""The pages, one module per page type; every route goes through ``require_viewer``.
+
+==========================================  ===========================================
+``/``                                       runs (:mod:`.runs`)
+``/runs/{run}``                             one run: charts, steps, alerts (:mod:`.run`)
+``/runs/{run}/steps/{step}``                one checkpoint's samples (:mod:`.step`)
+``/runs/{run}/samples/{sample_id}``         one sample, highlighted (:mod:`.sample`)
+``/alerts``                                 alerts, open and resolved (:mod:`.alerts`)
+``/rubrics``                                the rubrics the judge can load (:mod:`.rubrics`)
+``/live``                                   server-sent events (:mod:`judgeserve.web.live`)
+==========================================  ===========================================
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from .. import live
+from ..auth import require_viewer
+from . import alerts, rubrics, run, runs, sample, step
+
+__all__ = ["router"]
+
+router = APIRouter(dependencies=[Depends(require_viewer)], include_in_schema=False)
+for _module in (runs, run, step, sample, alerts, rubrics, live):
+    router.include_router(_module.router)

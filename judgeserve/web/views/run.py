@@ -1,0 +1,80 @@
+"""``/runs/{run}``: one chart per metric family next to the loss, alert markers, steps by page."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from ...schema import RUN_NAME_PATTERN
+from .. import queries as q
+from ..charts import chart_payload
+from ..paging import PageParam, Pager
+from ..templating import Urls, not_found, render
+
+router = APIRouter()
+RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN)]
+PER_PAGE = 50
+ALERTS_SHOWN = 10
+
+
+@router.get("/runs/{run}", response_class=HTMLResponse)
+def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLResponse:
+    pager = Pager.start(request, page, PER_PAGE)
+    with q.read(q.engine_of(request)) as conn:
+        found = q.get_run(conn, run)
+        if found is None:
+            return not_found(request, f"No run named {run!r}.")
+        steps = q.run_steps(conn, run, PER_PAGE, pager.offset)
+        flagged = q.flagged_counts(conn, run, [s["step"] for s in steps])
+        for s in steps:
+            s["flagged"] = flagged.get(s["step"], 0)
+        open_alerts = q.list_alerts(conn, run, "open", ALERTS_SHOWN, 0)
+        n_open = q.count_alerts(conn, run, "open")
+        stamp = q.live_stamp(conn, run)
+    return render(
+        request,
+        "run.html",
+        {
+            "title": run,
+            "run": found,
+            "steps": steps,
+            "pager": pager.done(len(steps)),
+            "open_alerts": open_alerts,
+            "n_open": n_open,
+            "live_run": run,
+            "live_since": stamp,
+        },
+    )
+
+
+@router.get("/runs/{run}/charts.json")
+def run_charts(
+    request: Request, run: RunPath, from_step: Annotated[int, Query(ge=0, le=2**53)] = 0
+) -> Response:
+    """The run page's chart data (``charts.chart_payload``); ``from_step`` for live updates."""
+    with q.read(q.engine_of(request)) as conn:
+        if q.get_run(conn, run) is None:
+            return JSONResponse({"detail": f"run {run!r} not found"}, status_code=404)
+        payload: dict[str, Any] = chart_payload(
+            q.chart_rows(conn, run, from_step),
+            q.train_rows(conn, run, from_step),
+            q.alert_markers(conn, run),
+        )
+    payload["run"] = run
+    payload["from_step"] = from_step
+    return JSONResponse(payload, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/runs/{run}/goto")
+def goto_step(
+    request: Request, run: RunPath, step: Annotated[int, Query(ge=0, le=2**53)]
+) -> Response:
+    """The step selector: the step page of the nearest step that has samples."""
+    with q.read(q.engine_of(request)) as conn:
+        nearest = q.nearest_step(conn, run, step)
+    if nearest is None:
+        return not_found(request, f"Run {run!r} has no samples.")
+    urls = Urls(request.scope.get("root_path", ""))
+    return RedirectResponse(urls.step(run, nearest), status_code=303)

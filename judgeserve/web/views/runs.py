@@ -1,0 +1,44 @@
+"""``/``: every run, newest first, with its open alerts and a sparkline of its headline metric."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from .. import queries as q
+from ..auth import viewer_project
+from ..charts import sparkline
+from ..paging import PageParam, Pager
+from ..templating import render
+
+router = APIRouter()
+PER_PAGE = 50
+SPARK_POINTS = 40
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(request: Request, page: PageParam = 1) -> HTMLResponse:
+    pager = Pager.start(request, page, PER_PAGE)
+    project = viewer_project(request)
+    with q.read(q.engine_of(request)) as conn:
+        total = q.count_runs(conn, project)
+        items = q.list_runs(conn, PER_PAGE, pager.offset, project)
+        open_alerts = q.open_alerts_by_run(conn, [r["name"] for r in items])
+        for r in items:
+            metric, values = q.headline_series(conn, r["name"], SPARK_POINTS)
+            r["headline"] = metric
+            r["spark"] = sparkline(values)
+            r["latest"] = values[-1] if values else None
+            r["alerts"] = open_alerts.get(r["name"], {"count": 0, "worst": None})
+        stamp = q.live_stamp(conn, None, project)
+    return render(
+        request,
+        "runs.html",
+        {
+            "title": "Runs",
+            "runs": items,
+            "pager": pager.done(len(items), total),
+            "live_run": None,
+            "live_since": stamp,
+        },
+    )
