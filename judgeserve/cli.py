@@ -68,11 +68,52 @@ def worker(
 
 
 @app.command()
-def demo(port: Port = None) -> None:
-    """Start the stack, send a run through it and show what was found."""
+def demo(
+    port: Port = None,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
+    every: Annotated[int, typer.Option(help="Probe the model every N steps.")] = 100,
+    stop: Annotated[bool, typer.Option(help="Critical alerts stop training.")] = False,
+    serve: Annotated[
+        bool | None, typer.Option(help="Keep serving the web view afterwards (default: on a TTY).")
+    ] = None,
+) -> None:
+    """Train a tiny model on CPU until it memorizes, and watch judgeserve catch it."""
     from .demo import run_demo
 
-    run_demo(_settings(port=port))
+    if logging.getLogger().level > logging.DEBUG:  # -v keeps every log line
+        logging.getLogger().setLevel(logging.WARNING)
+    run_demo(_settings(port=port), steps=steps, every=every, stop=stop, serve=serve)
+
+
+alerts_app = typer.Typer(help="Alert rules: check a rules file, print its schema.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("lint")
+def alerts_lint(
+    path: Annotated[str | None, typer.Argument(help="Rules YAML (default: the shipped rules).")] = None,
+) -> None:
+    """Validate a rules file; errors name the line and the field."""
+    from .alerts import load_rules
+    from .exceptions import ConfigError
+
+    try:
+        rules = load_rules(path)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    for r in rules.rules:
+        typer.echo(f"{r.name}: {r.type} on {r.metric} ({r.severity}, {r.action})")
+
+
+@alerts_app.command("schema")
+def alerts_schema() -> None:
+    """Print the JSON Schema of rules files (for editor completion)."""
+    import json
+
+    from .alerts import rules_json_schema
+
+    typer.echo(json.dumps(rules_json_schema(), indent=2))
 
 
 token_app = typer.Typer(help="API tokens: one project each, stored only as hashes.")
@@ -132,6 +173,40 @@ def deadletter_list(limit: int = 100) -> None:
 def deadletter_requeue(ids: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Put dead letters (all, or the given ids) back on the sample stream."""
     typer.echo(f"requeued {_queue().requeue_deadletters(ids or None)}")
+
+
+index_app = typer.Typer(help="Indexes of a run's training data, for the memorization detector.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build(
+    files: Annotated[list[str], typer.Argument(help="Training data: .jsonl (one document per line) or text files.")],
+    run: Annotated[str, typer.Option(help="The run whose training data this is.")],
+    text_field: Annotated[str, typer.Option(help="The text field of JSONL lines.")] = "text",
+    min_span: Annotated[int, typer.Option(help="Tokens of verbatim copy that count as memorized.")] = 50,
+) -> None:
+    """Stream the files into an on-disk n-gram index under JUDGESERVE_INDEX_DIR/RUN."""
+    from .detectors.memorization import build_index, run_index_dir
+    from .exceptions import ConfigError
+
+    try:
+        stats = build_index(files, run_index_dir(run, _settings().index_dir), text_field=text_field,
+                            min_span=min_span, progress=True)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"indexed {stats.tokens:,} tokens of {stats.documents:,} documents "
+               f"({stats.bytes_per_token:.2f} bytes/token) for run {run!r}")
+
+
+def _mount_judge() -> None:
+    from .judge.cli import app as judge_app
+
+    app.add_typer(judge_app)  # rubric lint|schema, serve, calibrate
+
+
+_mount_judge()
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
 At-least-once: an entry is acknowledged only after its results are stored; entries left
 pending by a dead consumer are reclaimed with XAUTOCLAIM; an entry delivered
 ``max_deliveries`` times without success moves to the dead-letter stream with its error.
+A scorer that fails on a sample is retried for that sample alone: the entry goes to a
+sorted set of retries due later (backoff doubling per attempt) and back onto the stream
+when due; after ``max_deliveries`` attempts it is dead-lettered with the error.
 The stream is never trimmed past unacknowledged entries: acknowledged entries are
 deleted one by one (XACK + XDEL), so only work still owed stays in Redis.
 """
@@ -13,6 +16,8 @@ import json
 import logging
 import os
 import socket
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +44,11 @@ class Keys:
     @property
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    @property
+    def retry(self) -> str:
+        # A sorted set: failed scorers of a sample, scored by when to try them again.
+        return f"{self.prefix}:retry"
 
     @property
     def errors(self) -> str:
@@ -76,6 +86,7 @@ class Queue:
         consumer: str | None = None,
         max_deliveries: int = 5,
         claim_idle_ms: int = 60_000,
+        retry_delay_s: float = 5.0,
     ) -> None:
         self.redis: redis.Redis = redis.Redis.from_url(url)
         self.keys = Keys(prefix)
@@ -83,6 +94,7 @@ class Queue:
         self.consumer = consumer or default_consumer_name()
         self.max_deliveries = max_deliveries
         self.claim_idle_ms = claim_idle_ms
+        self.retry_delay_s = retry_delay_s
         self._own_pending_done = False
         self.ensure_group()
 
@@ -205,6 +217,46 @@ class Queue:
         log.warning("dead-lettered %s after %d deliveries: %s", entry.id, entry.deliveries, error)
         return True
 
+    def retry_later(self, entry: Entry, scorers: list[str], error: str) -> bool:
+        """Schedule ``scorers`` to run again on this entry's sample, after a backoff that
+        doubles per attempt; dead-letter it after ``max_deliveries`` attempts.
+
+        Returns True when the sample was dead-lettered.
+        """
+        attempt = int(entry.payload.get("attempt", 0)) + 1
+        payload = {**entry.payload, "only": scorers, "attempt": attempt}
+        if attempt >= self.max_deliveries:
+            self.redis.xadd(
+                self.keys.deadletter,
+                {
+                    "data": json.dumps(payload),
+                    "error": error[:4000],
+                    "original_id": entry.id,
+                    "deliveries": str(attempt),
+                },
+            )
+            log.warning("dead-lettered %s after %d attempts: %s", entry.id, attempt, error[:200])
+            return True
+        due = time.time() + self.retry_delay_s * 2 ** (attempt - 1)
+        member = json.dumps({"nonce": uuid.uuid4().hex, "payload": payload})
+        self.redis.zadd(self.keys.retry, {member: due})
+        return False
+
+    def promote_due_retries(self, limit: int = 100) -> int:
+        """Move retries whose time has come back onto the stream (once, across workers)."""
+        try:
+            due: Any = self.redis.zrangebyscore(self.keys.retry, 0, time.time(), start=0, num=limit)
+            moved = 0
+            for member in due:
+                # ZREM answers 1 to exactly one worker: that one re-queues it.
+                if self.redis.zrem(self.keys.retry, member):
+                    payload = json.loads(member)["payload"]
+                    self.redis.xadd(self.keys.samples, {"data": json.dumps(payload)})
+                    moved += 1
+            return moved
+        except redis.ConnectionError as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+
     def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
         return read_deadletters(self.redis, self.keys, count)
 
@@ -214,8 +266,9 @@ class Queue:
         for item in self.deadletters(count=100_000):
             if ids is not None and item["id"] not in ids:
                 continue
+            payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(self.keys.samples, {"data": json.dumps(item["payload"])})
+            pipe.xadd(self.keys.samples, {"data": json.dumps(payload)})
             pipe.xdel(self.keys.deadletter, item["id"])
             pipe.execute()
             moved += 1
@@ -226,8 +279,12 @@ class Queue:
         return durability_warnings(self.redis)
 
     def backlog(self) -> int:
-        n: Any = self.redis.xlen(self.keys.samples)
-        return int(n)
+        """Entries still owed: in the stream, plus retries waiting for their time."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(self.keys.samples)
+        pipe.zcard(self.keys.retry)
+        n: Any = pipe.execute()
+        return int(n[0]) + int(n[1])
 
     def close(self) -> None:
         self.redis.close()

@@ -15,6 +15,7 @@ uses (``[project.entry-points."judgeserve.scorers"]``), or a user may name
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "SetResult",
     "Flag",
     "AnyScorer",
+    "Context",
     "register",
     "load_scorers",
     "registered",
@@ -40,15 +42,31 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "judgeserve.scorers"
 
 
+@dataclass(frozen=True)
+class Context:
+    """What the worker knows about a sample beyond the sample itself."""
+
+    rubrics: list[str] | None = None  # the run's rubrics, when the trainer named them
+    baseline: str | None = None  # the same probe's completion at the previous checkpoint
+
+
 class SampleScorer(ABC):
     """Scores samples one by one; batched so vectorised scorers can amortise work."""
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    #: Set when :meth:`score_in_context` reads ``Context.baseline`` (one query per batch).
+    wants_baseline: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
         """Return, for each sample in order, its scores (``<name>.<metric>``)."""
+
+    def score_in_context(
+        self, samples: Sequence[Sample], contexts: Sequence[Context]
+    ) -> list[list[Score]]:
+        """What the worker calls; scorers that need the run's context override it."""
+        return self.score(samples)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (models, files)."""
@@ -132,14 +150,31 @@ def registered(extra: Iterable[str] = ()) -> dict[str, Factory]:
     return dict(_registry)
 
 
-def load_scorers(extra: Iterable[str] = (), disabled: Iterable[str] = ()) -> list[AnyScorer]:
-    """Instantiate every registered scorer except ``disabled`` ones."""
+def _make(factory: Factory, settings: Any) -> AnyScorer:
+    # A factory that takes ``settings`` gets the worker's own (not the process default).
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if settings is not None and "settings" in params:
+        return factory(settings=settings)  # type: ignore[call-arg]
+    return factory()
+
+
+def load_scorers(
+    extra: Iterable[str] = (), disabled: Iterable[str] = (), settings: Any = None
+) -> list[AnyScorer]:
+    """Instantiate every registered scorer except ``disabled`` ones.
+
+    Factories with a ``settings`` parameter are given ``settings`` (the worker's
+    :class:`~judgeserve.settings.Settings`).
+    """
     off = set(disabled)
     scorers: list[AnyScorer] = []
     for name, factory in sorted(registered(extra).items()):
         if name in off:
             continue
-        scorer = factory()
+        scorer = _make(factory, settings)
         if not isinstance(scorer, (SampleScorer, SetScorer)):
             raise ConfigError(f"scorer {name!r} is neither a SampleScorer nor a SetScorer")
         scorers.append(scorer)

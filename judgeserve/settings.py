@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         5, ge=1, description="Deliveries after which a failing entry moves to the dead-letter stream."
     )
+    retry_delay_s: float = Field(
+        5.0,
+        ge=0,
+        description="First wait before a failed scorer is retried on a sample; doubles per "
+        "attempt until max_deliveries, then the sample is dead-lettered.",
+    )
+    checkpoint_delay_s: float = Field(
+        2.0,
+        ge=0,
+        description="While a checkpoint's samples keep arriving, its set-level metrics and "
+        "alerts are recomputed at most this often (at once when the stream is idle).",
+    )
     max_backlog: int = Field(
         1_000_000, ge=1, description="Unprocessed entries above which the API answers 429."
     )
@@ -54,10 +66,27 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "judgeserve" / "spool",
         description="Where the SDK keeps batches it could not send yet.",
     )
+    judge_url: str | None = Field(
+        None, description="The Ray Serve judge endpoint (e.g. http://host:8001/judge)."
+    )
+    judge_rubrics: list[str] = Field(
+        default_factory=list, description="Rubrics for runs that name none (JSON list)."
+    )
+    rubric_dir: Path = Field(
+        Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
+    )
     api_token: str | None = Field(None, description="Token the SDK sends (Authorization: Bearer).")
     auth: Literal["auto", "on", "off"] = Field(
         "auto",
         description="API tokens required: 'auto' turns them on when binding beyond loopback.",
+    )
+    alerts: bool = Field(True, description="Evaluate alert rules after every checkpoint.")
+    alert_rules: Path | None = Field(
+        None, description="Alert rules YAML file; unset: the default rules shipped in the package."
+    )
+    alert_webhook_url: str | None = Field(None, description="POST every new alert to this URL.")
+    alert_webhook_format: Literal["json", "slack"] = Field(
+        "json", description="Webhook body: the alert as JSON, or a Slack-compatible message."
     )
 
 

@@ -370,6 +370,29 @@ class Store:
             r["scores"] = by_id.get(r["id"], [])
         return rows
 
+    def previous_completions(self, run: str, step: int, probes: Sequence[str]) -> dict[str, str]:
+        """Each probe's completion at the latest checkpoint before ``step``."""
+        if not probes:
+            return {}
+        last = (
+            select(samples.c.probe_id, func.max(samples.c.step).label("step"))
+            .where(
+                and_(samples.c.run == run, samples.c.step < step, samples.c.probe_id.in_(probes))
+            )
+            .group_by(samples.c.probe_id)
+            .subquery()
+        )
+        q = select(samples.c.probe_id, samples.c.completion).join(
+            last,
+            and_(
+                samples.c.run == run,
+                samples.c.probe_id == last.c.probe_id,
+                samples.c.step == last.c.step,
+            ),
+        )
+        with self.begin() as conn:
+            return {str(p): str(c) for p, c in conn.execute(q)}
+
     def count_samples(self, run: str, step: int) -> int:
         q = select(func.count()).where(and_(samples.c.run == run, samples.c.step == step))
         with self.begin() as conn:
@@ -494,6 +517,36 @@ class Store:
         q = select(func.count(func.distinct(scores.c.sample_id))).where(scores.c.run == run)
         with self.begin() as conn:
             return int(conn.execute(q).scalar_one())
+
+    # -- alert engine ----------------------------------------------------------------------
+
+    def latest_alerts(self, run: str) -> dict[str, Alert]:
+        """The most recent alert of each rule on a run (for de-duplication)."""
+        q = select(alerts).where(alerts.c.run == run).order_by(alerts.c.id)
+        with self.begin() as conn:
+            return {r["rule"]: Alert.model_validate(_row(r)) for r in conn.execute(q).mappings()}
+
+    def run_flags(self, run: str) -> dict[str, list[int]]:
+        """Steps at which each checkpoint flag was raised."""
+        q = select(flags.c.name, flags.c.step).where(flags.c.run == run).order_by(flags.c.step)
+        out: dict[str, list[int]] = {}
+        with self.begin() as conn:
+            for name, step in conn.execute(q):
+                out.setdefault(name, []).append(int(step))
+        return out
+
+    def step_score_ids(self, run: str, step: int, scorer: str) -> list[tuple[str, float]]:
+        """``(sample id, value)`` of one scorer at one step: evidence for alerts."""
+        q = select(scores.c.sample_id, scores.c.value).where(
+            and_(
+                scores.c.run == run,
+                scores.c.step == step,
+                scores.c.scorer == scorer,
+                scores.c.value.is_not(None),
+            )
+        )
+        with self.begin() as conn:
+            return [(str(i), float(v)) for i, v in conn.execute(q)]
 
 
 def _row(r: Any) -> dict[str, Any]:

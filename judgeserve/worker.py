@@ -1,8 +1,9 @@
 """The worker: consume → score → store → aggregate → alert, then acknowledge.
 
 The one place that joins the queue, the scorers, the store and the alerts. A batch is
-acknowledged only after its rows are committed; a scorer that fails on one sample fails
-only that sample, which is retried and finally dead-lettered by the queue.
+acknowledged only after its rows are committed; a scorer that fails on a sample costs
+only that scorer's scores of that sample, which are retried later and finally
+dead-lettered with the error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from .exceptions import QueueError, StoreError
 from .queue import Entry, Queue
 from .schema import Aggregate, Sample, Score
-from .scorers import AnyScorer, SampleScorer, SetScorer, load_scorers
+from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
 from .settings import Settings
 from .store import Store
 
@@ -51,7 +52,7 @@ class Worker:
         queue: Queue | None = None,
         scorers: Sequence[AnyScorer] | None = None,
         consumer: str | None = None,
-        hooks: Sequence[CheckpointHook] = (),
+        hooks: Sequence[CheckpointHook] | None = None,
     ) -> None:
         self.settings = settings
         self._own_store = store is None
@@ -63,16 +64,20 @@ class Worker:
             consumer=consumer,
             max_deliveries=settings.max_deliveries,
             claim_idle_ms=settings.claim_idle_ms,
+            retry_delay_s=settings.retry_delay_s,
         )
         loaded = (
             list(scorers)
             if scorers is not None
-            else load_scorers(settings.scorers, settings.disabled_scorers)
+            else load_scorers(settings.scorers, settings.disabled_scorers, settings)
         )
         self.sample_scorers = [s for s in loaded if isinstance(s, SampleScorer)]
         self.set_scorers = [s for s in loaded if isinstance(s, SetScorer)]
-        self.hooks = list(hooks)
+        # None: the alert engine (unless settings.alerts is off); () for no hooks at all.
+        self.hooks = list(hooks) if hooks is not None else _default_hooks(settings)
         self._stop = threading.Event()
+        self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
+        self._rubrics_cache: dict[str, list[str] | None] = {}
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -86,6 +91,7 @@ class Worker:
         backoff = 0.5
         while not self._stop.is_set():
             try:
+                self.queue.promote_due_retries()
                 entries = self.queue.read(self.settings.worker_batch, block_ms=500)
             except QueueError as e:
                 log.warning("%s; retrying in %.1fs", e, backoff)
@@ -93,24 +99,57 @@ class Worker:
                 backoff = min(backoff * 2, 10.0)
                 continue
             backoff = 0.5
-            if not entries:
-                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-                    return
-                continue
-            self.process(entries)
-            idle_since = time.monotonic()
+            if entries:
+                self.process(entries, defer_checkpoints=True)
+                idle_since = time.monotonic()
+            self.flush_checkpoints(idle=not entries)
+            idle_for = time.monotonic() - idle_since
+            if not entries and idle_exit_s is not None and idle_for > idle_exit_s:
+                break
+        self.flush_checkpoints(idle=True)
+
+    def flush_checkpoints(self, *, idle: bool = True) -> None:
+        """Recompute the checkpoints touched since last time.
+
+        While a checkpoint's samples keep arriving it is recomputed at most every
+        ``checkpoint_delay_s`` (set-level scorers embed every sample of the step: doing
+        that per batch would cost O(n²) per checkpoint); at once when the stream is idle.
+        """
+        now = time.monotonic()
+        due = [
+            key
+            for key, since in self._dirty.items()
+            if idle or now - since >= self.settings.checkpoint_delay_s
+        ]
+        for run, step in sorted(due):
+            del self._dirty[(run, step)]
+            try:
+                self.update_checkpoint(run, step)
+            except StoreError as e:
+                log.error("checkpoint %s@%d not updated: %s", run, step, e)
 
     def close(self) -> None:
         every: list[AnyScorer] = [*self.sample_scorers, *self.set_scorers]
         for s in every:
             s.close()
+        for hook in self.hooks:
+            close = getattr(hook, "close", None)
+            if callable(close):
+                close()
         self.queue.close()
         if self._own_store:
             self.store.close()
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def process(self, entries: list[Entry]) -> BatchResult:
+    def process(self, entries: list[Entry], *, defer_checkpoints: bool = False) -> BatchResult:
+        """Score, store and acknowledge one batch; then update its checkpoints (or mark
+        them for :meth:`flush_checkpoints` when ``defer_checkpoints``).
+
+        A scorer failing on a sample costs only that scorer's scores: the others are
+        stored, and the failed scorers are retried for that sample alone after a backoff
+        (``Queue.retry_later``), then dead-lettered with the error.
+        """
         result = BatchResult()
         good: list[tuple[Entry, Sample]] = []
         for e in entries:
@@ -122,18 +161,19 @@ class Worker:
                 self.queue.fail(e, f"invalid payload: {err}")
                 result.dead += 1
 
-        scored, errors = self._score([s for _, s in good])
-        ok = [(e, s) for e, s in good if s.id_key not in errors]
+        samples = [s for _, s in good]
+        only = [set(e.payload["only"]) if e.payload.get("only") else None for e, _ in good]
+        scored, errors = self._score(samples, self._contexts(good), only)
         try:
             with self.store.begin() as conn:
                 runs: dict[str, tuple[int, list[str] | None]] = {}
-                for e, s in ok:
+                for e, s in good:
                     step, rubrics = runs.get(s.run, (0, None))
                     runs[s.run] = (max(step, s.step), e.payload.get("rubrics") or rubrics)
                 for run, (step, rubrics) in runs.items():
                     self.store.upsert_run(conn, run, step, rubrics)
-                self.store.save_samples(conn, [s for _, s in ok])
-                for _, s in ok:
+                self.store.save_samples(conn, samples)
+                for s in samples:
                     self.store.save_scores(conn, s.run, s.step, s.id, scored[s.id_key])
         except StoreError as err:
             # Nothing acknowledged: every entry comes back after claim_idle_ms.
@@ -141,37 +181,72 @@ class Worker:
             result.failed = len(good)
             return result
 
-        self.queue.ack([e.id for e, _ in ok])
-        result.stored = len(ok)
         for e, s in good:
-            if s.id_key in errors:
+            failed = errors.get(s.id_key)
+            if failed:
                 result.failed += 1
-                if self.queue.fail(e, errors[s.id_key]):
+                # Scheduled before the ack: a crash in between repeats work, loses none.
+                if self.queue.retry_later(e, sorted(failed), "\n".join(failed.values())):
                     result.dead += 1
-        result.checkpoints = {(s.run, s.step) for _, s in ok}
-        for run, step in sorted(result.checkpoints):
-            self.update_checkpoint(run, step)
+        self.queue.ack([e.id for e, _ in good])
+        result.stored = len(good)
+        result.checkpoints = {(s.run, s.step) for s in samples}
+        now = time.monotonic()
+        for key in result.checkpoints:
+            self._dirty.setdefault(key, now)
+        if not defer_checkpoints:
+            self.flush_checkpoints(idle=True)
         return result
 
-    def _score(self, batch: list[Sample]) -> tuple[dict[tuple[str, str], list[Score]], dict[Any, str]]:
+    def _contexts(self, good: list[tuple[Entry, Sample]]) -> list[Context]:
+        """The run's rubrics and, when a scorer wants it, each probe's previous answer."""
+        baselines: dict[tuple[str, str], str] = {}
+        if any(s.wants_baseline for s in self.sample_scorers):
+            wanted: dict[tuple[str, int], list[str]] = {}
+            for _, s in good:
+                if s.probe_id is not None:
+                    wanted.setdefault((s.run, s.step), []).append(s.probe_id)
+            for (run, step), probes in wanted.items():
+                for probe, text in self.store.previous_completions(run, step, probes).items():
+                    baselines[(run, f"{step}\0{probe}")] = text
+        out = []
+        for e, s in good:
+            rubrics = e.payload.get("rubrics") or self._run_rubrics(s.run)
+            base = baselines.get((s.run, f"{s.step}\0{s.probe_id}"))
+            out.append(Context(rubrics=rubrics, baseline=base))
+        return out
+
+    def _run_rubrics(self, run: str) -> list[str] | None:
+        if run not in self._rubrics_cache:
+            found = self.store.get_run(run)
+            self._rubrics_cache[run] = found["rubrics"] if found else None
+        return self._rubrics_cache[run]
+
+    def _score(
+        self, batch: list[Sample], contexts: list[Context], only: list[set[str] | None]
+    ) -> tuple[dict[tuple[str, str], list[Score]], dict[tuple[str, str], dict[str, str]]]:
+        """Scores per sample, and per sample the scorers that failed on it (with why)."""
         scored: dict[tuple[str, str], list[Score]] = {s.id_key: [] for s in batch}
-        errors: dict[Any, str] = {}
+        errors: dict[tuple[str, str], dict[str, str]] = {}
         for scorer in self.sample_scorers:
+            idx = [i for i, o in enumerate(only) if o is None or scorer.name in o]
+            if not idx:
+                continue
+            part, ctx = [batch[i] for i in idx], [contexts[i] for i in idx]
             try:
-                out = scorer.score(batch)
-                for s, sc in zip(batch, out, strict=True):
+                out = scorer.score_in_context(part, ctx)
+                for s, sc in zip(part, out, strict=True):
                     scored[s.id_key].extend(sc)
                 continue
             except Exception:
                 log.exception("scorer %s failed on a batch; isolating samples", scorer.name)
-            for s in batch:  # one at a time, to find the poison sample
-                if s.id_key in errors:
-                    continue
+            for s, c in zip(part, ctx, strict=True):  # one at a time, to find the poison
                 try:
-                    scored[s.id_key].extend(scorer.score([s])[0])
+                    scored[s.id_key].extend(scorer.score_in_context([s], [c])[0])
                 except Exception as err:
-                    errors[s.id_key] = f"{scorer.name}: {type(err).__name__}: {err}\n" + (
-                        traceback.format_exc(limit=3)
+                    errors.setdefault(s.id_key, {})[scorer.name] = (
+                        f"{scorer.name}: {type(err).__name__}: {err}\n"
+                        + traceback.format_exc(limit=3)
                     )
         return scored, errors
 
@@ -206,8 +281,16 @@ class Worker:
                 log.exception("checkpoint hook failed on %s@%d", run, step)
 
 
+def _default_hooks(settings: Settings) -> list[CheckpointHook]:
+    if not settings.alerts:
+        return []
+    from .alerts import AlertEngine
+
+    return [AlertEngine.from_settings(settings)]
+
+
 def _to_sample(payload: dict[str, Any]) -> Sample:
-    data = {k: v for k, v in payload.items() if k != "rubrics"}
+    data = {k: v for k, v in payload.items() if k not in ("rubrics", "only", "attempt")}
     return Sample.model_validate(data)
 
 

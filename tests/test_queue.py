@@ -14,6 +14,7 @@ import redis
 
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.queue import Queue
+from judgeserve.schema import Score
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.worker import Worker
@@ -102,25 +103,69 @@ def test_worker_killed_before_ack_loses_nothing(
 
 
 def test_poison_sample_is_dead_lettered_after_max_deliveries(settings: Settings, make_worker: Callable[..., Worker]) -> None:
-    settings = settings.model_copy(update={"max_deliveries": 3, "claim_idle_ms": 1})
+    settings = settings.model_copy(update={"max_deliveries": 3, "retry_delay_s": 0.01})
     worker = make_worker(settings=settings, scorers=[PoisonScorer(), LengthScorer()])
     worker.queue.add([payload(0), payload(1, text="POISON pill"), payload(2)])
-    for _ in range(10):
-        entries = worker.queue.read(10, block_ms=50)
+    for _ in range(50):
+        worker.queue.promote_due_retries()
+        entries = worker.queue.read(10, block_ms=20)
         if entries:
             worker.process(entries)
-        time.sleep(0.01)
         if worker.queue.backlog() == 0:
             break
-    assert worker.store.count_scored("q-run") == 2  # the healthy neighbours were stored
+        time.sleep(0.02)
+    rows = {r["id"]: {sc["scorer"] for sc in r["scores"]} for r in worker.store.step_samples("q-run", 1)}
+    # The poison cost only the failing scorer's verdict: its other scores are stored.
+    assert rows == {"s0": {"length.tokens", "poison.ok"}, "s1": {"length.tokens"},
+                    "s2": {"length.tokens", "poison.ok"}}
     dead = worker.queue.deadletters()
     assert [d["payload"]["id"] for d in dead] == ["s1"]
     assert "cannot score s1" in dead[0]["error"] and dead[0]["deliveries"] == 3
-    # Requeued (after a fix), the sample goes through.
+    assert dead[0]["payload"]["only"] == ["poison"]
+    # Requeued (after a fix), only the scorer that failed runs again.
     assert worker.queue.requeue_deadletters() == 1
-    worker.sample_scorers = [s for s in worker.sample_scorers if not isinstance(s, PoisonScorer)]
+    worker.sample_scorers = [LengthScorer(), FixedPoison()]
     worker.process(worker.queue.read(10, block_ms=50))
-    assert worker.store.count_scored("q-run") == 3 and worker.queue.deadletters() == []
+    assert worker.queue.deadletters() == []
+    s1 = worker.store.get_sample("q-run", "s1")
+    assert s1 is not None and {sc["scorer"] for sc in s1["scores"]} == {"length.tokens", "poison.ok"}
+
+
+class FixedPoison(LengthScorer):
+    name = "poison"  # the poison scorer, fixed
+
+    def score(self, samples):  # type: ignore[no-untyped-def]
+        return [[Score(scorer="poison.ok", value=True)] for _ in samples]
+
+
+def test_failed_scorer_is_retried_after_a_delay(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    settings = settings.model_copy(update={"retry_delay_s": 0.3})
+    flaky = FlakyOnce()
+    worker = make_worker(settings=settings, scorers=[flaky, LengthScorer()])
+    worker.queue.add([payload(1)])
+    worker.process(worker.queue.read(10, block_ms=50))
+    assert worker.queue.backlog() == 1 and worker.queue.promote_due_retries() == 0  # not due yet
+    time.sleep(0.35)
+    assert worker.queue.promote_due_retries() == 1
+    entries = worker.queue.read(10, block_ms=50)
+    assert entries[0].payload["only"] == ["flaky"] and entries[0].payload["attempt"] == 1
+    worker.process(entries)
+    s1 = worker.store.get_sample("q-run", "s1")
+    assert s1 is not None and {sc["scorer"] for sc in s1["scores"]} == {"length.tokens", "flaky.ok"}
+    assert flaky.calls == 3 and worker.queue.backlog() == 0
+
+
+class FlakyOnce(LengthScorer):
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, samples):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls <= 2:  # the batch, then the sample alone: down both times
+            raise ConnectionError("judge endpoint down")
+        return [[Score(scorer="flaky.ok", value=True)] for _ in samples]
 
 
 def test_invalid_payload_goes_straight_to_dead_letters(settings: Settings, make_worker: Callable[..., Worker]) -> None:

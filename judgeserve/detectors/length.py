@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from ..schema import Sample, Score
 from ..scorers import SampleScorer
 
-# Words and single punctuation marks: deterministic, fast, and close to what people count.
-TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# The project tokenizer (words, CJK characters, single punctuation marks), shared by
+# every detector; re-exported here because this module was its first home.
+from .tokens import TOKEN_RE, tokenize
 
-
-def tokenize(text: str) -> list[str]:
-    return TOKEN_RE.findall(text)
+__all__ = ["LengthScorer", "TOKEN_RE", "tokenize"]
 
 
 class LengthScorer(SampleScorer):

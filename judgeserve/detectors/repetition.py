@@ -5,7 +5,8 @@ Scores per sample:
 * ``repetition.rep2`` / ``rep3`` / ``rep4`` — share of the text's n-grams that repeat an
   earlier one (``1 - distinct / total``, the seq-rep-n of Welleck et al. 2019).
 * ``repetition.longest_repeat`` — length in tokens of the longest token sequence that
-  occurs twice (within ``max_distance`` tokens); details hold both occurrences' offsets.
+  occurs twice (within ``max_distance`` tokens); for repeats of ``2 * min_tokens`` tokens
+  or more, details hold both occurrences' character offsets (``first``, ``second``).
 * ``repetition.compression`` — raw bytes / zlib-compressed bytes: loops compress well.
 * ``repetition.loop`` — True when a unit of tokens repeats back to back at least
   ``min_repeats`` times over at least ``min_tokens`` tokens; details hold the character
@@ -19,7 +20,7 @@ text is periodic with period ``p`` over ``m + p`` tokens, which is a loop.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +28,12 @@ import numpy.typing as npt
 
 from ..schema import Sample, Score
 from ..scorers import SampleScorer
+from ._jit import jit
 from .tokens import token_ids, token_spans, tokenize
 
 __all__ = ["RepetitionScorer", "Repeats", "analyse"]
 
-_SENTINEL = np.int64(-0x5A5A5A5A5A5A5A5B)  # padding id; equal to a token hash with p≈2^-64
+MAX_CANDIDATES = 256  # loop candidates kept per text; a text has a handful in practice
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,86 @@ class Repeats:
         return (self.loop_end - self.loop_start) / self.loop_period if self.loop_period else 0.0
 
 
-def _rep_n(ids: npt.NDArray[np.int64], n: int) -> float:
-    count = len(ids) - n + 1
-    if count <= 0:
-        return 0.0
-    # Combine the ids of each n-gram into one int64 (wrapping); collisions ~ 2^-64.
-    h = ids[:count].copy()
-    for j in range(1, n):
-        h = h * np.int64(1_000_003) ^ ids[j : j + count]
-    return 1.0 - len(np.unique(h)) / count
+@jit
+def _distinct(ids: npt.NDArray[np.int64], orders: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Distinct n-grams for each n in ``orders`` (keys combine ids; collisions ~2^-64)."""
+    out = np.zeros(len(orders), dtype=np.int64)
+    for k in range(len(orders)):
+        n = orders[k]
+        count = len(ids) - n + 1
+        if count <= 0:
+            continue
+        keys = ids[:count].copy()
+        for j in range(1, n):
+            keys = keys * 1_000_003 ^ ids[j : j + count]
+        keys.sort()
+        distinct = 1
+        for m in range(1, count):
+            distinct += keys[m] != keys[m - 1]
+        out[k] = distinct
+    return out
+
+
+@jit
+def _runs(
+    ids: npt.NDArray[np.int64],
+    max_distance: int,
+    min_repeats: int,
+    cand: npt.NDArray[np.int64],
+) -> tuple[int, int, int, int]:
+    """Runs of equal tokens at a fixed distance; returns the longest and loop candidates.
+
+    Visits only pairs of equal tokens (``i`` and its earlier occurrences ``j`` within
+    ``max_distance``): a few hundred in ordinary text, so the cost is near linear. A run
+    of ``m`` pairs at distance ``p`` is a repeat of ``m`` tokens; when ``m + p >=
+    min_repeats * p`` it is also a loop of period ``p``. Candidates go to ``cand`` rows
+    ``(period, start, span)``; returns ``(longest, its start, its distance, candidates)``.
+    """
+    n = len(ids)
+    order = np.argsort(ids, kind="mergesort")
+    prev = np.full(n, -1, dtype=np.int64)  # previous occurrence of the same token
+    for k in range(1, n):
+        if ids[order[k]] == ids[order[k - 1]]:
+            prev[order[k]] = order[k - 1]
+    last = np.full(max_distance + 1, -2, dtype=np.int64)  # j of the last pair at distance p
+    run = np.zeros(max_distance + 1, dtype=np.int64)
+    state = (0, 0, 0, 0)  # longest, its start, its distance, candidates found
+    for i in range(n):
+        j = prev[i]
+        while j >= 0 and i - j <= max_distance:
+            p = i - j
+            if last[p] == j - 1:
+                run[p] += 1
+            else:
+                state = _record(p, run[p], last[p], min_repeats, cand, state)
+                run[p] = 1
+            last[p] = j
+            j = prev[j]
+    for p in range(1, max_distance + 1):
+        state = _record(p, run[p], last[p], min_repeats, cand, state)
+    return state
+
+
+@jit
+def _record(
+    p: int,
+    m: int,
+    end: int,
+    min_repeats: int,
+    cand: npt.NDArray[np.int64],
+    state: tuple[int, int, int, int],
+) -> tuple[int, int, int, int]:
+    """Account for a finished run of ``m`` pairs at distance ``p`` ending at pair ``end``."""
+    best, best_at, best_p, found = state
+    if m == 0:
+        return state
+    start = end - m + 1
+    if m > best:
+        best, best_at, best_p = m, start, p
+    if m + p >= min_repeats * p and found < len(cand):
+        cand[found, 0], cand[found, 1], cand[found, 2] = p, start, m + p
+        found += 1
+    return best, best_at, best_p, found
 
 
 def analyse(
@@ -66,47 +139,30 @@ def analyse(
     *,
     orders: Sequence[int] = (2, 3, 4),
     max_distance: int = 512,
-    is_word: npt.NDArray[np.bool_] | None = None,
+    unit_ok: Callable[[int, int], bool] | None = None,
     min_repeats: int = 3,
 ) -> Repeats:
-    """Repeat statistics of one token-id sequence; ``is_word`` marks tokens with letters.
+    """Repeat statistics of one token-id sequence.
 
-    A loop's unit must contain a word token (when ``is_word`` is given): a Markdown table
-    rule ``| --- | --- |`` is periodic but is formatting, not a loop.
+    ``unit_ok(start, end)`` may veto a loop unit: a Markdown table rule ``| --- | --- |``
+    is periodic but is formatting, not a loop, so the scorer asks for a word token in it.
     """
-    rep = {n: _rep_n(ids, n) for n in orders}
     length = len(ids)
-    p_max = min(length - 1, max_distance)
-    if p_max < 1:
-        return Repeats(rep, 0, (0, 0), 0, 0, 0)
-    padded = np.concatenate([ids, np.full(p_max, _SENTINEL)])
-    win = np.lib.stride_tricks.sliding_window_view(padded, p_max + 1)[:length]
-    # eq[p-1, i]: token i equals token i+p. Rows are contiguous so runs lie along memory.
-    eq = np.zeros((p_max, length + 2), dtype=np.int8)
-    eq[:, 1:-1] = (win[:, 1:] == win[:, :1]).T
-    edges = np.diff(eq.ravel())
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    if len(starts) == 0:
-        return Repeats(rep, 0, (0, 0), 0, 0, 0)
-    runs = ends - starts
-    rows = starts // (length + 2)
-    first = starts - rows * (length + 2)  # token index where the run starts
-    periods = rows + 1
-    best = int(np.argmax(runs))
-    longest = int(runs[best])
-    longest_at = (int(first[best]), int(first[best] + periods[best]))
-    # A run of m matches at distance p covers m + p tokens holding (m + p) / p units.
-    span = runs + periods
-    looping = np.flatnonzero(span >= min_repeats * periods)
+    distinct = _distinct(ids, np.array(orders, dtype=np.int64)).tolist()
+    rep = {
+        n: 1.0 - d / (length - n + 1) if length >= n else 0.0
+        for n, d in zip(orders, distinct, strict=True)
+    }
+    cand = np.zeros((MAX_CANDIDATES, 3), dtype=np.int64)
+    longest, at, dist, found = _runs(ids, max(1, min(length - 1, max_distance)), min_repeats, cand)
     loop = (0, 0, 0)
+    rows = cand[:found]
     # Longest span first; among equal spans the shortest period (the true unit).
-    for k in looping[np.lexsort((periods[looping], -span[looping]))]:
-        p, s = int(periods[k]), int(first[k])
-        if is_word is None or bool(is_word[s : s + p].any()):
-            loop = (p, s, s + int(span[k]))
+    for p, s, span in rows[np.lexsort((rows[:, 0], -rows[:, 2]))].tolist():
+        if unit_ok is None or unit_ok(s, s + p):
+            loop = (p, s, s + span)
             break
-    return Repeats(rep, longest, longest_at, *loop)
+    return Repeats(rep, longest, (at, at + dist), *loop)
 
 
 class RepetitionScorer(SampleScorer):
@@ -132,12 +188,15 @@ class RepetitionScorer(SampleScorer):
     def _one(self, text: str) -> list[Score]:
         tokens = tokenize(text)
         ids = token_ids(tokens)
-        is_word = np.fromiter((t[0].isalnum() for t in tokens), dtype=bool, count=len(tokens))
+
+        def has_word(start: int, end: int) -> bool:
+            return any(t[0].isalnum() for t in tokens[start:end])
+
         r = analyse(
             ids,
             orders=self.orders,
             max_distance=self.max_distance,
-            is_word=is_word,
+            unit_ok=has_word,
             min_repeats=self.min_repeats,
         )
         raw = text.encode("utf-8", "surrogatepass")
@@ -147,14 +206,19 @@ class RepetitionScorer(SampleScorer):
         loop_tokens = r.loop_end - r.loop_start
         is_loop = r.loop_period > 0 and loop_tokens >= self.min_tokens
         scores = [
-            Score.model_construct(scorer=f"repetition.rep{n}", value=r.rep[n], details={}, version=v)
+            Score(scorer=f"repetition.rep{n}", value=r.rep[n], details={}, version=v)
             for n in self.orders
         ]
         details: dict[str, object] = {"tokens": r.longest}
         loop_details: dict[str, object] = {}
-        if r.longest or is_loop:
-            spans = token_spans(text)  # offsets only for texts that repeat at all
-            if r.longest:
+        # Offsets of a repeat cost as much as the analysis; only long ones are worth showing.
+        show_repeat = r.longest >= 2 * self.min_tokens
+        if show_repeat or is_loop:
+            stop = max(
+                r.longest_at[1] + r.longest if show_repeat else 0, r.loop_end if is_loop else 0
+            )
+            spans = token_spans(text, tokens, stop)
+            if show_repeat:
                 a, b = r.longest_at
                 details["first"] = [spans[a][0], spans[a + r.longest - 1][1]]
                 details["second"] = [spans[b][0], spans[b + r.longest - 1][1]]
@@ -169,12 +233,18 @@ class RepetitionScorer(SampleScorer):
                     "unit": text[start:unit_end][:200],
                 }
         scores += [
-            Score.model_construct(
-                scorer="repetition.longest_repeat", value=float(r.longest), details=details, version=v
+            Score(
+                scorer="repetition.longest_repeat",
+                value=float(r.longest),
+                details=details,
+                version=v,
             ),
-            Score.model_construct(
-                scorer="repetition.compression", value=compression, details={"bytes": len(raw)}, version=v
+            Score(
+                scorer="repetition.compression",
+                value=compression,
+                details={"bytes": len(raw)},
+                version=v,
             ),
-            Score.model_construct(scorer="repetition.loop", value=is_loop, details=loop_details, version=v),
+            Score(scorer="repetition.loop", value=is_loop, details=loop_details, version=v),
         ]
         return scores

@@ -10,9 +10,9 @@ deterministic and identical in every process, unlike a model's subword tokenizer
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
-
 import re
+from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ __all__ = [
     "TOKEN_RE",
     "TOKENIZER_ID",
     "tokenize",
+    "split_tokens",
     "token_spans",
     "token_ids",
     "stable_ids",
@@ -31,21 +32,49 @@ __all__ = [
 # sentence would be one "word" and no repetition inside it could ever be seen.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
 TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+# The same tokens for ASCII text at twice the speed (str.isascii() is O(1)). Unicode \s
+# also matches the separators 0x1c-0x1f, which ASCII \s does not: named explicitly.
+_ASCII_RE = re.compile(r"\w+|[^\w\s\x1c-\x1f]", re.ASCII)
 # Stored in memorization indexes: an index built with another tokenizer must not be used.
 TOKENIZER_ID = "judgeserve-regex-1"
 
 U64 = npt.NDArray[np.uint64]
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)
 def tokenize(text: str) -> tuple[str, ...]:
-    """The tokens of ``text``; cached because several detectors tokenize each sample."""
-    return tuple(TOKEN_RE.findall(text))
+    """The tokens of ``text``.
+
+    Cached because several detectors tokenize each sample of a worker batch in turn; the
+    size bounds memory (2048 texts of at most 64 KiB) and covers batches up to 2048.
+    """
+    return tuple(split_tokens(text))
 
 
-def token_spans(text: str) -> list[tuple[int, int]]:
-    """Character ``(start, end)`` of every token; slower than :func:`tokenize`, used on demand."""
-    return [m.span() for m in TOKEN_RE.finditer(text)]
+def split_tokens(text: str) -> list[str]:
+    """:func:`tokenize` without the cache, for bulk text such as training data."""
+    return (_ASCII_RE if text.isascii() else TOKEN_RE).findall(text)
+
+
+def token_spans(
+    text: str, tokens: Sequence[str] | None = None, stop: int | None = None
+) -> list[tuple[int, int]]:
+    """Character ``(start, end)`` of ``tokens[:stop]`` (all tokens of ``text`` by default).
+
+    Only whitespace lies between tokens, so each token is the first occurrence of its
+    string after the previous one: ``str.find`` walks them 3x faster than ``finditer``.
+    """
+    if tokens is None:
+        tokens = tokenize(text)
+    spans = []
+    pos = 0
+    find = text.find
+    for tok in tokens[:stop]:
+        pos = find(tok, pos)
+        end = pos + len(tok)
+        spans.append((pos, end))
+        pos = end
+    return spans
 
 
 def token_ids(tokens: tuple[str, ...] | list[str]) -> npt.NDArray[np.int64]:
@@ -63,7 +92,9 @@ _STABLE_CACHE_MAX = 4_000_000
 
 
 def _stable_id(token: str) -> int:
-    return int.from_bytes(hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 class _StableCache(dict[str, int]):

@@ -144,7 +144,9 @@ class PromptBuilder:
         context = {
             "rubric": rubric,
             "criterion": crit,
-            "levels": sorted(rubric.scale_of(criterion).levels.items()) if rubric.mode == "single" else [],
+            "levels": sorted(rubric.scale_of(criterion).levels.items())
+            if rubric.mode == "single"
+            else [],
             "labels": labels,
             "anchors": anchors,
             "prompt": prompt,

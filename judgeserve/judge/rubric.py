@@ -1,20 +1,18 @@
 """Rubrics: the YAML a user writes to tell the judge what to score, and its strict schema.
 
 Every model forbids unknown keys, so a typo (``levles:``) is an error rather than a
-silently ignored setting. Errors name the file, the line and the field: YAML is parsed
-twice from the same text, once into plain data and once into PyYAML's node tree, whose
-marks give the line of every key; a pydantic error's ``loc`` is then looked up there.
+silently ignored setting. Errors name the file, the line and the field (see
+:mod:`judgeserve.judge.yamlmarks`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -22,11 +20,12 @@ from pydantic import (
     Field,
     PrivateAttr,
     StringConstraints,
-    ValidationError,
+    field_validator,
     model_validator,
 )
 
 from ..exceptions import ConfigError
+from .yamlmarks import validate_yaml
 
 __all__ = [
     "Anchor",
@@ -65,16 +64,17 @@ class Scale(_Strict):
 
     levels: dict[int, NonEmpty] = Field(
         min_length=2,
-        description="Level → meaning. Levels are the digits 0–9 so each is one token "
+        description="Level → meaning. Levels are the digits 0-9 so each is one token "
         "and the judge's whole verdict is read from a single forward step.",
     )
 
-    @model_validator(mode="after")
-    def _digits(self) -> Scale:
-        bad = [k for k in self.levels if not 0 <= k <= 9]
+    @field_validator("levels")
+    @classmethod
+    def _digits(cls, levels: dict[int, str]) -> dict[int, str]:
+        bad = [k for k in levels if not 0 <= k <= 9]
         if bad:
             raise ValueError(f"levels must be the digits 0-9 (one token each); got {bad}")
-        return self
+        return levels
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -86,7 +86,9 @@ class Criterion(_Strict):
 
     name: Identifier = Field(description="Lower-case identifier used in the score name.")
     description: NonEmpty = Field(description="What the judge should assess, in plain words.")
-    scale: Scale | None = Field(None, description="Overrides the rubric's scale for this criterion.")
+    scale: Scale | None = Field(
+        None, description="Overrides the rubric's scale for this criterion."
+    )
 
 
 class Anchor(_Strict):
@@ -107,7 +109,9 @@ class JudgeSpec(_Strict):
         description="A registered judge backend: 'serve' (the Ray Serve deployment), "
         "'transformers', 'vllm', 'openai', or a plug-in's name.",
     )
-    model: str | None = Field(None, description="Model path or name (the backend's default if unset).")
+    model: str | None = Field(
+        None, description="Model path or name (the backend's default if unset)."
+    )
     url: str | None = Field(None, description="Endpoint for 'serve' / 'openai' backends.")
     options: dict[str, Any] = Field(default_factory=dict, description="Backend keyword options.")
 
@@ -194,71 +198,9 @@ class Rubric(_Strict):
 # --- loading ---------------------------------------------------------------------------
 
 
-def _key_lines(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
-    """Record the 1-based line of every mapping key / sequence item; reject duplicate keys."""
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = str(key.value)
-            if name in seen:
-                raise _DuplicateKey(key.start_mark.line + 1, path + (name,))
-            seen.add(name)
-            lines[path + (name,)] = key.start_mark.line + 1
-            _key_lines(value, path + (name,), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (str(i),)] = item.start_mark.line + 1
-            _key_lines(item, path + (str(i),), lines)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, line: int, path: tuple[str, ...]) -> None:
-        self.line, self.path = line, path
-
-
-def _dotted(loc: Iterable[object]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _line_of(loc: Sequence[object], lines: dict[tuple[str, ...], int]) -> int:
-    # pydantic appends markers such as '[key]' for dict keys; drop them, then fall back to
-    # the nearest ancestor that has a line (a missing field points at its parent).
-    path = tuple(str(p) for p in loc if p != "[key]")
-    while path and path not in lines:
-        path = path[:-1]
-    return lines.get(path, 1)
-
-
 def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     """Validate rubric YAML text; raise :class:`ConfigError` naming source, line and field."""
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(f"{source}:{line}: invalid YAML: {e.problem or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from e
-    if not isinstance(data, dict) or root is None:
-        raise ConfigError(f"{source}:1: a rubric must be a YAML mapping (name:, criteria:, ...)")
-    lines: dict[tuple[str, ...], int] = {}
-    try:
-        _key_lines(root, (), lines)
-    except _DuplicateKey as e:
-        raise ConfigError(f"{source}:{e.line}: {_dotted(e.path)}: duplicate key") from None
-    try:
-        rubric = Rubric.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            loc = err["loc"]
-            problems.append(f"{source}:{_line_of(loc, lines)}: {_dotted(loc)}: {err['msg']}")
-        raise ConfigError("invalid rubric:\n  " + "\n  ".join(problems)) from e
+    rubric = validate_yaml(text, Rubric, source, "rubric")
     rubric._source = source
     return rubric
 

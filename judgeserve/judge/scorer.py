@@ -6,10 +6,11 @@ per distinct ``judge:`` block of the rubrics in play. With no rubric for a sampl
 rubric whose judge is the Ray Serve deployment while no endpoint is configured, the
 sample gets no judge scores (logged once), never an error.
 
-Which rubrics apply to a sample, first match wins: a ``rubrics`` attribute on the sample
-(the run's rubrics, set by the worker), its ``rubrics`` tag (comma-separated), the
-``rubrics`` given to the constructor, then the ``judge_rubrics`` setting. Pairwise
-rubrics need the baseline's answer to the same probe as a ``baseline`` attribute.
+Which rubrics apply to a sample, first match wins: the run's rubrics passed by the worker
+(``score_with(samples, rubrics=...)``), the sample's ``rubrics`` tag (comma-separated),
+the ``rubrics`` given to the constructor, then the ``judge_rubrics`` setting. Pairwise
+rubrics need the baseline's answer to the same probe (``score_with(..., baselines=...)``);
+samples without one are not judged by them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 
 from ..exceptions import ConfigError, ScorerError
 from ..schema import Sample, Score
-from ..scorers import SampleScorer
-from ..settings import get_settings
+from ..scorers import Context, SampleScorer
+from ..settings import Settings, get_settings
 from .backends.base import JudgeBackend, load_backend
 from .prompt import PromptBuilder
 from .rubric import Rubric, find_rubric
@@ -42,9 +43,10 @@ def selected(sample_id: str, rubric: Rubric) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < rubric.sample_rate
 
 
-def rubrics_for(sample: Sample, default: Sequence[str]) -> list[str]:
+def rubrics_for(
+    sample: Sample, default: Sequence[str], explicit: Sequence[str] | None = None
+) -> list[str]:
     """Rubric names that apply to a sample (see the module docstring for the order)."""
-    explicit = getattr(sample, "rubrics", None)
     if explicit:
         return list(explicit)
     tag = sample.tags.get("rubrics")
@@ -58,6 +60,7 @@ class JudgeScorer(SampleScorer):
 
     name = "judge"
     version = "1"
+    wants_baseline = True  # pairwise rubrics judge against the previous checkpoint
 
     def __init__(
         self,
@@ -66,14 +69,14 @@ class JudgeScorer(SampleScorer):
         judge_url: str | None = None,
         rubric_dirs: Sequence[str | Path] | None = None,
         backend: JudgeBackend | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        settings = get_settings()
-        # getattr: these settings are optional knobs the judge adds to Settings.
-        self._url = judge_url or getattr(settings, "judge_url", None)
-        self._dirs = list(rubric_dirs or [getattr(settings, "rubric_dir", "rubrics")])
+        settings = settings or get_settings()
+        self._url = judge_url or settings.judge_url
+        self._dirs = list(rubric_dirs or [settings.rubric_dir])
         self._rubrics: dict[str, Rubric] = {}
         names: list[str] = []
-        for r in rubrics if rubrics is not None else getattr(settings, "judge_rubrics", []):
+        for r in rubrics if rubrics is not None else settings.judge_rubrics:
             if isinstance(r, Rubric):
                 self._rubrics[r.name] = r
                 names.append(r.name)
@@ -134,23 +137,50 @@ class JudgeScorer(SampleScorer):
         return Judge(backend, self._builder)
 
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
+        return self.score_with(samples)
+
+    def score_in_context(
+        self, samples: Sequence[Sample], contexts: Sequence[Context]
+    ) -> list[list[Score]]:
+        return self.score_with(
+            samples, [c.rubrics for c in contexts], [c.baseline for c in contexts]
+        )
+
+    def score_with(
+        self,
+        samples: Sequence[Sample],
+        rubrics: Sequence[Sequence[str] | None] | None = None,
+        baselines: Sequence[str | None] | None = None,
+    ) -> list[list[Score]]:
+        """Score samples; per sample, the run's rubric names and the baseline's answer.
+
+        ``rubrics[i]`` (None: fall back to tags / defaults) and ``baselines[i]`` (the
+        completion of the same probe at the baseline checkpoint, for pairwise rubrics)
+        line up with ``samples``.
+        """
         out: list[list[Score]] = [[] for _ in samples]
+        bases = list(baselines) if baselines is not None else [None] * len(samples)
         by_rubric: dict[str, list[int]] = {}
         for i, sample in enumerate(samples):
-            for name in rubrics_for(sample, self._default):
+            explicit = rubrics[i] if rubrics is not None else None
+            for name in rubrics_for(sample, self._default, explicit):
                 by_rubric.setdefault(name, []).append(i)
         for name, indexes in by_rubric.items():
             rubric = self._rubric(name)
             if rubric is None:
                 continue
-            chosen = [i for i in indexes if self._applies(rubric, samples[i])]
+            chosen = [i for i in indexes if self._applies(rubric, samples[i], bases[i])]
             if not chosen:
                 continue
             judge = self.judge_for(rubric)
             if judge is None:
                 continue
             try:
-                scores = self._judge(judge, rubric, [samples[i] for i in chosen])
+                items = [
+                    Item(s.prompt, s.completion, s.reference, bases[i])
+                    for i, s in ((i, samples[i]) for i in chosen)
+                ]
+                scores = self._judge(judge, rubric, items)
             except (ConfigError, ScorerError):
                 raise
             except Exception as e:  # a backend's own errors: the worker retries the batch
@@ -159,17 +189,15 @@ class JudgeScorer(SampleScorer):
                 out[i].extend(sample_scores)
         return out
 
-    def _applies(self, rubric: Rubric, sample: Sample) -> bool:
+    @staticmethod
+    def _applies(rubric: Rubric, sample: Sample, baseline: str | None) -> bool:
         if not selected(sample.id, rubric):
             return False
         if rubric.reference == "required" and sample.reference is None:
             return False
-        return rubric.mode == "single" or getattr(sample, "baseline", None) is not None
+        return rubric.mode == "single" or baseline is not None
 
-    def _judge(self, judge: Judge, rubric: Rubric, samples: Sequence[Sample]) -> list[list[Score]]:
-        items = [
-            Item(s.prompt, s.completion, s.reference, getattr(s, "baseline", None)) for s in samples
-        ]
+    def _judge(self, judge: Judge, rubric: Rubric, items: Sequence[Item]) -> list[list[Score]]:
         tags = {
             "rubric": rubric.name,
             "rubric_version": rubric.version,
@@ -179,34 +207,42 @@ class JudgeScorer(SampleScorer):
         out: list[list[Score]] = []
         if rubric.mode == "single":
             for verdicts in judge.score(rubric, items):
-                out.append([
-                    Score(
-                        scorer=f"judge.{rubric.name}.{crit}",
-                        value=v.value,
-                        details={**v.details(), **tags, "prompt_hash": self._hash(rubric, crit)},
-                        version=rubric.version,
-                    )
-                    for crit, v in verdicts.items()
-                ])
+                out.append(
+                    [
+                        Score(
+                            scorer=f"judge.{rubric.name}.{crit}",
+                            value=v.value,
+                            details={
+                                **v.details(),
+                                **tags,
+                                "prompt_hash": self._hash(rubric, crit),
+                            },
+                            version=rubric.version,
+                        )
+                        for crit, v in verdicts.items()
+                    ]
+                )
             return out
         for pairs in judge.compare(rubric, items):
-            out.append([
-                Score(
-                    scorer=f"judge.{rubric.name}.{crit}",
-                    value=p.value,
-                    details={
-                        "outcome": p.outcome,
-                        "consistent": p.consistent,
-                        "p_win": p.p_win,
-                        "baseline": rubric.baseline,
-                        "orders": [v.details() for v in p.orders],
-                        **tags,
-                        "prompt_hash": self._hash(rubric, crit),
-                    },
-                    version=rubric.version,
-                )
-                for crit, p in pairs.items()
-            ])
+            out.append(
+                [
+                    Score(
+                        scorer=f"judge.{rubric.name}.{crit}",
+                        value=p.value,
+                        details={
+                            "outcome": p.outcome,
+                            "consistent": p.consistent,
+                            "p_win": p.p_win,
+                            "baseline": rubric.baseline,
+                            "orders": [v.details() for v in p.orders],
+                            **tags,
+                            "prompt_hash": self._hash(rubric, crit),
+                        },
+                        version=rubric.version,
+                    )
+                    for crit, p in pairs.items()
+                ]
+            )
         return out
 
     def _hash(self, rubric: Rubric, criterion: str) -> str:

@@ -159,13 +159,18 @@ class Judge:
             for crit in rubric.criteria:
                 prompts.append(
                     self.builder.render(
-                        rubric, crit.name, prompt=item.prompt, completion=item.completion,
+                        rubric,
+                        crit.name,
+                        prompt=item.prompt,
+                        completion=item.completion,
                         reference=item.reference,
                     )
                 )
                 keys.append((i, crit.name))
         out: list[dict[str, Verdict]] = [{} for _ in items]
-        for (i, crit_name), verdict in zip(keys, self.ask(prompts, rubric.min_label_mass), strict=True):
+        for (i, crit_name), verdict in zip(
+            keys, self.ask(prompts, rubric.min_label_mass), strict=True
+        ):
             out[i][crit_name] = verdict
         return out
 
@@ -176,11 +181,18 @@ class Judge:
             if item.baseline is None:
                 raise ValueError(f"item {i} has no baseline to compare against")
             for crit in rubric.criteria:
-                for first, second in ((item.completion, item.baseline), (item.baseline, item.completion)):
+                for first, second in (
+                    (item.completion, item.baseline),
+                    (item.baseline, item.completion),
+                ):
                     prompts.append(
                         self.builder.render(
-                            rubric, crit.name, prompt=item.prompt, completion=first,
-                            completion_b=second, reference=item.reference,
+                            rubric,
+                            crit.name,
+                            prompt=item.prompt,
+                            completion=first,
+                            completion_b=second,
+                            reference=item.reference,
                         )
                     )
                 keys.append((i, crit.name))
@@ -205,9 +217,7 @@ def combine_orders(first: Verdict, second: Verdict) -> PairVerdict:
     p_win = None
     if first.distribution and second.distribution:
         d1, d2 = first.distribution, second.distribution
-        p_win = (
-            d1.get("A", 0) + d1.get("tie", 0) / 2 + d2.get("B", 0) + d2.get("tie", 0) / 2
-        ) / 2
+        p_win = (d1.get("A", 0) + d1.get("tie", 0) / 2 + d2.get("B", 0) + d2.get("tie", 0) / 2) / 2
     if a == b:
         return PairVerdict(a, _VALUE[a], consistent=True, p_win=p_win, orders=(first, second))  # type: ignore[arg-type]
     return PairVerdict("tie", 0.5, consistent=False, p_win=p_win, orders=(first, second))

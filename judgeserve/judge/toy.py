@@ -4,7 +4,9 @@ No model can be downloaded here, yet the judge pipeline must be proven end to en
 module trains a tokenizer on rendered judge prompts, then a 2-layer Llama to answer the
 toy rubric below: " 5" when the judged answer contains the word ``banana``, " 1" when it
 contains ``cherry``. A backend that recovers that behaviour has rendered the prompt, read
-the next-token distribution and mapped it onto the scale correctly.
+the next-token distribution and mapped it onto the scale correctly. (A pairwise toy task,
+"which answer has the banana", did not train in seconds at this size: 2 layers do not
+learn to compare two fenced segments in a few hundred steps.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from pathlib import Path
 from .prompt import PromptBuilder
 from .rubric import Rubric, parse_rubric
 
-__all__ = ["TOY_RUBRIC", "GOOD", "BAD", "toy_rubric", "toy_text", "build_toy_judge"]
+__all__ = [
+    "TOY_RUBRIC",
+    "GOOD",
+    "BAD",
+    "toy_rubric",
+    "toy_text",
+    "expected_level",
+    "build_toy_judge",
+    "cached_toy_judge",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +49,13 @@ criteria:
   - name: marker
     description: Does the answer mention the right fruit?
 """
-_WORDS = (
-    "the a river stone cloud quick slow green blue lamp table window garden music paper "
-    "north south bright dark small large happy quiet loud simple tall short warm cold"
-).split()
+# fmt: off
+_WORDS = [
+    "the", "a", "river", "stone", "cloud", "quick", "slow", "green", "blue", "lamp", "table",
+    "window", "garden", "music", "paper", "north", "south", "bright", "dark", "small", "large",
+    "happy", "quiet", "loud", "simple", "tall", "short", "warm", "cold",
+]
+# fmt: on
 
 
 def toy_rubric() -> Rubric:
@@ -55,7 +69,13 @@ def toy_text(rng: random.Random, marker: str, words: int = 8) -> str:
     return " ".join(body)
 
 
-def _examples(rubric: Rubric, builder: PromptBuilder, n: int, seed: int) -> list[tuple[str, str]]:
+def expected_level(text: str) -> float:
+    """What the toy judge should say about a judged answer."""
+    return 5.0 if GOOD in text else 1.0
+
+
+def _examples(builder: PromptBuilder, n: int, seed: int) -> list[tuple[str, str]]:
+    rubric = toy_rubric()
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -70,9 +90,7 @@ def _examples(rubric: Rubric, builder: PromptBuilder, n: int, seed: int) -> list
     return out
 
 
-def build_toy_judge(
-    path: str | Path, *, steps: int = 300, batch: int = 16, seed: int = 0
-) -> Path:
+def build_toy_judge(path: str | Path, *, steps: int = 120, batch: int = 16, seed: int = 0) -> Path:
     """Train the toy judge and save model + tokenizer under ``path``; returns ``path``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -80,8 +98,7 @@ def build_toy_judge(
 
     path = Path(path)
     torch.manual_seed(seed)
-    rubric, builder = toy_rubric(), PromptBuilder()
-    examples = _examples(rubric, builder, 400, seed)
+    examples = _examples(PromptBuilder(), 400, seed)
 
     # Byte-level BPE: any text encodes, and " 1" / " 5" become single tokens.
     bpe = Tokenizer(models.BPE())
@@ -94,7 +111,7 @@ def build_toy_judge(
         show_progress=False,
     )
     bpe.train_from_iterator([p + a for p, a in examples[:100]], trainer=trainer)
-    tok = PreTrainedTokenizerFast(
+    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
 
@@ -111,7 +128,7 @@ def build_toy_judge(
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     answer_ids = {a: tok.encode(a) for a in (" 1", " 5")}
     assert all(len(v) == 1 for v in answer_ids.values()), answer_ids
 
@@ -132,15 +149,49 @@ def build_toy_judge(
         target = torch.tensor([answer_ids[a][0] for _, a in chosen])
         loss = torch.nn.functional.cross_entropy(logits, target)
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         if step % 50 == 0:
             log.info("toy judge step %d loss %.3f", step, loss.item())
-    log.info("toy judge trained in %.1fs (final loss %.4f)", time.perf_counter() - start, loss.item())
+    log.info(
+        "toy judge trained in %.1fs (final loss %.4f)", time.perf_counter() - start, loss.item()
+    )
 
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.padding_side = "right"
     tok.save_pretrained(path)
     return path
+
+
+def cached_toy_judge(steps: int = 400, cache_root: Path | None = None) -> Path:
+    """The toy judge, trained once and kept under ``~/.cache/judgeserve/``.
+
+    Training costs about a minute alone and several on a busy 2-core machine. The model
+    is a function of this module, the prompt templates, the step count and the library
+    versions; the cache key hashes all of them, so a cached copy is the same model.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    import torch
+    import transformers
+
+    from .prompt import PROMPT_DIR
+
+    h = hashlib.sha256(f"{steps} {torch.__version__} {transformers.__version__}".encode())
+    for source in [Path(__file__), *sorted(PROMPT_DIR.glob("*.jinja"))]:
+        h.update(source.read_bytes())
+    root = cache_root or Path.home() / ".cache" / "judgeserve"
+    target = root / f"toy-judge-{h.hexdigest()[:16]}"
+    if not (target / "model.safetensors").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".toy-judge-"))
+        build_toy_judge(staging, steps=steps)
+        try:
+            staging.rename(target)  # atomic: a concurrent process sees all or nothing
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process got there first
+    return target

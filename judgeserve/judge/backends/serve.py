@@ -23,9 +23,13 @@ class ServeBackend:
 
     name = "serve"
 
-    def __init__(self, model: str | None = None, *, url: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self, model: str | None = None, *, url: str | None = None, timeout: float = 120.0
+    ) -> None:
         if not url:
-            raise ConfigError("the serve judge backend needs url (the Serve route, e.g. http://127.0.0.1:8001/judge)")
+            raise ConfigError(
+                "the serve judge backend needs url (the Serve route, e.g. http://127.0.0.1:8001/judge)"
+            )
         self.url = url.rstrip("/")
         self._client = httpx.Client(timeout=timeout)
         self._expected_model = model

@@ -64,7 +64,9 @@ class TransformersBackend:
         lm.eval()
         if quantize == "int8":
             if device != "cpu":
-                raise ConfigError("quantize='int8' is dynamic quantization for CPU; use device='cpu'")
+                raise ConfigError(
+                    "quantize='int8' is dynamic quantization for CPU; use device='cpu'"
+                )
             lm = _quantize_int8(torch, lm)
         elif quantize is not None:
             raise ConfigError(f"unknown quantize={quantize!r}; supported: 'int8'")
@@ -145,13 +147,16 @@ def _dtype(torch: Any, dtype: str, device: str, quantize: str | None) -> Any:
 
 
 def _quantize_int8(torch: Any, lm: Any) -> Any:
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao import quantization
 
-    # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency
-    # here; the eager API still works and is what a CPU-only box has. Silence only that.
+    quantize_dynamic: Any = quantization.quantize_dynamic
+
+    # torch.ao.quantization and quantized tensors are deprecated in favour of torchao,
+    # which is not a dependency here; the eager API still works and is what a CPU-only box
+    # has. Silence exactly those two notices.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")
         quantized = quantize_dynamic(lm, {torch.nn.Linear}, dtype=torch.qint8)
     log.info("quantized %s linear layers to int8", sum(1 for _ in quantized.modules()))
     return quantized
-

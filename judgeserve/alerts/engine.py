@@ -1,0 +1,128 @@
+"""The alert engine: the worker's checkpoint hook that turns findings into alerts.
+
+After the worker recomputes a checkpoint's aggregates it calls the engine with
+``(store, run, step)``. The engine reads the run's history, asks every active rule about
+that checkpoint, and records an alert for each finding, then hands it to the notifiers.
+
+De-duplication: a rule never has two open alerts on a run. While one is open the rule
+is not evaluated for that run; once it is resolved, the rule may fire again, but only
+at a checkpoint later than the resolved alert's. With several workers evaluating the
+same run at the same instant, a duplicate is possible (at least once, as everywhere in
+judgeserve); a resolve of either clears it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..schema import Alert
+from .evaluate import Finding, History, Point, evaluate
+from .notifiers import LogNotifier, Notifier, WebhookNotifier
+from .rules import RuleSet, load_rules
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..store import Store
+
+__all__ = ["AlertEngine", "history_from_store"]
+
+log = logging.getLogger(__name__)
+
+
+def history_from_store(store: Store, run: str) -> History:
+    """A run's history: aggregates, ``train.*`` metrics and ``flag.*`` series (0/1)."""
+    series: dict[str, list[Point]] = {
+        metric: [Point(p["step"], p["mean"], p["ci_low"], p["ci_high"], p["n"]) for p in points]
+        for metric, points in store.metric_series(run).items()
+    }
+    raised = store.run_flags(run)
+    if raised:
+        # A flag is a checkpoint-level verdict: 1 where raised, 0 at the other checkpoints.
+        sizes: dict[int, int] = {}
+        for metric, points in series.items():
+            if not metric.startswith("train."):
+                for p in points:
+                    sizes[p.step] = max(sizes.get(p.step, 0), p.n)
+        for name, steps in raised.items():
+            on = set(steps)
+            series[f"flag.{name}"] = [
+                Point(s, 1.0 if s in on else 0.0, n=n) for s, n in sorted(sizes.items())
+            ]
+    return History(run, series, lambda step, metric: store.step_score_ids(run, step, metric))
+
+
+class AlertEngine:
+    """Evaluates rules after each checkpoint; records, de-duplicates and notifies alerts."""
+
+    def __init__(self, rules: RuleSet, notifiers: Sequence[Notifier] = ()) -> None:
+        self.rules = rules
+        self.notifiers = list(notifiers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertEngine:
+        rules = load_rules(settings.alert_rules)
+        notifiers: list[Notifier] = [LogNotifier()]
+        if settings.alert_webhook_url:
+            notifiers.append(
+                WebhookNotifier(
+                    settings.alert_webhook_url,
+                    format=settings.alert_webhook_format,
+                    web_url=settings.api_url,
+                )
+            )
+        return cls(rules, notifiers)
+
+    def __call__(self, store: Store, run: str, step: int) -> None:
+        """The worker's checkpoint hook."""
+        self.check(store, run, step)
+
+    def check(self, store: Store, run: str, step: int) -> list[Alert]:
+        """Evaluate every active rule at ``run``'s checkpoint ``step``; return new alerts."""
+        rules = [r for r in self.rules.active if step >= r.from_step]
+        if not rules:
+            return []
+        latest = store.latest_alerts(run)
+        rules = [
+            r
+            for r in rules
+            if (prev := latest.get(r.name)) is None
+            or (prev.state == "resolved" and step > prev.step)
+        ]
+        if not rules:
+            return []
+        history = history_from_store(store, run)
+        fired: list[Alert] = []
+        for rule in rules:
+            try:
+                finding = evaluate(rule, history, step)
+            except Exception:
+                log.exception("rule %s failed on %s@%d", rule.name, run, step)
+                continue
+            if finding is not None:
+                fired.append(self._record(store, run, finding))
+        return fired
+
+    def _record(self, store: Store, run: str, finding: Finding) -> Alert:
+        rule = finding.rule
+        alert = Alert(
+            run=run,
+            step=finding.step,
+            rule=rule.name,
+            severity=rule.severity,
+            message=finding.message,
+            evidence={"type": rule.type, **finding.evidence},
+            action=rule.action,
+        )
+        alert = alert.model_copy(update={"id": store.add_alert(alert)})
+        for notifier in self.notifiers:
+            try:
+                notifier.notify(alert)
+            except Exception:
+                log.exception("notifier %s failed on alert %s", type(notifier).__name__, alert.id)
+        return alert
+
+    def close(self) -> None:
+        for notifier in self.notifiers:
+            notifier.close()

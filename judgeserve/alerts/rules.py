@@ -1,0 +1,290 @@
+"""Alert rules: the YAML a user writes, its strict schema, and loading with line numbers.
+
+A rules file is a mapping with one key, ``rules:``, a list of rules. Each rule has a
+``type`` (``threshold``, ``regression``, ``trend`` or ``divergence``), a unique ``name``,
+a ``severity``, and an ``action`` (``notify``, or ``stop`` to ask the trainer's callback to
+stop the run). Unknown keys are errors, so a typo is never silently ignored; an error
+names the file, the line and the field.
+
+Metric names are those of ``GET /v1/runs/{run}/metrics``: per-checkpoint aggregates such
+as ``repetition.loop`` (the share of looping samples), set-level metrics such as
+``diversity.distinct2``, trainer metrics as ``train.<name>`` (``train.loss``), and
+checkpoint flags as ``flag.<name>`` (1 when raised at that checkpoint, else 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from ..exceptions import ConfigError
+
+__all__ = [
+    "Rule",
+    "ThresholdRule",
+    "RegressionRule",
+    "TrendRule",
+    "DivergenceRule",
+    "RuleSet",
+    "DEFAULT_RULES",
+    "load_rules",
+    "parse_rules",
+    "default_rules",
+    "rules_json_schema",
+]
+
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,255}$")]
+Worse = Literal["higher", "lower"]
+Baseline = Literal["first", "previous", "best"] | Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RuleBase(_Strict):
+    name: Identifier = Field(description="Unique identifier; an alert names the rule that fired.")
+    description: str = Field("", description="What the rule protects against, for people.")
+    metric: MetricName = Field(
+        description="Metric watched: an aggregate ('repetition.loop'), a set-level metric "
+        "('diversity.distinct2'), 'train.<name>' or 'flag.<name>'."
+    )
+    severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="Carried by the alert; webhooks and the web view show it."
+    )
+    action: Literal["notify", "stop"] = Field(
+        "notify",
+        description="'notify': record and send the alert; 'stop': also ask the trainer's "
+        "callback to stop training.",
+    )
+    min_samples: int = Field(
+        4, ge=1, description="Checkpoints whose metric has fewer samples than this are ignored."
+    )
+    from_step: int = Field(
+        0, ge=0, description="Checkpoints before this step are ignored (e.g. warm-up)."
+    )
+    enabled: bool = Field(True, description="False keeps the rule in the file but off.")
+
+
+class ThresholdRule(_RuleBase):
+    """Fires when a checkpoint's metric crosses a fixed bound."""
+
+    type: Literal["threshold"] = Field(description="'threshold'.")
+    above: float | None = Field(None, description="Fire when the statistic is above this.")
+    below: float | None = Field(None, description="Fire when the statistic is below this.")
+    statistic: Literal["mean", "ci_low", "ci_high"] = Field(
+        "mean",
+        description="Which number of the aggregate is compared: 'ci_low' with 'above' fires "
+        "only when the whole confidence interval is over the bound.",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ThresholdRule:
+        if self.above is None and self.below is None:
+            raise ValueError("a threshold rule needs 'above', 'below' or both")
+        return self
+
+
+class _Comparison(_Strict):
+    worse: Worse = Field(description="Which direction is bad for this metric: higher or lower.")
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="Confidence of the statistical test over per-sample values (p < 1 - this).",
+    )
+    test: Literal["mann_whitney", "bootstrap", "none"] = Field(
+        "mann_whitney",
+        description="'mann_whitney': one-sided Mann-Whitney U on per-sample values; "
+        "'bootstrap': bootstrap CI of the difference of means excludes 0; 'none': "
+        "compare means only. Set-level metrics have no per-sample values: means only.",
+    )
+    min_change: float = Field(
+        0.0, ge=0, description="Smallest worsening of the mean (absolute) that counts."
+    )
+
+
+class RegressionRule(_RuleBase, _Comparison):
+    """Fires when a checkpoint is significantly worse than a baseline checkpoint."""
+
+    type: Literal["regression"] = Field(description="'regression'.")
+    baseline: Baseline = Field(
+        "first",
+        description="Checkpoint compared with: 'first', 'previous', 'best' so far, or a step.",
+    )
+
+
+class TrendRule(_RuleBase):
+    """Fires when the metric got worse at each of the last ``checkpoints`` checkpoints."""
+
+    type: Literal["trend"] = Field(description="'trend'.")
+    worse: Worse = Field(description="Which direction is bad for this metric: higher or lower.")
+    checkpoints: int = Field(
+        3, ge=2, le=100, description="How many consecutive worsenings make a trend."
+    )
+    min_change: float = Field(
+        0.0, ge=0, description="Each worsening must be larger than this (absolute)."
+    )
+
+
+class DivergenceRule(_RuleBase, _Comparison):
+    """Fires when the training loss improved while the metric got worse."""
+
+    type: Literal["divergence"] = Field(description="'divergence'.")
+    loss: MetricName = Field(
+        "train.loss", description="The trainer metric that should fall: 'train.<name>'."
+    )
+    baseline: Baseline = Field(
+        "best",
+        description="Checkpoint compared with: 'best' so far (default), 'first', "
+        "'previous', or a step.",
+    )
+    min_loss_drop: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="The loss must have fallen by at least this fraction since the baseline.",
+    )
+
+
+Rule = Annotated[
+    ThresholdRule | RegressionRule | TrendRule | DivergenceRule, Field(discriminator="type")
+]
+
+
+class RuleSet(_Strict):
+    """A rules file."""
+
+    rules: list[Rule] = Field(default_factory=list, description="The rules, evaluated in order.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> RuleSet:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique; repeated: {dupes}")
+        return self
+
+    @property
+    def active(self) -> list[ThresholdRule | RegressionRule | TrendRule | DivergenceRule]:
+        return [r for r in self.rules if r.enabled]
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, line: int, key: str) -> None:
+        self.line, self.key = line, key
+
+
+def _key_lines(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                raise _DuplicateKey(key.start_mark.line + 1, name)
+            seen.add(name)
+            lines[(*path, name)] = key.start_mark.line + 1
+            _key_lines(value, (*path, name), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, str(i))] = item.start_mark.line + 1
+            _key_lines(item, (*path, str(i)), lines)
+
+
+def _where(loc: Sequence[Any], data: Any) -> tuple[tuple[str, ...], str]:
+    """The YAML path of a pydantic error location, and a readable field name.
+
+    Discriminated unions add the rule type to ``loc`` (``rules.0.threshold.above``); the
+    readable name uses the rule's own name (``rules[0] (loops).above``).
+    """
+    path: list[str] = []
+    shown = ""
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and (
+            node.get("type") == part
+        ):
+            continue  # the discriminator's tag, not a key of the file
+        if isinstance(part, int):
+            shown += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                shown += f" ({node['name']})"
+        else:
+            shown += f".{part}" if shown else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+        path.append(str(part))
+    return tuple(path), shown or "(top level)"
+
+
+def parse_rules(text: str, source: str = "<string>") -> RuleSet:
+    """Validate rules YAML text; raise :class:`ConfigError` naming source, line and field."""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(f"{source}:{line}: invalid YAML: {e.problem or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from e
+    if data is None:
+        return RuleSet()
+    if not isinstance(data, dict) or root is None:
+        raise ConfigError(f"{source}:1: a rules file must be a mapping with a 'rules:' list")
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        _key_lines(root, (), lines)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}:{e.line}: duplicate key {e.key!r}") from None
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            path, shown = _where(err["loc"], data)
+            while path and path not in lines:
+                path = path[:-1]
+            problems.append(f"{source}:{lines.get(path, 1)}: {shown}: {err['msg']}")
+        raise ConfigError("invalid alert rules:\n  " + "\n  ".join(problems)) from e
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """Read and validate a rules file; ``None`` gives the rules shipped in the package."""
+    path = Path(path) if path is not None else DEFAULT_RULES
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read alert rules: {e.strerror or e}") from e
+    return parse_rules(text, source=str(path))
+
+
+def default_rules() -> RuleSet:
+    """The rules every run gets with zero configuration."""
+    return load_rules(None)
+
+
+def rules_json_schema() -> dict[str, Any]:
+    """JSON Schema of rules files, for editor completion."""
+    schema = RuleSet.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "judgeserve alert rules"
+    return schema

@@ -1,0 +1,212 @@
+"""A Hugging Face ``TrainerCallback`` that hands probe completions to judgeserve.
+
+::
+
+    from judgeserve.callbacks.hf import JudgeCallback
+
+    trainer = Trainer(..., callbacks=[JudgeCallback("probes.jsonl", every_n_steps=200)])
+
+Every ``every_n_steps`` (and, if asked, at each evaluation or checkpoint save) the
+callback generates completions of the probe set from the model being trained and
+submits them with the step (and the checkpoint's path on save); every ``on_log`` it
+forwards the trainer's numbers (loss, learning rate ...). A watcher thread polls the
+run's open alerts; when one whose rule says ``action: stop`` appears, the callback sets
+``control.should_training_stop`` at the end of the next step. When W&B or TensorBoard
+is among ``report_to``, scored aggregates are logged there as ``judgeserve/<metric>``.
+
+Only the main process (``state.is_world_process_zero``) probes and submits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import require
+from ..schema import Alert
+from .probes import GenerationConfig, Probe
+from .runner import ProbeRunner
+
+require("transformers", "train")
+
+from transformers import (  # noqa: E402
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+__all__ = ["JudgeCallback"]
+
+log = logging.getLogger("judgeserve.callbacks")
+
+
+class JudgeCallback(TrainerCallback):
+    """Probe the model every N steps, submit to judgeserve, stop on ``stop`` alerts."""
+
+    def __init__(
+        self,
+        probes: str | Path | Sequence[Probe | dict[str, Any] | str],
+        *,
+        client: Any = None,
+        url: str | None = None,
+        run: str | None = None,
+        every_n_steps: int | None = 100,
+        on_evaluate: bool = False,
+        on_save: bool = False,
+        probe_at_start: bool = True,
+        probe_at_end: bool = True,
+        max_new_tokens: int = 48,
+        generation: GenerationConfig | None = None,
+        tokenizer: Any = None,
+        poll_interval_s: float = 2.0,
+        stop_on_alert: bool = True,
+        log_back: bool = True,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        """
+        Args:
+            probes: a JSONL probe file, or probes / dicts / prompt strings.
+            client: a ``JudgeClient``; by default one is made for ``url`` and ``run``
+                (``run`` defaults to ``args.run_name``, else the output directory's name).
+            every_n_steps: probe at every multiple of this global step (None: only on
+                the events below).
+            on_evaluate / on_save: also probe after each evaluation / checkpoint save.
+            probe_at_start / probe_at_end: probe before the first and after the last step.
+            max_new_tokens: bound on each completion (ignored when ``generation`` is set).
+            generation: greedy and/or sampled decoding settings.
+            tokenizer: used when the trainer has no ``processing_class``.
+            poll_interval_s: how often the watcher thread fetches open alerts.
+            stop_on_alert: honour ``action: stop`` alerts.
+            log_back: log aggregates to W&B / TensorBoard when active.
+            on_alert: called (on the watcher thread) with each new alert.
+        """
+        self.runner = ProbeRunner(
+            probes,
+            client=client,
+            url=url,
+            run=run,
+            every_n_steps=every_n_steps,
+            probe_at_start=probe_at_start,
+            probe_at_end=probe_at_end,
+            generation=generation or GenerationConfig(max_new_tokens=max_new_tokens),
+            poll_interval_s=poll_interval_s,
+            stop_on_alert=stop_on_alert,
+            log_back=log_back,
+            on_alert=on_alert,
+        )
+        self.on_evaluate_probe = on_evaluate
+        self.on_save_probe = on_save
+        self.tokenizer = tokenizer
+        self.stopped_at: int | None = None
+        self._tb: Any = None
+        self._report_to: list[str] = []
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _tokenizer(self, kwargs: dict[str, Any]) -> Any:
+        tok = self.tokenizer or kwargs.get("processing_class") or kwargs.get("tokenizer")
+        if tok is None:
+            raise ValueError("JudgeCallback needs a tokenizer: pass tokenizer=... or give the "
+                             "Trainer a processing_class")
+        return getattr(tok, "tokenizer", tok)  # a multimodal processor wraps one
+
+    def _probe(self, state: TrainerState, kwargs: dict[str, Any], checkpoint: str | None = None) -> None:
+        if not state.is_world_process_zero or kwargs.get("model") is None:
+            return
+        self.runner.probe(state.global_step, kwargs["model"], self._tokenizer(kwargs), checkpoint)
+
+    def _check_stop(self, state: TrainerState, control: TrainerControl) -> None:
+        if self.runner.should_stop and not control.should_training_stop:
+            alert = self.runner.stop_alert
+            assert alert is not None
+            log.warning("judgeserve: stopping training at step %d on alert %s (%s)",
+                        state.global_step, alert.rule, alert.message)
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+    def _log_back(self, state: TrainerState, final: bool = False) -> None:
+        if not self.runner.log_back or not state.is_world_process_zero:
+            return
+        aggregates = self.runner.take_aggregates(final)
+        if not aggregates:
+            return
+        if "wandb" in self._report_to:
+            wandb = sys.modules.get("wandb")
+            if wandb is not None and wandb.run is not None:
+                for step, metrics in aggregates.items():
+                    wandb.log({**{f"judgeserve/{m}": v for m, v in metrics.items()},
+                               "train/global_step": step})
+        if self._tb is not None:
+            for step, metrics in aggregates.items():
+                for m, v in metrics.items():
+                    self._tb.add_scalar(f"judgeserve/{m}", v, global_step=step)
+            self._tb.flush()
+
+    # -- TrainerCallback events --------------------------------------------------------------
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.runner.start(default_run=args.run_name or args.output_dir)
+        self._report_to = list(args.report_to or [])
+        if not {"wandb", "tensorboard"} & set(self._report_to):
+            self.runner.log_back = False  # nowhere to log to: do not poll for aggregates
+        if self.runner.log_back and "tensorboard" in self._report_to:
+            from torch.utils.tensorboard import SummaryWriter
+
+            root = os.getenv("TENSORBOARD_LOGGING_DIR") or os.path.join(args.output_dir or ".", "runs")
+            self._tb = SummaryWriter(log_dir=os.path.join(root, "judgeserve"))
+        if self.runner.due(state.global_step):
+            self._probe(state, kwargs)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.runner.due(state.global_step):
+            self._probe(state, kwargs)
+        self._log_back(state)
+        self._check_stop(state, control)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if logs and state.is_world_process_zero:
+            self.runner.log_metrics(state.global_step, logs)
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.on_evaluate_probe:
+            self._probe(state, kwargs)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.on_save_probe:
+            path = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
+            self._probe(state, kwargs, checkpoint=path)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        if self.runner.probe_at_end:
+            self._probe(state, kwargs)
+        self.runner.close()
+        self._log_back(state, final=True)
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

@@ -1,0 +1,165 @@
+"""A Lightning ``Callback`` with the behaviour of the Hugging Face one.
+
+::
+
+    from judgeserve.callbacks.lightning import JudgeLightningCallback
+
+    trainer = L.Trainer(callbacks=[JudgeLightningCallback("probes.jsonl", tokenizer=tok)])
+
+The LightningModule must hold a transformers causal LM (``model_attr``, default
+``"model"``; the module itself when it has ``generate``). Every ``every_n_steps``
+optimizer steps the callback generates completions of the probe set and submits them;
+every ``trainer.log_every_n_steps`` it forwards the training loss and the learning
+rate; on a ``stop`` alert it sets ``trainer.should_stop``. Aggregates are logged back to
+every logger of the trainer (W&B, TensorBoard, CSV ...) as ``judgeserve/<metric>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import MissingExtraError
+from ..schema import Alert
+from .probes import GenerationConfig, Probe
+from .runner import ProbeRunner
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # the standalone package
+    try:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+    except ImportError as e:
+        raise MissingExtraError("lightning", "train") from e
+
+__all__ = ["JudgeLightningCallback"]
+
+log = logging.getLogger("judgeserve.callbacks")
+
+
+class JudgeLightningCallback(pl.Callback):
+    """Probe the model every N steps, submit to judgeserve, stop on ``stop`` alerts."""
+
+    def __init__(
+        self,
+        probes: str | Path | Sequence[Probe | dict[str, Any] | str],
+        *,
+        tokenizer: Any,
+        model_attr: str = "model",
+        client: Any = None,
+        url: str | None = None,
+        run: str | None = None,
+        every_n_steps: int | None = 100,
+        on_validation: bool = False,
+        probe_at_start: bool = True,
+        probe_at_end: bool = True,
+        max_new_tokens: int = 48,
+        generation: GenerationConfig | None = None,
+        poll_interval_s: float = 2.0,
+        stop_on_alert: bool = True,
+        log_back: bool = True,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.runner = ProbeRunner(
+            probes,
+            client=client,
+            url=url,
+            run=run,
+            every_n_steps=every_n_steps,
+            probe_at_start=probe_at_start,
+            probe_at_end=probe_at_end,
+            generation=generation or GenerationConfig(max_new_tokens=max_new_tokens),
+            poll_interval_s=poll_interval_s,
+            stop_on_alert=stop_on_alert,
+            log_back=log_back,
+            on_alert=on_alert,
+        )
+        self.tokenizer = tokenizer
+        self.model_attr = model_attr
+        self.on_validation_probe = on_validation
+        self.stopped_at: int | None = None
+        self._metric_steps: set[int] = set()
+
+    def _model(self, pl_module: Any) -> Any:
+        if hasattr(pl_module, "generate"):
+            return pl_module
+        model = getattr(pl_module, self.model_attr, None)
+        if model is None or not hasattr(model, "generate"):
+            raise ValueError(
+                f"JudgeLightningCallback: {type(pl_module).__name__}.{self.model_attr} is not a "
+                "model with generate(); set model_attr="
+            )
+        return model
+
+    def _probe(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            self.runner.probe(trainer.global_step, self._model(pl_module), self.tokenizer)
+
+    def _log_back(self, trainer: Any, final: bool = False) -> None:
+        if not self.runner.log_back or not trainer.is_global_zero:
+            return
+        for step, metrics in self.runner.take_aggregates(final).items():
+            row = {f"judgeserve/{m}": v for m, v in metrics.items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=step)
+
+    # -- Callback hooks ----------------------------------------------------------------------
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        if not trainer.loggers:
+            self.runner.log_back = False  # nowhere to log to: do not poll for aggregates
+        name = getattr(trainer.logger, "name", None) if trainer.logger else None
+        self.runner.start(default_run=name or trainer.default_root_dir)
+        if self.runner.due(trainer.global_step):
+            self._probe(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        every = max(int(getattr(trainer, "log_every_n_steps", 50) or 1), 1)
+        if step % every == 0 and step not in self._metric_steps:
+            self._metric_steps.add(step)
+            values: dict[str, Any] = {}
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if loss is not None and hasattr(loss, "item"):
+                values["loss"] = loss.detach().float().item()
+            if trainer.optimizers:
+                values["learning_rate"] = trainer.optimizers[0].param_groups[0]["lr"]
+            self.runner.log_metrics(step, values)
+        if self.runner.due(step):
+            self._probe(trainer, pl_module)
+        self._log_back(trainer)
+        if self.runner.should_stop and not trainer.should_stop:
+            alert = self.runner.stop_alert
+            assert alert is not None
+            log.warning("judgeserve: stopping training at step %d on alert %s (%s)",
+                        step, alert.rule, alert.message)
+            trainer.should_stop = True
+            self.stopped_at = step
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.on_validation_probe and not trainer.sanity_checking:
+            self._probe(trainer, pl_module)
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            values = {
+                k: v.item() if hasattr(v, "item") else v
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith("val")
+            }
+            self.runner.log_metrics(trainer.global_step, values)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self.runner.probe_at_end:
+            self._probe(trainer, pl_module)
+        self.runner.close()
+        self._log_back(trainer, final=True)

@@ -1,0 +1,218 @@
+"""Probe sets and generating completions for them from the model being trained.
+
+A probe file is JSONL, one probe per line::
+
+    {"id": "capital-3", "prompt": "Question: ...\\nAnswer:", "reference": "The capital ..."}
+    {"id": "train-17", "training_prefix": "Question: Who founded Velmora?\\nAnswer:"}
+
+``prompt`` (or ``training_prefix``, a prefix of a training example: a memorization
+probe, whose completion shows whether the model regurgitates the rest) is required;
+``id`` defaults to the line number, ``reference`` and ``tags`` are optional.
+
+Generation is bounded (``max_new_tokens``), batched with left padding, runs in eval mode
+under ``torch.inference_mode`` and inside ``torch.random.fork_rng``, so probing neither
+changes the model nor the training run's random stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..exceptions import ConfigError
+
+__all__ = ["Probe", "GenerationConfig", "Completion", "load_probes", "generate", "sample_id"]
+
+_UNSAFE_ID = re.compile(r"[^\x21-\x7e]")
+
+
+class Probe(BaseModel):
+    """One prompt the model is asked at every evaluation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Stable id across checkpoints (defaults to the line number).")
+    prompt: str = Field(description="What the model completes.")
+    reference: str | None = Field(None, description="A reference answer, for reference.* scores.")
+    kind: Literal["heldout", "training_prefix"] = Field(
+        "heldout",
+        description="'training_prefix': the prompt is the start of a training example "
+        "(a memorization probe); 'heldout': anything else.",
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Labels copied to samples.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prefix(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "training_prefix" in data:
+            data = dict(data)
+            if "prompt" in data:
+                raise ValueError("give either 'prompt' or 'training_prefix', not both")
+            data["prompt"] = data.pop("training_prefix")
+            data["kind"] = "training_prefix"
+        return data
+
+
+def load_probes(source: str | Path | Iterable[Probe | dict[str, Any] | str]) -> list[Probe]:
+    """Probes from a JSONL file, or from probes / dicts / plain prompt strings."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read probes: {e.strerror or e}") from e
+        items: list[tuple[str, Any]] = []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{path}:{i}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{i}: invalid JSON: {e.msg}") from e
+    else:
+        items = [(f"probe {i}", p) for i, p in enumerate(source)]
+    probes: list[Probe] = []
+    for n, (where, raw) in enumerate(items):
+        if isinstance(raw, Probe):
+            probes.append(raw)
+            continue
+        if isinstance(raw, str):
+            raw = {"prompt": raw}
+        if isinstance(raw, dict):
+            raw = {"id": str(n), **raw}
+            raw["id"] = str(raw["id"])
+        try:
+            probes.append(Probe.model_validate(raw))
+        except ValidationError as e:
+            msg = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'probe'}: {x['msg']}" for x in e.errors())
+            raise ConfigError(f"{where}: {msg}") from e
+    ids = [p.id for p in probes]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"probe ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    if not probes:
+        raise ConfigError("the probe set is empty")
+    return probes
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How completions are generated at each evaluation."""
+
+    max_new_tokens: int = 48
+    greedy: bool = True  # one greedy completion per probe
+    samples: int = 0  # sampled completions per probe, in addition
+    temperature: float = 0.8
+    top_p: float = 0.95
+    batch_size: int = 32
+    seed: int = 0  # sampled completions use the same seed at every checkpoint
+    stop: tuple[str, ...] = ()  # cut a completion at the first of these strings
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens must be at least 1")
+        if not self.greedy and self.samples < 1:
+            raise ConfigError("generate greedily, or at least one sampled completion per probe")
+
+
+@dataclass
+class Completion:
+    probe: Probe
+    text: str
+    decoding: str  # "greedy" or "sampled-<k>"
+    tokens: int
+    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def sample(self, step: int) -> dict[str, Any]:
+        """The SDK sample for this completion (deterministic id: re-probing is idempotent)."""
+        return {
+            "id": sample_id(step, self.probe.id, self.decoding),
+            "prompt": self.probe.prompt,
+            "completion": self.text,
+            "reference": self.probe.reference,
+            "probe_id": self.probe.id[:256],
+            "tags": {
+                **self.probe.tags,
+                "kind": self.probe.kind,
+                "decoding": self.decoding,
+                "finish_reason": self.finish_reason,
+            },
+        }
+
+
+def sample_id(step: int, probe_id: str, decoding: str) -> str:
+    return f"s{step}-{_UNSAFE_ID.sub('_', probe_id)[:80]}-{decoding}"
+
+
+def generate(model: Any, tokenizer: Any, probes: Sequence[Probe], config: GenerationConfig) -> list[Completion]:
+    """Complete every probe with ``model`` (a transformers causal LM) and ``tokenizer``."""
+    import torch
+
+    was_training = bool(getattr(model, "training", False))
+    pad_side = getattr(tokenizer, "padding_side", "right")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_id = tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    out: list[Completion] = []
+    modes: list[tuple[str, bool]] = [("greedy", False)] if config.greedy else []
+    modes += [(f"sampled-{k}", True) for k in range(config.samples)]
+    try:
+        model.eval()
+        tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        with torch.inference_mode(), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            for decoding, sampled in modes:
+                if sampled:
+                    torch.manual_seed(config.seed + int(decoding.rsplit("-", 1)[1]))
+                for start in range(0, len(probes), config.batch_size):
+                    batch = probes[start : start + config.batch_size]
+                    enc = tokenizer([p.prompt for p in batch], return_tensors="pt", padding=True)
+                    enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+                    kwargs: dict[str, Any] = {"do_sample": sampled}
+                    if sampled:
+                        kwargs |= {"temperature": config.temperature, "top_p": config.top_p}
+                    generated = model.generate(
+                        **enc,
+                        max_new_tokens=config.max_new_tokens,
+                        pad_token_id=pad_id,
+                        eos_token_id=eos_id,
+                        **kwargs,
+                    )
+                    new = generated[:, enc["input_ids"].shape[1] :].tolist()
+                    for probe, ids in zip(batch, new, strict=True):
+                        out.append(_completion(tokenizer, probe, ids, decoding, pad_id, eos_id, config))
+    finally:
+        tokenizer.padding_side = pad_side
+        if was_training:
+            model.train()
+    return out
+
+
+def _completion(
+    tokenizer: Any,
+    probe: Probe,
+    ids: list[int],
+    decoding: str,
+    pad_id: int | None,
+    eos_id: int | None,
+    config: GenerationConfig,
+) -> Completion:
+    ended = False
+    if eos_id is not None and eos_id in ids:
+        ids = ids[: ids.index(eos_id)]
+        ended = True
+    while ids and pad_id is not None and ids[-1] == pad_id:
+        ids = ids[:-1]
+        ended = True
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for stop in config.stop:
+        cut = text.find(stop)
+        if cut >= 0:
+            text, ended = text[:cut], True
+    finish = "stop" if ended or len(ids) < config.max_new_tokens else "length"
+    return Completion(probe, text.strip(), decoding, len(ids), finish)

@@ -1,0 +1,252 @@
+"""What the Hugging Face and Lightning callbacks share: the trainer-side half of judgeserve.
+
+:class:`ProbeRunner` decides when to probe, generates and submits completions, forwards
+trainer metrics, and watches the run's alerts from a background thread. The training
+thread never waits on scoring: ``submit`` and ``log_metrics`` only append to the SDK's
+journal, and the alert poll happens on the watcher thread, which leaves a flag the
+callback reads at the end of each step (an attribute read).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..client import JudgeClient
+from ..exceptions import ClientError
+from ..schema import Alert
+from .probes import Completion, GenerationConfig, Probe, generate, load_probes
+
+__all__ = ["ProbeRunner", "run_name"]
+
+log = logging.getLogger("judgeserve.callbacks")
+_RUN_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def run_name(*candidates: str | None) -> str:
+    """A valid run name from the first usable candidate (a run name, an output dir ...)."""
+    for c in candidates:
+        if c:
+            name = _RUN_UNSAFE.sub("-", Path(c).name if "/" in c else c).strip("-._")[:128]
+            if name:
+                return name
+    return "default"
+
+
+class ProbeRunner:
+    """Probe schedule, submission, alert watching and metric log-back for one training run."""
+
+    def __init__(
+        self,
+        probes: str | Path | Sequence[Probe | dict[str, Any] | str],
+        *,
+        client: JudgeClient | None = None,
+        url: str | None = None,
+        run: str | None = None,
+        every_n_steps: int | None = 100,
+        probe_at_start: bool = True,
+        probe_at_end: bool = True,
+        generation: GenerationConfig | None = None,
+        poll_interval_s: float = 2.0,
+        stop_on_alert: bool = True,
+        log_back: bool = True,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError("every_n_steps must be at least 1 (or None: probe on events only)")
+        self.probes = load_probes(probes)
+        self.client = client
+        self._own_client = client is None
+        self.url, self.run = url, run
+        self.every_n_steps = every_n_steps
+        self.probe_at_start = probe_at_start
+        self.probe_at_end = probe_at_end
+        self.generation = generation or GenerationConfig()
+        self.poll_interval_s = poll_interval_s
+        self.stop_on_alert = stop_on_alert
+        self.log_back = log_back
+        self.on_alert = on_alert
+        self.probed: list[int] = []
+        self.generation_s = 0.0  # time spent generating completions
+        self.submit_s = 0.0  # time spent handing samples and metrics to the SDK
+        self.alerts: dict[int, Alert] = {}  # every alert seen, by id
+        self.stop_alert: Alert | None = None
+        self._new_alerts: list[Alert] = []
+        self._pending: dict[int, dict[str, float]] = {}  # scored, not yet handed out
+        self._pending_n: dict[int, int] = {}
+        self._handed: set[int] = set()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, default_run: str | None = None) -> None:
+        if self.client is None:
+            self.client = JudgeClient(self.url, run=run_name(self.run, default_run))
+        if self._watcher is None:
+            self._closing.clear()
+            self._watcher = threading.Thread(target=self._watch, name="judgeserve-watch", daemon=True)
+            self._watcher.start()
+
+    def close(self, flush_timeout: float = 10.0) -> None:
+        """Stop watching; close a client made here (what it cannot deliver within
+        ``flush_timeout`` stays in its journal for the next client). A client passed in
+        is left open: its owner closes it."""
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+            self._watcher = None
+        if self.client is not None and self._own_client:
+            self.client.close(flush_timeout)
+            self.client = None
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_alert is not None
+
+    # -- called from the training thread ---------------------------------------------------
+
+    def due(self, step: int) -> bool:
+        if step in self.probed:
+            return False
+        if step == 0:
+            return self.probe_at_start
+        return self.every_n_steps is not None and step % self.every_n_steps == 0
+
+    def probe(
+        self, step: int, model: Any, tokenizer: Any, checkpoint: str | None = None
+    ) -> list[Completion]:
+        """Generate a completion per probe (and per sampled draw) and submit them."""
+        if step in self.probed or self.client is None:
+            return []
+        self.probed.append(step)
+        started = time.perf_counter()
+        completions = generate(model, tokenizer, self.probes, self.generation)
+        generated = time.perf_counter()
+        self.generation_s += generated - started
+        self.client.submit(step, [c.sample(step) for c in completions], checkpoint=checkpoint)
+        self.submit_s += time.perf_counter() - generated
+        return completions
+
+    def log_metrics(self, step: int, values: Mapping[str, Any]) -> None:
+        """Forward finite numeric trainer metrics (loss, learning_rate ...)."""
+        if self.client is None:
+            return
+        started = time.perf_counter()
+        clean = {
+            k: float(v)
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        if clean:
+            self.client.log_metrics(step, **clean)
+        self.submit_s += time.perf_counter() - started
+
+    def take_alerts(self) -> list[Alert]:
+        """Alerts seen since the last call."""
+        with self._lock:
+            out, self._new_alerts = self._new_alerts, []
+        return out
+
+    def take_aggregates(self, final: bool = False) -> dict[int, dict[str, float]]:
+        """Scored checkpoint aggregates not yet handed out: ``{step: {metric: mean}}``.
+
+        A checkpoint is handed out once, when all its samples are scored or a later
+        checkpoint has scores (``final`` hands out everything seen so far).
+        """
+        with self._lock:
+            newest = max(self._pending, default=-1)
+            ready = [
+                s
+                for s in self._pending
+                if final or s < newest or self._pending_n.get(s, 0) >= self.expected_samples
+            ]
+            out = {s: self._pending.pop(s) for s in sorted(ready)}
+            self._handed.update(out)
+        return out
+
+    # -- the watcher thread ----------------------------------------------------------------
+
+    @property
+    def expected_samples(self) -> int:
+        return len(self.probes) * (int(self.generation.greedy) + self.generation.samples)
+
+    def _watch(self) -> None:
+        while not self._closing.wait(self.poll_interval_s):
+            self._poll_safely()
+        self._poll_safely()  # a last look, so nothing scored before close is missed
+
+    def _poll_safely(self) -> None:
+        try:
+            self.poll()
+        except Exception:  # the watcher must outlive any bad answer or callback
+            log.exception("judgeserve: alert poll failed")
+
+    def poll(self) -> None:
+        """Fetch open alerts (and aggregates when logging back) once."""
+        client = self.client
+        if client is None:
+            return
+        try:
+            alerts = client.alerts(state="open")
+        except ClientError as e:
+            log.debug("alert poll failed: %s", e)
+            return
+        for alert in alerts:
+            if alert.id is None or alert.id in self.alerts:
+                continue
+            self.alerts[alert.id] = alert
+            with self._lock:
+                self._new_alerts.append(alert)
+            log.warning("judgeserve alert %s at step %d: %s", alert.rule, alert.step, alert.message)
+            if alert.action == "stop" and self.stop_on_alert and self.stop_alert is None:
+                self.stop_alert = alert
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        if self.log_back:
+            self._poll_metrics(client)
+
+    def _poll_metrics(self, client: JudgeClient) -> None:
+        try:
+            series = fetch_metrics(client)
+        except ClientError as e:
+            log.debug("metrics poll failed: %s", e)
+            return
+        with self._lock:
+            for metric, points in series.items():
+                if metric.startswith("train."):
+                    continue
+                for p in points:
+                    step, mean = int(p["step"]), p.get("mean")
+                    if mean is None or step in self._handed:
+                        continue
+                    self._pending.setdefault(step, {})[metric] = float(mean)
+                    self._pending_n[step] = max(self._pending_n.get(step, 0), int(p.get("n") or 0))
+
+
+def fetch_metrics(client: JudgeClient) -> dict[str, list[dict[str, Any]]]:
+    """``GET /v1/runs/{run}/metrics`` through the client's connection."""
+    getter = getattr(client, "metrics", None)
+    if callable(getter):
+        result: dict[str, list[dict[str, Any]]] = getter()
+        return result
+    import httpx
+
+    http: httpx.Client = client._http
+    try:
+        resp = http.get(f"/v1/runs/{client.run}/metrics")
+    except httpx.HTTPError as e:
+        raise ClientError(f"judgeserve unreachable at {client.url}: {e}") from e
+    if resp.status_code == 404:
+        return {}
+    if resp.status_code >= 400:
+        raise ClientError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+    metrics: dict[str, list[dict[str, Any]]] = resp.json()["metrics"]
+    return metrics

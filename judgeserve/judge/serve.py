@@ -1,0 +1,218 @@
+"""Hosting a judge backend on Ray Serve: dynamic batching, replicas, health checks.
+
+``deploy/serve.yaml`` is in Ray Serve's own config format (``serve run`` / ``serve deploy``
+and KubeRay's ``serveConfigV2`` read it unchanged); its ``import_path`` points at
+:func:`build_app`. ``judgeserve serve`` runs that file locally through :func:`run`.
+
+Batching: each prompt is one call to a ``@serve.batch`` method, so prompts from every
+client and request are gathered into one padded forward pass. ``max_ongoing_requests``
+must be at least the batch size, or a replica never holds enough calls to fill a batch.
+For vLLM the engine batches too; Serve's batch simply hands it a list.
+
+HTTP routes under the application's route prefix (default ``/judge``): ``POST
+/label_probs`` and ``POST /generate`` with ``{"prompts": [...]}``, ``GET /info``,
+``GET /stats`` (recent batch sizes) and ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..exceptions import ConfigError, MissingExtraError, require
+from .backends.base import load_backend
+from .prompt import JudgePrompt
+
+__all__ = ["DeploymentArgs", "JudgeDeployment", "build_app", "bind", "run", "DEFAULT_CONFIG"]
+
+log = logging.getLogger(__name__)
+DEFAULT_CONFIG = Path("deploy/serve.yaml")
+
+try:
+    from ray import serve
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise MissingExtraError("ray[serve]", "judge") from e
+
+
+class DeploymentArgs(BaseModel):
+    """``args:`` of the judge application in serve.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field("transformers", description="Registered judge backend to host.")
+    model: str | None = Field(None, description="Model path or name for the backend.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend keyword options.")
+    max_batch_size: int = Field(16, ge=1, description="Most prompts in one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, description="How long a partial batch waits for more prompts."
+    )
+
+
+@serve.deployment(
+    max_ongoing_requests=64,
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+class JudgeDeployment:
+    """One replica: a judge backend behind batched calls."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        cfg = DeploymentArgs.model_validate(args)
+        self.backend = load_backend(cfg.backend, cfg.model, **cfg.options)
+        # The decorator's sizes are defaults; serve.yaml's args set the real ones.
+        batched: list[Any] = [self._label_probs, self._generate]
+        for method in batched:
+            method.set_max_batch_size(cfg.max_batch_size)
+            method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self.healthy = True
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _label_probs(self, prompts: list[JudgePrompt]) -> list[dict[str, float] | None]:
+        self.batch_sizes.append(len(prompts))
+        # The forward pass blocks; a thread keeps the replica's event loop taking requests
+        # (and filling the next batch) meanwhile. Batches still run one at a time.
+        return await asyncio.to_thread(self.backend.label_probs, prompts)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _generate(self, requests: list[tuple[JudgePrompt, int]]) -> list[str]:
+        self.batch_sizes.append(len(requests))
+        max_tokens = max(n for _, n in requests)
+        texts = await asyncio.to_thread(self.backend.generate, [p for p, _ in requests], max_tokens)
+        return texts
+
+    async def label_probs(self, prompts: list[dict[str, Any]]) -> list[dict[str, float] | None]:
+        """Label probabilities for prompts given as :meth:`JudgePrompt.to_dict` dicts."""
+        return list(
+            await asyncio.gather(*(self._label_probs(JudgePrompt.from_dict(p)) for p in prompts))
+        )
+
+    async def generate(self, prompts: list[dict[str, Any]], max_tokens: int = 8) -> list[str]:
+        return list(
+            await asyncio.gather(
+                *(self._generate((JudgePrompt.from_dict(p), max_tokens)) for p in prompts)
+            )
+        )
+
+    def info(self) -> dict[str, str]:
+        return {"backend": self.backend.name, "model": self.backend.model}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.info(), "batch_sizes": list(self.batch_sizes)}
+
+    def check_health(self) -> None:
+        # Called by Serve every health_check_period_s; raising restarts the replica.
+        if not self.healthy or getattr(self.backend, "model", None) is None:
+            raise RuntimeError("judge backend is not loaded")
+
+    async def __call__(self, request: Any) -> Any:
+        route = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        if request.method == "GET":
+            if route == "info":
+                return self.info()
+            if route == "stats":
+                return self.stats()
+            if route == "health":
+                self.check_health()
+                return {"status": "ok"}
+        elif request.method == "POST":
+            body = await request.json()
+            if route == "label_probs":
+                return {"results": await self.label_probs(body["prompts"])}
+            if route == "generate":
+                return {
+                    "results": await self.generate(body["prompts"], int(body.get("max_tokens", 8)))
+                }
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"detail": f"no route {request.method} {route}"}, status_code=404)
+
+    def __del__(self) -> None:
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+def build_app(args: DeploymentArgs) -> Any:
+    """Application builder named by ``import_path`` in serve.yaml.
+
+    Ray validates ``args`` into :class:`DeploymentArgs` from the annotation (so a typo in
+    serve.yaml fails at deploy time) and applies the file's ``deployments:`` overrides.
+    """
+    return bind(args)
+
+
+def bind(
+    args: DeploymentArgs | dict[str, Any], deployment_options: dict[str, Any] | None = None
+) -> Any:
+    """The judge application, with deployment options (replicas, CPUs...) overridden."""
+    cfg = DeploymentArgs.model_validate(args)
+    # @serve.deployment made the class a Deployment object; Ray's stubs do not say so.
+    deployment: Any = JudgeDeployment
+    if deployment_options:
+        deployment = deployment.options(**deployment_options)
+    return deployment.bind(cfg.model_dump())
+
+
+def run(
+    config: str | Path = DEFAULT_CONFIG,
+    *,
+    blocking: bool = True,
+    ray_address: str | None = None,
+    num_cpus: int | None = None,
+) -> dict[str, Any]:
+    """Start Ray (or join ``ray_address``) and deploy every application in a serve.yaml.
+
+    Returns deployment handles by application name; with ``blocking`` it serves until
+    interrupted.
+    """
+    import yaml
+
+    ray: Any = require("ray", "judge")
+    from ray.serve.schema import ServeDeploySchema
+
+    path = Path(config)
+    try:
+        schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    except Exception as e:  # pydantic / YAML errors, shown with the file name
+        raise ConfigError(f"{path}: not a valid Ray Serve config: {e}") from e
+    if not ray.is_initialized():
+        ray.init(address=ray_address, num_cpus=num_cpus, include_dashboard=False)
+    http = schema.http_options.model_dump(exclude_unset=True) if schema.http_options else {}
+    serve.start(http_options=http)
+    handles: dict[str, Any] = {}
+    for app in schema.applications:
+        builder = _import(app.import_path)
+        if builder is build_app:
+            options: dict[str, Any] = {}
+            for dep in app.deployments:
+                options.update(dep.model_dump(exclude_unset=True, exclude={"name"}))
+            application = bind(app.args or {}, options or None)
+        else:  # someone else's application: Ray's own `serve run` applies its overrides
+            application = builder(app.args or {})
+        handles[app.name] = serve.run(application, name=app.name, route_prefix=app.route_prefix)
+        log.info("judge application %r serving at %s", app.name, app.route_prefix)
+    if blocking:
+        import time
+
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+    return handles
+
+
+def _import(ref: str) -> Any:
+    import importlib
+
+    module, _, attr = ref.replace(":", ".").rpartition(".")
+    return getattr(importlib.import_module(module), attr)

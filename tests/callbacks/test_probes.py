@@ -1,0 +1,75 @@
+"""Probe files and generation with a real tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from judgeserve.callbacks import GenerationConfig, Probe, generate, load_probes
+from judgeserve.callbacks.probes import sample_id
+from judgeserve.callbacks.runner import run_name
+from judgeserve.exceptions import ConfigError
+
+from .conftest import Tiny
+
+
+def test_probe_file(tiny: Tiny) -> None:
+    probes = load_probes(tiny.probes)
+    assert len(probes) == 6 and probes[0].reference and probes[0].kind == "heldout"
+    assert probes[-1].kind == "training_prefix" and probes[-1].prompt.startswith("Question:")
+
+
+def test_probe_sources_and_errors(tmp_path: Path) -> None:
+    assert [p.id for p in load_probes(["a", {"prompt": "b", "id": 7}])] == ["0", "7"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n\n{"promt": "b"}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:3: .*prompt"):
+        load_probes(bad)
+    bad.write_text('{"prompt": "a"\n')
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:1: invalid JSON"):
+        load_probes(bad)
+    with pytest.raises(ConfigError, match="unique"):
+        load_probes([{"id": "x", "prompt": "a"}, {"id": "x", "prompt": "b"}])
+    with pytest.raises(ConfigError, match="not both"):
+        load_probes([{"prompt": "a", "training_prefix": "b"}])
+    with pytest.raises(ConfigError, match="empty"):
+        load_probes([])
+
+
+def test_generate_greedy_and_sampled(tiny: Tiny) -> None:
+    import torch
+
+    model = tiny.model()
+    model.train()
+    probes = load_probes(tiny.probes)
+    before = torch.random.get_rng_state()
+    out = generate(model, tiny.tokenizer, probes, GenerationConfig(max_new_tokens=6, samples=2, batch_size=4))
+    assert torch.equal(before, torch.random.get_rng_state())  # training's random stream untouched
+    assert model.training and tiny.tokenizer.padding_side == "right"
+    assert len(out) == 3 * len(probes)
+    assert {c.decoding for c in out} == {"greedy", "sampled-0", "sampled-1"}
+    for c in out:
+        assert c.tokens <= 6 and c.finish_reason in ("stop", "length")
+        assert c.finish_reason == "stop" or c.tokens == 6
+    # Greedy decoding is deterministic; batching does not change it (left padding).
+    again = generate(model, tiny.tokenizer, probes, GenerationConfig(max_new_tokens=6, batch_size=1))
+    assert [c.text for c in again] == [c.text for c in out if c.decoding == "greedy"]
+    sample = out[0].sample(40)
+    assert sample["id"] == f"s40-{probes[0].id}-greedy" and sample["probe_id"] == probes[0].id
+    assert sample["tags"]["finish_reason"] == out[0].finish_reason and sample["reference"]
+
+
+def test_ids_and_run_names_are_valid() -> None:
+    assert sample_id(3, "a probe/é", "greedy") == "s3-a_probe/_-greedy"
+    assert run_name(None, "/tmp/out/my run!") == "my-run"
+    assert run_name("", None) == "default"
+    with pytest.raises(ConfigError):
+        GenerationConfig(greedy=False, samples=0)
+
+
+def test_probe_model_round_trips(tmp_path: Path) -> None:
+    p = Probe(id="x", prompt="p", tags={"topic": "geo"})
+    (tmp_path / "p.jsonl").write_text(json.dumps(p.model_dump()) + "\n")
+    assert load_probes(tmp_path / "p.jsonl") == [p]

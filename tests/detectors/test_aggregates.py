@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import pytest
+
+from judgeserve.aggregates import aggregate, aggregate_all
+
+
+def test_no_values_and_one_value() -> None:
+    empty = aggregate([])
+    assert (empty.mean, empty.ci_low, empty.ci_high, empty.n) == (None, None, None, 0)
+    one = aggregate([3.0])
+    assert one.mean == 3.0 and one.n == 1 and one.ci_low is None and one.ci_high is None
+
+
+def test_bools_count_as_zero_one_and_missing_values_are_skipped() -> None:
+    agg = aggregate([True, False, False, True, None, float("nan"), False, False])
+    assert agg.n == 6 and agg.mean == pytest.approx(2 / 6)
+    assert agg.ci_low is not None and agg.ci_high is not None
+    assert 0.0 <= agg.ci_low <= agg.mean <= agg.ci_high <= 1.0
+
+
+def test_constant_values_give_a_point_interval() -> None:
+    agg = aggregate([0.5] * 10)
+    assert agg.ci_low == agg.ci_high == agg.mean == 0.5
+
+
+@pytest.mark.parametrize("kind", ["float", "levels", "bool"])
+def test_interval_is_deterministic_contains_the_mean_and_narrows_with_n(kind: str) -> None:
+    rng = random.Random(1)
+
+    def draw(n: int) -> list[float]:
+        if kind == "float":
+            return [rng.gauss(10, 2) for _ in range(n)]
+        if kind == "levels":
+            return [float(rng.randrange(5)) for _ in range(n)]
+        return [float(rng.random() < 0.3) for _ in range(n)]
+
+    small, large = draw(30), draw(3000)
+    assert aggregate(small) == aggregate(small)
+    a, b = aggregate(small), aggregate(large)
+    for agg in (a, b):
+        assert agg.ci_low is not None and agg.ci_high is not None and agg.mean is not None
+        assert agg.ci_low <= agg.mean <= agg.ci_high
+    assert b.ci_high - b.ci_low < a.ci_high - a.ci_low  # type: ignore[operator]
+
+
+def test_coverage_of_a_known_mean() -> None:
+    rng = random.Random(5)
+    hits = 0
+    for _ in range(100):
+        agg = aggregate([rng.gauss(0, 1) for _ in range(50)], resamples=500)
+        hits += agg.ci_low <= 0 <= agg.ci_high  # type: ignore[operator]
+    assert 85 <= hits <= 100  # a 95% interval
+
+
+def test_thousands_of_values_are_fast() -> None:
+    values = [random.random() for _ in range(5000)]
+    started = time.perf_counter()
+    agg = aggregate(values)
+    assert time.perf_counter() - started < 1.0
+    assert agg.n == 5000 and not math.isnan(agg.mean or math.nan)
+
+
+def test_aggregate_all_maps_metrics() -> None:
+    out = aggregate_all({"a": [1.0, 2.0], "b": [True, True, False]})
+    assert set(out) == {"a", "b"} and out["a"].n == 2 and out["b"].mean == pytest.approx(2 / 3)

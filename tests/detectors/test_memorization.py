@@ -1,0 +1,310 @@
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from judgeserve.detectors.memorization import MemorizationScorer, build_index
+from judgeserve.detectors.tokens import tokenize
+from judgeserve.exceptions import ConfigError, IndexFileError
+from judgeserve.schema import Sample
+
+RUN = "mem-run"
+WORDS = [
+    "time",
+    "person",
+    "year",
+    "way",
+    "day",
+    "thing",
+    "man",
+    "world",
+    "life",
+    "hand",
+    "part",
+    "child",
+    "eye",
+    "woman",
+    "place",
+    "work",
+    "week",
+    "case",
+    "point",
+    "government",
+    "company",
+    "number",
+    "group",
+    "problem",
+    "fact",
+    "be",
+    "have",
+    "do",
+    "say",
+    "get",
+    "make",
+    "go",
+    "know",
+    "take",
+    "see",
+    "come",
+    "think",
+    "look",
+    "want",
+    "give",
+    "use",
+    "find",
+    "tell",
+    "ask",
+    "seem",
+    "feel",
+    "try",
+    "leave",
+    "call",
+    "good",
+    "new",
+    "first",
+    "last",
+    "long",
+    "great",
+    "little",
+    "own",
+    "other",
+    "old",
+    "right",
+    "big",
+    "high",
+    "different",
+    "small",
+    "large",
+    "next",
+    "early",
+    "young",
+    "important",
+    "few",
+    "public",
+    "bad",
+    "same",
+    "able",
+    "river",
+    "stone",
+    "garden",
+    "window",
+    "letter",
+    "music",
+    "silver",
+    "morning",
+    "winter",
+    "harbor",
+    "lantern",
+    "orchard",
+    "meadow",
+    "thunder",
+    "copper",
+    "velvet",
+    "marble",
+    "candle",
+]
+
+
+def sentences(seed: int, count: int) -> list[str]:
+    """Pseudo-English built in the test: one seed for training text, another for unseen text."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        words = rng.choices(WORDS, k=rng.randrange(8, 18))
+        out.append(" ".join(words).capitalize() + rng.choice([".", ".", "!", "?"]))
+    return out
+
+
+def passage(text: str, start: int, tokens: int) -> str:
+    """A run of whole words from ``text`` holding at least ``tokens`` tokens."""
+    words = text.split()[start:]
+    taken: list[str] = []
+    while len(tokenize(" ".join(taken))) < tokens:
+        taken.append(words[len(taken)])
+    return " ".join(taken)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    docs = [" ".join(sentences(seed, 12)) for seed in range(30)]
+    path = tmp_path_factory.mktemp("train") / "train.jsonl"
+    with path.open("w") as f:
+        for i, doc in enumerate(docs):
+            f.write(json.dumps({"id": i, "text": doc}) + "\n")
+        f.write(json.dumps({"id": "no-text", "body": "ignored"}) + "\n")
+    return path, docs
+
+
+@pytest.fixture(scope="module")
+def index_dir(corpus: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("indexes")
+    stats = build_index([corpus[0]], root / RUN, progress=False)
+    assert stats.documents == 30 and stats.skipped == 1
+    assert stats.tokens > 4000 and stats.anchors > 0
+    return root
+
+
+def score(index_dir: Path, sample: Sample, **kw: int) -> dict[str, object]:
+    [out] = MemorizationScorer(index_dir=index_dir, **kw).score([sample])
+    return {s.scorer.split(".")[1]: s for s in out}
+
+
+def test_a_planted_training_passage_is_memorized(
+    corpus: tuple[Path, list[str]], index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    copied = passage(corpus[1][7], 5, 70)
+    completion = f"Sure, here you go: {copied} Hope that helps!"
+    s = score(index_dir, make_sample(completion, run=RUN))
+    assert s["memorized"].value is True
+    longest = s["longest_span"]
+    assert longest.details["confirmed"] is True
+    assert longest.value == len(tokenize(copied))
+    assert completion[longest.details["start"] : longest.details["end"]] == copied
+    assert Path(longest.details["source"]).name == "train.jsonl"
+    assert s["ngram_overlap"].value > 0.5
+
+
+def test_unseen_text_from_another_source_is_not(
+    index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    unseen = " ".join(sentences(10_000, 15))
+    s = score(index_dir, make_sample(unseen, run=RUN))
+    assert s["memorized"].value is False
+    assert s["ngram_overlap"].value < 0.05  # only Bloom false positives, ~0.2% each
+    assert s["longest_span"].value < 50
+
+
+def test_a_short_copy_is_measured_but_not_memorized(
+    corpus: tuple[Path, list[str]], index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    copied = passage(corpus[1][3], 0, 20)
+    s = score(index_dir, make_sample(" ".join(sentences(777, 3)) + " " + copied, run=RUN))
+    assert s["memorized"].value is False
+    assert len(tokenize(copied)) - 1 <= s["longest_span"].value < 50
+
+
+def test_spans_stitched_from_two_documents_are_not_one_copy(
+    tmp_path: Path, make_sample: Callable[..., Sample]
+) -> None:
+    # Every 8-gram of the sample is in the training data, but no 50-token span is.
+    a, b = sentences(1, 8), sentences(2, 8)
+    bridge = "lantern orchard meadow thunder copper velvet marble candle"
+    doc1 = " ".join(a) + " " + bridge + " " + " ".join(sentences(3, 4))
+    doc2 = " ".join(sentences(4, 4)) + " " + bridge + " " + " ".join(b)
+    train = tmp_path / "train.txt"
+    train.write_text(doc1 + "\n")
+    other = tmp_path / "other.txt"
+    other.write_text(doc2 + "\n")
+    build_index([train, other], tmp_path / "idx" / RUN, progress=False)
+    a_words = " ".join(a).split()
+    a_tail = " ".join(a_words[-22:])  # ~25 tokens, ending where the bridge begins in doc1
+    completion = a_tail + " " + bridge + " " + passage(" ".join(b), 0, 25)
+    assert len(tokenize(completion)) >= 55
+    s = score(tmp_path / "idx", make_sample(completion, run=RUN))
+    assert s["ngram_overlap"].value == 1.0
+    assert s["memorized"].value is False
+    assert s["longest_span"].value < 50
+
+
+def test_a_copy_across_text_file_records_is_found_whole(
+    tmp_path: Path, make_sample: Callable[..., Sample]
+) -> None:
+    text = "\n".join(sentences(42, 400))  # ~20 KB: several 4 KB records
+    train = tmp_path / "book.txt"
+    train.write_text(text)
+    build_index([train], tmp_path / "idx" / RUN, progress=False)
+    middle = text.index(" ", 4000)  # the first record ends near byte 4096
+    copied = passage(text[middle:], 0, 120)
+    s = score(tmp_path / "idx", make_sample(copied, run=RUN))
+    assert s["memorized"].value is True
+    assert s["longest_span"].value == len(tokenize(copied))
+
+
+def test_a_run_without_index_gets_no_scores(
+    index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    scorer = MemorizationScorer(index_dir=index_dir)
+    assert scorer.score([make_sample("anything at all", run="other-run")]) == [[]]
+
+
+def test_the_index_round_trips_and_is_reloaded_when_rebuilt(
+    tmp_path: Path, make_sample: Callable[..., Sample]
+) -> None:
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text(" ".join(sentences(5, 30)))
+    second.write_text(" ".join(sentences(6, 30)))
+    build_index([first], tmp_path / "idx" / RUN, progress=False)
+    meta = json.loads((tmp_path / "idx" / RUN / "meta.json").read_text())
+    assert meta["n"] == 8 and meta["min_span"] == 50 and meta["tokens"] > 0
+    scorer = MemorizationScorer(index_dir=tmp_path / "idx")
+    from_a = make_sample(passage(first.read_text(), 3, 60), run=RUN)
+    from_b = make_sample(passage(second.read_text(), 3, 60), run=RUN)
+    assert [r[2].value for r in scorer.score([from_a, from_b])] == [True, False]
+    again = MemorizationScorer(index_dir=tmp_path / "idx").score([from_a, from_b])
+    assert [[s.value for s in r] for r in again] == [
+        [s.value for s in r] for r in scorer.score([from_a, from_b])
+    ]
+    build_index([second], tmp_path / "idx" / RUN, progress=False)
+    assert [r[2].value for r in scorer.score([from_a, from_b])] == [False, True]
+
+
+@pytest.fixture
+def fresh_index(tmp_path: Path) -> Path:
+    train = tmp_path / "train.txt"
+    train.write_text(" ".join(sentences(9, 40)))
+    build_index([train], tmp_path / "idx" / RUN, progress=False)
+    return tmp_path / "idx"
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda d: (d / "meta.json").unlink(), "no meta.json"),
+        (lambda d: (d / "meta.json").write_text("{not json"), "meta.json"),
+        (lambda d: (d / "anchors.npy").unlink(), "anchors.npy"),
+        (
+            lambda d: (d / "records.npy").write_bytes((d / "records.npy").read_bytes()[:-7]),
+            "records.npy",
+        ),
+        (lambda d: _flip_byte(d / "ngrams.bloom"), "ngrams.bloom"),
+        (lambda d: (d.parent.parent / "train.txt").write_text("changed"), "train.txt"),
+    ],
+)
+def test_a_missing_or_corrupt_file_raises_a_clear_error(
+    fresh_index: Path,
+    make_sample: Callable[..., Sample],
+    damage: Callable[[Path], object],
+    named: str,
+) -> None:
+    damage(fresh_index / RUN)
+    scorer = MemorizationScorer(index_dir=fresh_index)
+    with pytest.raises(IndexFileError, match=named) as err:
+        scorer.score([make_sample("some text to look up", run=RUN)])
+    assert "judgeserve index build" in str(err.value) or "restore" in str(err.value)
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_build_rejects_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{broken\n')
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:2"):
+        build_index([bad], tmp_path / "idx" / RUN, progress=False)
+    with pytest.raises(ConfigError, match=r"missing\.txt do not exist"):
+        build_index([tmp_path / "missing.txt"], tmp_path / "idx" / RUN, progress=False)
+    assert not (tmp_path / "idx" / RUN).exists()
+
+
+def test_a_threshold_below_what_the_index_can_confirm_is_refused(
+    fresh_index: Path, make_sample: Callable[..., Sample]
+) -> None:
+    with pytest.raises(ConfigError, match="min_span"):
+        MemorizationScorer(index_dir=fresh_index, min_span=20).score([make_sample("text", run=RUN)])

@@ -1,0 +1,133 @@
+"""Calibration: agreement statistics, label files, and the CLI commands around them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from judgeserve.exceptions import ConfigError
+from judgeserve.judge.calibrate import (
+    calibrate,
+    cohen_kappa,
+    load_labels,
+    pairwise_agreement,
+    spearman,
+)
+from judgeserve.judge.cli import app
+from judgeserve.judge.rubric import BUILTIN_RUBRIC_DIR, Rubric
+from judgeserve.judge.scoring import Item, Judge, PairVerdict, Verdict
+from judgeserve.judge.toy import TOY_RUBRIC, expected_level
+
+
+def test_cohen_kappa_known_values() -> None:
+    # observed agreement 0.75, chance agreement 0.5 -> kappa 0.5
+    assert cohen_kappa([1, 1, 2, 2], [1, 2, 2, 2], [1, 2]) == pytest.approx(0.5)
+    assert cohen_kappa([1, 2, 3], [1, 2, 3], [1, 2, 3], "quadratic") == pytest.approx(1.0)
+    # a near miss costs less than a far one under quadratic weights
+    near = cohen_kappa([1, 2, 3, 4, 5], [1, 2, 3, 5, 5], [1, 2, 3, 4, 5], "quadratic")
+    far = cohen_kappa([1, 2, 3, 4, 5], [1, 2, 3, 1, 5], [1, 2, 3, 4, 5], "quadratic")
+    assert near is not None and far is not None and near > far
+    assert cohen_kappa([3, 3], [3, 3], [1, 3]) is None  # undefined, not 1.0 or 0.0
+
+
+def test_spearman_undefined_cases() -> None:
+    assert spearman([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]) == pytest.approx(1.0)
+    assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+    assert spearman([1.0, 2.0], [1.0, 2.0]) is None
+
+
+def _pair(outcome: str | None, consistent: bool = True) -> PairVerdict:
+    v = Verdict(label=None, value=None, method="unparseable")
+    value = {"win": 1.0, "tie": 0.5, "loss": 0.0}.get(outcome or "")
+    return PairVerdict(outcome, value, consistent, None, (v, v))  # type: ignore[arg-type]
+
+
+def test_pairwise_accuracy_with_and_without_ties() -> None:
+    pairs = [
+        (_pair("win"), "win"),
+        (_pair("loss"), "win"),
+        (_pair("tie", consistent=False), "win"),  # judge undecided
+        (_pair("win"), "tie"),  # human undecided
+        (_pair(None), "loss"),  # unparseable
+    ]
+    metrics = pairwise_agreement(pairs)
+    assert metrics["n"] == 5 and metrics["unparseable"] == 1 and metrics["inconsistent"] == 1
+    assert metrics["accuracy_with_ties"] == pytest.approx(1 / 4)
+    assert metrics["accuracy_without_ties"] == pytest.approx(1 / 2)
+    assert metrics["n_without_ties"] == 2
+
+
+def write_labels(path: Path, items: list[Item], flip: int = 0) -> Path:
+    with path.open("w") as f:
+        for i, item in enumerate(items):
+            level = int(expected_level(item.completion))
+            if i < flip:
+                level = 6 - level  # a human who disagrees
+            f.write(
+                json.dumps({"prompt": item.prompt, "completion": item.completion, "label": level})
+                + "\n"
+            )
+    return path
+
+
+def test_calibrate_toy_judge(
+    transformers_backend: Any, rubric: Rubric, toy_items: list[Item], tmp_path: Path
+) -> None:
+    labels = write_labels(tmp_path / "labels.jsonl", toy_items, flip=2)
+    report = calibrate(Judge(transformers_backend), rubric, labels)
+    metrics = report.criteria["marker"]
+    assert report.n == len(toy_items) and metrics["unparseable"] == 0
+    assert report.rubric_version == "1" and report.judge_model == transformers_backend.model
+    assert metrics["exact_agreement"] == pytest.approx(10 / 12)
+    assert 0 < metrics["kappa"] < 1 and 0 < metrics["spearman"] < 1  # type: ignore[operator]
+
+
+def test_label_file_errors_name_the_line(rubric: Rubric, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "p", "completion": "c", "label": 5}\n{"prompt": "p", "label": 5}\n')
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:2: completion: Field required"):
+        load_labels(path, rubric)
+
+
+def test_cli_rubric_lint_and_schema(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["rubric", "lint", *map(str, sorted(BUILTIN_RUBRIC_DIR.glob("*.yaml")))]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "helpfulness.yaml: ok" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TOY_RUBRIC.replace("reference: ignored", "refrence: ignored"))
+    result = runner.invoke(app, ["rubric", "lint", str(bad)])
+    assert result.exit_code == 1 and f"{bad}:4: refrence: Extra inputs" in result.output
+    schema = runner.invoke(app, ["rubric", "schema"])
+    assert json.loads(schema.output)["title"] == "judgeserve rubric"
+
+
+def test_cli_calibrate(toy_model: Path, toy_items: list[Item], tmp_path: Path) -> None:
+    rubric_file = tmp_path / "toy.yaml"
+    rubric_file.write_text(TOY_RUBRIC)
+    labels = write_labels(tmp_path / "labels.jsonl", toy_items[:4])
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            str(rubric_file),
+            str(labels),
+            "--backend",
+            "transformers",
+            "--model",
+            str(toy_model),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["criteria"]["marker"]["exact_agreement"] == 1.0
+    assert report["rubric"] == "toy" and report["judge_backend"] == "transformers"

