@@ -39,9 +39,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check judgeserve tests benchmarks
 	$(VENV)/bin/mypy
 
+# Each prints a table of figures measured side by side in one run (see the README).
 bench: $(STAMP) services
-	$(PY) benchmarks/submit.py
-	$(PY) benchmarks/ingest.py
+	for b in submit ingest detectors judge pipeline trainer_overhead web; do \
+	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) *.egg-info judgeserve.db*
+	rm -rf $(VENV) *.egg-info judgeserve.db* judgeserve-indexes test-artifacts

@@ -171,7 +171,9 @@ def add_alerts(db: str, steps: int) -> None:
     store = Store(db)
     for k in range(200):
         step = k * steps // 200
+        # One open alert per rule and run: older ones are resolved, as an operator would.
         store.add_alert(Alert(run=RUN, step=step, rule="bench.loop_rate", severity="warning",
+                              state="open" if k == 199 else "resolved",
                               message=f"loop rate up at {step}",
                               evidence={"sample_ids": [f"{step}-{i}" for i in range(5)]}))
     store.close()

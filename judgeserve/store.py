@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
     and_,
     create_engine,
     event,
@@ -143,6 +144,15 @@ alerts = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     Index("ix_alerts_run_state", "run", "state"),
+    # At most one open alert per rule and run, even with many workers checking at once.
+    Index(
+        "ux_alerts_open_rule",
+        "run",
+        "rule",
+        unique=True,
+        sqlite_where=text("state = 'open'"),
+        postgresql_where=text("state = 'open'"),
+    ),
 )
 
 
@@ -315,12 +325,20 @@ class Store:
                 ],
             )
 
-    def add_alert(self, alert: Alert) -> int:
-        with self.begin() as conn:
-            res = conn.execute(
-                alerts.insert().values(**alert.model_dump(exclude={"id"}))
+    def add_alert(self, alert: Alert) -> int | None:
+        """Insert an alert; None when its rule already has an open alert on the run."""
+        ins = self._insert(alerts).values(**alert.model_dump(exclude={"id"}))
+        if alert.state == "open":
+            ins = ins.on_conflict_do_nothing(
+                index_elements=["run", "rule"], index_where=text("state = 'open'")
             )
+        with self.begin() as conn:
+            res = conn.execute(ins)
+            # Nothing inserted: SQLite says rowcount 0 (its lastrowid is stale), and
+            # PostgreSQL returns no key row.
             key: Any = res.inserted_primary_key
+            if res.rowcount == 0 or key is None or key[0] is None:
+                return None
             return int(key[0])
 
     def alert_run(self, alert_id: int) -> str | None:

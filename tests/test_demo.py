@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from judgeserve.settings import Settings, get_settings
+from judgeserve.settings import Settings
 
 HEADLINE_RULES = {
     "memorization_while_loss_falls",
@@ -19,20 +19,12 @@ HEADLINE_RULES = {
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_demo_catches_memorization_while_loss_falls(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_demo_catches_memorization_while_loss_falls(settings: Settings, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     from judgeserve.demo import run_demo
 
-    # The memorization scorer finds indexes through the process settings.
-    monkeypatch.setenv("JUDGESERVE_INDEX_DIR", str(settings.index_dir))
-    get_settings.cache_clear()
     out = io.StringIO()
-    try:
-        result = run_demo(settings, steps=800, every=100, serve=False, workdir=tmp_path / "demo", out=out)
-    finally:
-        get_settings.cache_clear()
+    result = run_demo(settings, steps=800, every=100, serve=False, workdir=tmp_path / "demo", out=out)
     text = out.getvalue()
     assert result.seconds < 300, text
     assert sorted(result.checkpoints) == list(range(100, 801, 100)), text

@@ -56,11 +56,15 @@ def test_aggregates_are_replaced_and_form_series(store: Store) -> None:
 
 def test_alerts_resolve_once(store: Store) -> None:
     aid = store.add_alert(Alert(run="st-run", step=3, rule="r", message="m", evidence={"ids": ["s1"]}))
+    assert aid is not None
+    # A second open alert of the same rule (another worker, same moment) is not recorded.
+    assert store.add_alert(Alert(run="st-run", step=4, rule="r", message="again")) is None
     assert [a.id for a in store.list_alerts("st-run", "open")] == [aid]
     assert store.resolve_alert(aid) is True
     assert store.resolve_alert(aid) is False
     resolved = store.list_alerts("st-run", "resolved")
     assert resolved[0].resolved_at is not None and resolved[0].evidence == {"ids": ["s1"]}
+    assert store.add_alert(Alert(run="st-run", step=9, rule="r", message="fires again")) is not None
 
 
 def test_pagination(store: Store) -> None:

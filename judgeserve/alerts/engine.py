@@ -101,10 +101,12 @@ class AlertEngine:
                 log.exception("rule %s failed on %s@%d", rule.name, run, step)
                 continue
             if finding is not None:
-                fired.append(self._record(store, run, finding))
+                alert = self._record(store, run, finding)
+                if alert is not None:
+                    fired.append(alert)
         return fired
 
-    def _record(self, store: Store, run: str, finding: Finding) -> Alert:
+    def _record(self, store: Store, run: str, finding: Finding) -> Alert | None:
         rule = finding.rule
         alert = Alert(
             run=run,
@@ -115,7 +117,10 @@ class AlertEngine:
             evidence={"type": rule.type, **finding.evidence},
             action=rule.action,
         )
-        alert = alert.model_copy(update={"id": store.add_alert(alert)})
+        alert_id = store.add_alert(alert)
+        if alert_id is None:
+            return None  # another worker recorded this rule's open alert first
+        alert = alert.model_copy(update={"id": alert_id})
         for notifier in self.notifiers:
             try:
                 notifier.notify(alert)

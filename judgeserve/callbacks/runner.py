@@ -233,20 +233,4 @@ class ProbeRunner:
 
 def fetch_metrics(client: JudgeClient) -> dict[str, list[dict[str, Any]]]:
     """``GET /v1/runs/{run}/metrics`` through the client's connection."""
-    getter = getattr(client, "metrics", None)
-    if callable(getter):
-        result: dict[str, list[dict[str, Any]]] = getter()
-        return result
-    import httpx
-
-    http: httpx.Client = client._http
-    try:
-        resp = http.get(f"/v1/runs/{client.run}/metrics")
-    except httpx.HTTPError as e:
-        raise ClientError(f"judgeserve unreachable at {client.url}: {e}") from e
-    if resp.status_code == 404:
-        return {}
-    if resp.status_code >= 400:
-        raise ClientError(f"HTTP {resp.status_code}: {resp.text[:200]}")
-    metrics: dict[str, list[dict[str, Any]]] = resp.json()["metrics"]
-    return metrics
+    return client.metrics()

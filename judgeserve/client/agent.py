@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,8 @@ MAX_SAMPLES = 1000
 MAX_CHARS = 8 * 1024 * 1024  # keep each request well under the API's body cap
 MAX_LINES = 256
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+IDLE_MIN_S = 0.02
+IDLE_MAX_S = 0.25
 
 
 class Retry(Exception):
@@ -74,7 +77,7 @@ class Agent:
     def __init__(self, http: httpx.Client, max_backoff: float) -> None:
         self.http = http
         self.max_backoff = max_backoff
-        self.kicked = False
+        self.wake = threading.Event()
 
     def send(self, req: dict[str, Any], journal: Path) -> None:
         try:
@@ -105,6 +108,7 @@ class Agent:
         """
         offset = read_offset(journal)
         backoff = 0.0
+        idle = IDLE_MIN_S
         while True:
             fh.seek(offset)
             lines: list[tuple[int, dict[str, Any]]] = []
@@ -117,9 +121,12 @@ class Agent:
                 lines.append((pos, json.loads(ln)))
             if not lines:
                 if follow():
-                    time.sleep(0.02)
+                    # Polling backs off while the trainer is quiet (a flush kicks it awake).
+                    self._sleep(idle)
+                    idle = min(idle * 2, IDLE_MAX_S)
                     continue
                 return True
+            idle = IDLE_MIN_S
             try:
                 for req in plan(lines):
                     self.send(req, journal)
@@ -136,10 +143,9 @@ class Agent:
             backoff = 0.0
 
     def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        self.kicked = False
-        while time.monotonic() < deadline and not self.kicked:
-            time.sleep(0.02)
+        # A signal handler setting the event ends the wait early (flush, close).
+        self.wake.wait(seconds)
+        self.wake.clear()
 
 
 def _adopt(agent: Agent, own: Path) -> None:
@@ -183,11 +189,11 @@ def main() -> None:
     closing: dict[str, Any] = {"flag": False, "orphaned_at": None}
 
     def on_kick(*_: Any) -> None:
-        agent.kicked = True  # flush(): retry now rather than after the backoff
+        agent.wake.set()  # flush(): retry now rather than after the backoff
 
     def on_close(*_: Any) -> None:
         closing["flag"] = True
-        agent.kicked = True
+        agent.wake.set()
 
     signal.signal(signal.SIGUSR1, on_kick)
     signal.signal(signal.SIGUSR2, on_close)

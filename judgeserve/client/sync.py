@@ -140,16 +140,27 @@ class JudgeClient:
         """Requests the API refused for good (e.g. a completion over 64 KiB)."""
         return [APIError(e["status"], e["detail"]) for e in self.journal.errors()]
 
-    def alerts(self, state: str | None = "open") -> list[Alert]:
-        """Alerts of this run, fetched now (raises on an unreachable API)."""
-        params = {"state": state} if state else {}
+    def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         try:
-            resp = self._http.get(f"/v1/runs/{self.run}/alerts", params=params)
+            resp = self._http.get(f"/v1/runs/{self.run}{path}", params=params or {})
         except httpx.HTTPError as e:
             raise ClientError(f"judgeserve unreachable at {self.url}: {e}") from e
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and resp.status_code != 404:
             raise APIError(resp.status_code, resp.text)
+        return resp
+
+    def alerts(self, state: str | None = "open") -> list[Alert]:
+        """Alerts of this run, fetched now (raises on an unreachable API)."""
+        resp = self._get("/alerts", {"state": state} if state else None)
         return [Alert.model_validate(a) for a in resp.json()["alerts"]]
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        """Every metric's series over steps ({} while the run has none yet)."""
+        resp = self._get("/metrics")
+        if resp.status_code == 404:
+            return {}
+        series: dict[str, list[dict[str, Any]]] = resp.json()["metrics"]
+        return series
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is delivered; False on timeout."""

@@ -108,10 +108,12 @@ def add_judge(store: Store, run: str, step: int, sid: str) -> None:
 
 
 def add_alert(store: Store, run: str, step: int, rule: str, ids: list[str], severity: str = "critical") -> int:
-    return store.add_alert(Alert(
+    alert_id = store.add_alert(Alert(
         run=run, step=step, rule=rule, severity=severity,
         message="loop rate rose to 17% <i>(was 0%)</i>", evidence={"sample_ids": ids, "rate": 0.17},
     ))
+    assert alert_id is not None
+    return alert_id
 
 
 @dataclass
