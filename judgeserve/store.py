@@ -25,12 +25,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    text,
     and_,
     create_engine,
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
