@@ -14,21 +14,19 @@ checkpoint flags as ``flag.<name>`` (1 when raised at that checkpoint, else 0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     model_validator,
 )
 
 from ..exceptions import ConfigError
+from ..yamlfile import validate_yaml
 
 __all__ = [
     "Rule",
@@ -187,84 +185,10 @@ class RuleSet(_Strict):
 # --- loading ----------------------------------------------------------------------------
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, line: int, key: str) -> None:
-        self.line, self.key = line, key
-
-
-def _key_lines(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = str(key.value)
-            if name in seen:
-                raise _DuplicateKey(key.start_mark.line + 1, name)
-            seen.add(name)
-            lines[(*path, name)] = key.start_mark.line + 1
-            _key_lines(value, (*path, name), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*path, str(i))] = item.start_mark.line + 1
-            _key_lines(item, (*path, str(i)), lines)
-
-
-def _where(loc: Sequence[Any], data: Any) -> tuple[tuple[str, ...], str]:
-    """The YAML path of a pydantic error location, and a readable field name.
-
-    Discriminated unions add the rule type to ``loc`` (``rules.0.threshold.above``); the
-    readable name uses the rule's own name (``rules[0] (loops).above``).
-    """
-    path: list[str] = []
-    shown = ""
-    node = data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node and (
-            node.get("type") == part
-        ):
-            continue  # the discriminator's tag, not a key of the file
-        if isinstance(part, int):
-            shown += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("name"), str):
-                shown += f" ({node['name']})"
-        else:
-            shown += f".{part}" if shown else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-        path.append(str(part))
-    return tuple(path), shown or "(top level)"
-
-
 def parse_rules(text: str, source: str = "<string>") -> RuleSet:
     """Validate rules YAML text; raise :class:`ConfigError` naming source, line and field."""
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(f"{source}:{line}: invalid YAML: {e.problem or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from e
-    if data is None:
-        return RuleSet()
-    if not isinstance(data, dict) or root is None:
-        raise ConfigError(f"{source}:1: a rules file must be a mapping with a 'rules:' list")
-    lines: dict[tuple[str, ...], int] = {}
-    try:
-        _key_lines(root, (), lines)
-    except _DuplicateKey as e:
-        raise ConfigError(f"{source}:{e.line}: duplicate key {e.key!r}") from None
-    try:
-        return RuleSet.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            path, shown = _where(err["loc"], data)
-            while path and path not in lines:
-                path = path[:-1]
-            problems.append(f"{source}:{lines.get(path, 1)}: {shown}: {err['msg']}")
-        raise ConfigError("invalid alert rules:\n  " + "\n  ".join(problems)) from e
+    return validate_yaml(text, RuleSet, source, "rules file",
+                         empty=RuleSet())
 
 
 def load_rules(path: str | Path | None = None) -> RuleSet:

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a typo (``levles:``) is an error rather than a
 silently ignored setting. Errors name the file, the line and the field (see
-:mod:`judgeserve.judge.yamlmarks`).
+:mod:`judgeserve.yamlfile`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from ..exceptions import ConfigError
-from .yamlmarks import validate_yaml
+from ..yamlfile import validate_yaml
 
 __all__ = [
     "Anchor",

@@ -53,9 +53,9 @@ def test_unknown_key_names_file_line_and_rule() -> None:
         ("rules:\n  - name: a\n    type: nope\n    metric: m\n", "<string>:2: rules[0] (a): Input tag 'nope'"),
         ("rules:\n  - name: Bad Name\n    type: threshold\n    metric: m\n    above: 1\n", "<string>:2: rules[0] (Bad Name).name"),
         ("rules:\n  - name: a\n    type: regression\n    metric: m\n    worse: higher\n    confidence: 1.5\n", "<string>:6: rules[0] (a).confidence"),
-        ("rules:\n  - name: a\n    type: threshold\n    metric: m\n    above: 1\n    above: 2\n", "<string>:6: duplicate key 'above'"),
+        ("rules:\n  - name: a\n    type: threshold\n    metric: m\n    above: 1\n    above: 2\n", "<string>:6: rules[0] (a).above: duplicate key"),
         ("rules: [\n", "<string>:2: invalid YAML"),
-        ("- just a list\n", "<string>:1: a rules file must be a mapping"),
+        ("- just a list\n", "<string>:1: a rules file must be a YAML mapping"),
     ],
 )
 def test_errors_point_at_the_line(text: str, expected: str) -> None:

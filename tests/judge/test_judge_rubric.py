@@ -65,7 +65,7 @@ def test_unknown_field_names_line_and_field() -> None:
 
 def test_unknown_field_in_a_list_item() -> None:
     text = GOOD + "    weight: 2\n"
-    assert "r.yaml:11: criteria[0].weight: Extra inputs are not permitted" in error_of(text)
+    assert "r.yaml:11: criteria[0] (quality).weight: Extra inputs are not permitted" in error_of(text)
 
 
 def test_scale_without_levels_names_the_scale_line() -> None:
