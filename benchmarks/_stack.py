@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import httpx
 import redis
@@ -28,42 +28,59 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} did not start")
+        time.sleep(0.1)
+
+
 @contextmanager
-def api_process(redis_db: int = 13) -> Iterator[str]:
+def judgeserve_processes(
+    command: str = "api",
+    env: dict[str, str] | None = None,
+    workers: int = 0,
+    redis_db: int = 13,
+) -> Iterator[str]:
+    """``judgeserve api`` (or ``up``) plus ``workers`` worker processes, on their own Redis
+    key prefix (and a temporary SQLite store unless ``env`` names one); yields the URL."""
     port = free_port()
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     redis_url = f"redis://127.0.0.1:6379/{redis_db}"
-    tmp = tempfile.mkdtemp(prefix="judgeserve-bench-")
-    env = {
+    full = {
         **os.environ,
         "JUDGESERVE_REDIS_URL": redis_url,
         "JUDGESERVE_STREAM_PREFIX": prefix,
-        "JUDGESERVE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+        "JUDGESERVE_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='judgeserve-bench-')}/bench.db",
+        **(env or {}),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "judgeserve.cli", "api", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    cli = [sys.executable, "-m", "judgeserve.cli"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([*cli, command, "--port", str(port)], env=full, **quiet)]
+    procs += [subprocess.Popen([*cli, "worker"], env=full, **quiet) for _ in range(workers)]
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("API process did not start")
-            time.sleep(0.1)
+        wait_healthy(url, procs[0])
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
         r = redis.Redis.from_url(redis_url)
         for key in r.scan_iter(f"{prefix}:*"):
             r.delete(key)
         r.close()
+
+
+def api_process(redis_db: int = 13) -> AbstractContextManager[str]:
+    return judgeserve_processes("api", redis_db=redis_db)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 import sqlalchemy as sa
-from _stack import free_port, table, text
+from _stack import free_port, table, text, wait_healthy
 
 from judgeserve import JudgeClient
 from judgeserve.queue import Queue
@@ -47,12 +47,7 @@ class Stack:
                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers: list[subprocess.Popen[bytes]] = []
-        for _ in range(300):
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(self.url, self.api)
 
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         p = subprocess.Popen([sys.executable, "-m", "judgeserve.cli", "worker", "--name", name],

@@ -22,20 +22,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
-import redis
 import torch
-from _stack import free_port, table
+from _stack import judgeserve_processes, table
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
@@ -54,44 +49,13 @@ rules:
 """
 
 
-@contextmanager
-def stack(tmp: Path, rules: Path, command: str) -> Iterator[str]:
-    """``judgeserve up`` (or ``api``) in its own process, on its own Redis db, prefix, store."""
-    port = free_port()
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
-    redis_url = "redis://127.0.0.1:6379/13"
-    env = {
-        **os.environ,
-        "JUDGESERVE_REDIS_URL": redis_url,
-        "JUDGESERVE_STREAM_PREFIX": prefix,
+def stack(tmp: Path, rules: Path, command: str) -> AbstractContextManager[str]:
+    """``judgeserve up`` (or ``api``) in its own process, on its own Redis prefix and store."""
+    return judgeserve_processes(command, {
         "JUDGESERVE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
         "JUDGESERVE_INDEX_DIR": str(tmp / "indexes"),
         "JUDGESERVE_ALERT_RULES": str(rules),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "judgeserve.cli", command, "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("judgeserve up did not start")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        r = redis.Redis.from_url(redis_url)
-        for key in r.scan_iter(f"{prefix}:*"):
-            r.delete(key)
-        r.close()
+    })
 
 
 class Timed(JudgeCallback):

@@ -23,23 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
-import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stack import free_port, pct, table
+from _stack import judgeserve_processes, pct, table
 
 RUN = "bench-web"
 WORDS = [
@@ -57,46 +52,14 @@ def completion(rng: random.Random, step: int) -> str:
     return " ".join(words)
 
 
-@contextmanager
-def processes(db: str, redis_url: str, prefix: str, worker: bool) -> Iterator[str]:
-    port = free_port()
+def processes(db: str, redis_db: int, worker: bool) -> AbstractContextManager[str]:
     env = {
-        **os.environ,
-        "JUDGESERVE_REDIS_URL": redis_url,
-        "JUDGESERVE_STREAM_PREFIX": prefix,
         "JUDGESERVE_DATABASE_URL": db,
         "JUDGESERVE_DISABLED_SCORERS": json.dumps(CHEAP_ONLY),
         "JUDGESERVE_WORKER_BATCH": "512",
         "JUDGESERVE_MAX_BACKLOG": "10000000",
     }
-    cli = [sys.executable, "-m", "judgeserve.cli"]
-    procs = [subprocess.Popen([*cli, "api", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    if worker:
-        procs.append(subprocess.Popen([*cli, "worker"], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or procs[0].poll() is not None:
-                raise RuntimeError("API process did not start")
-            time.sleep(0.2)
-        yield url
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-        r = redis.Redis.from_url(redis_url)
-        for key in r.scan_iter(f"{prefix}:*"):
-            r.delete(key)
-        r.close()
+    return judgeserve_processes("api", env, workers=int(worker), redis_db=redis_db)
 
 
 def seed_api(url: str, steps: int, per_step: int, db: str) -> None:
@@ -224,12 +187,10 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "web.db"
     db = f"sqlite:///{path}"
-    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
-    prefix = f"benchweb{uuid.uuid4().hex[:6]}"
     fresh = not path.exists()
     try:
         t0 = time.perf_counter()
-        with processes(db, redis_url, prefix, worker=fresh and args.seed == "api") as url:
+        with processes(db, args.redis_db, worker=fresh and args.seed == "api") as url:
             if fresh:
                 print(f"seeding {args.steps:,} steps x {args.per_step} samples via {args.seed}")
                 if args.seed == "api":
