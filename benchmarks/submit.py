@@ -10,6 +10,15 @@ tokens every step, side by side in one run.
 
 from __future__ import annotations
 
+import os
+
+# The stand-in training step runs on one core: with 2 cores, a 2-thread matmul beside the
+# API server and the delivery agent oversubscribes the machine, and the wall-clock p99 then
+# measures preemption by those processes rather than submit() (a GPU trainer leaves its CPU
+# mostly idle). Set before numpy loads its BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import tempfile
 import time
 

@@ -65,6 +65,12 @@ class Urls:
     def rubrics(self) -> str:
         return f"{self.root}/rubrics"
 
+    def deadletter(self) -> str:
+        return f"{self.root}/deadletter"
+
+    def requeue(self, entry_id: str) -> str:
+        return f"{self.root}/deadletter/{self._q(entry_id)}/requeue"
+
     def live(self, **query: Any) -> str:
         return self._with(f"{self.root}/live", query)
 

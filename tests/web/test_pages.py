@@ -300,3 +300,29 @@ def test_pages_on_each_database(settings: Settings, database_url: str) -> None:
             assert re.findall(r'data-sample="([^"]+)"', flagged) == ["s2-2", "s2-3"]
     finally:
         store.close()
+
+
+def test_dead_letters_page_shows_and_requeues(settings: Settings) -> None:
+    from judgeserve.detectors.length import LengthScorer
+    from judgeserve.queue import Queue
+    from judgeserve.worker import Worker
+
+    from ..plugins import PoisonScorer
+
+    s = settings.model_copy(update={"max_deliveries": 1})
+    worker = Worker(s, scorers=[PoisonScorer(), LengthScorer()], hooks=())
+    try:
+        worker.queue.add([{"run": "dl-run", "step": 4, "id": "bad<b>1</b>", "prompt": "", "completion": "POISON"}])
+        worker.process(worker.queue.read(10, block_ms=100))
+        with TestClient(create_app(s)) as c:
+            page = c.get("/deadletter")
+            assert page.status_code == 200
+            assert "bad&lt;b&gt;1&lt;/b&gt;" in page.text and "cannot score" in page.text
+            assert "poison" in page.text  # the scorer that failed
+            entry = Queue(s.redis_url, prefix=s.stream_prefix).deadletters()[0]["id"]
+            r = c.post(f"/deadletter/{entry}/requeue", follow_redirects=False)
+            assert r.status_code == 303
+            assert "No dead letters." in c.get("/deadletter").text
+        assert worker.queue.backlog() == 1
+    finally:
+        worker.close()

@@ -7,6 +7,7 @@
 ``/runs/{run}/samples/{sample_id}``         one sample, highlighted (:mod:`.sample`)
 ``/alerts``                                 alerts, open and resolved (:mod:`.alerts`)
 ``/rubrics``                                the rubrics the judge can load (:mod:`.rubrics`)
+``/deadletter``                             samples whose scoring kept failing (:mod:`.deadletter`)
 ``/live``                                   server-sent events (:mod:`judgeserve.web.live`)
 ==========================================  ===========================================
 """
@@ -17,10 +18,10 @@ from fastapi import APIRouter, Depends
 
 from .. import live
 from ..auth import require_viewer
-from . import alerts, rubrics, run, runs, sample, step
+from . import alerts, deadletter, rubrics, run, runs, sample, step
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(require_viewer)], include_in_schema=False)
-for _module in (runs, run, step, sample, alerts, rubrics, live):
+for _module in (runs, run, step, sample, alerts, rubrics, deadletter, live):
     router.include_router(_module.router)
