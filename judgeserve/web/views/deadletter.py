@@ -33,12 +33,11 @@ def _visible(request: Request, items: list[dict[str, Any]]) -> list[dict[str, An
 def deadletter_page(request: Request) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     client = redis.Redis.from_url(settings.redis_url)
+    error: str | None = None
     try:
         items = _visible(request, read_deadletters(client, Keys(settings.stream_prefix), SHOWN))
     except redis.ConnectionError as e:
         items, error = [], f"Redis unreachable: {e}"
-    else:
-        error = None
     finally:
         client.close()
     for item in items:
