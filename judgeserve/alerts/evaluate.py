@@ -172,14 +172,22 @@ def _baseline(
     return next((p for p in earlier if p.step == rule.baseline), None)
 
 
-def _regression(rule: RegressionRule, history: History, step: int) -> Finding | None:
+def _against_baseline(
+    rule: RegressionRule | DivergenceRule, history: History, step: int
+) -> tuple[Point, Point] | None:
+    """(this checkpoint's point, the baseline's point), when both exist."""
     points = history.checkpoints(rule.metric, rule.min_samples, rule.from_step, step)
     if not points or points[-1].step != step:
         return None
-    current = points[-1]
     base = _baseline(rule, points, step)
-    if base is None:
+    return None if base is None else (points[-1], base)
+
+
+def _regression(rule: RegressionRule, history: History, step: int) -> Finding | None:
+    pair = _against_baseline(rule, history, step)
+    if pair is None:
         return None
+    current, base = pair
     verdict = compare_samples(rule, history, base, current)
     if verdict is None:
         return None
@@ -216,13 +224,10 @@ def _trend(rule: TrendRule, history: History, step: int) -> Finding | None:
 
 
 def _divergence(rule: DivergenceRule, history: History, step: int) -> Finding | None:
-    points = history.checkpoints(rule.metric, rule.min_samples, rule.from_step, step)
-    if not points or points[-1].step != step:
+    pair = _against_baseline(rule, history, step)
+    if pair is None:
         return None
-    current = points[-1]
-    base = _baseline(rule, points, step)
-    if base is None:
-        return None
+    current, base = pair
     loss_now, loss_then = history.value_at(rule.loss, step), history.value_at(rule.loss, base.step)
     if loss_now is None or loss_then is None or loss_now.step <= loss_then.step:
         return None
