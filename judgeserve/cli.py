@@ -82,6 +82,9 @@ def demo(
 
     if logging.getLogger().level > logging.DEBUG:  # -v keeps every log line
         logging.getLogger().setLevel(logging.WARNING)
+        # The demo prints each alert on its own line; the log notifier's copy would land
+        # in the middle of the progress bar.
+        logging.getLogger("judgeserve.alerts").setLevel(logging.CRITICAL + 1)
     run_demo(_settings(port=port), steps=steps, every=every, stop=stop, serve=serve)
 
 
