@@ -257,6 +257,12 @@ class Store:
     def save_scores(
         self, conn: Connection, run: str, step: int, sample_id: str, items: Iterable[Score]
     ) -> None:
+        self.save_batch_scores(conn, [(run, step, sample_id, items)])
+
+    def save_batch_scores(
+        self, conn: Connection, batch: Iterable[tuple[str, int, str, Iterable[Score]]]
+    ) -> None:
+        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement."""
         rows = [
             {
                 "run": run,
@@ -268,6 +274,7 @@ class Store:
                 "details": sc.details,
                 "version": sc.version,
             }
+            for run, step, sample_id, items in batch
             for sc in items
         ]
         if rows:

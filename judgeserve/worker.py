@@ -173,8 +173,9 @@ class Worker:
                 for run, (step, rubrics) in runs.items():
                     self.store.upsert_run(conn, run, step, rubrics)
                 self.store.save_samples(conn, samples)
-                for s in samples:
-                    self.store.save_scores(conn, s.run, s.step, s.id, scored[s.id_key])
+                self.store.save_batch_scores(
+                    conn, [(s.run, s.step, s.id, scored[s.id_key]) for s in samples]
+                )
         except StoreError as err:
             # Nothing acknowledged: every entry comes back after claim_idle_ms.
             log.error("store failed, batch left pending: %s", err)
