@@ -3,7 +3,9 @@
 At-least-once: an entry is acknowledged only after its results are stored; entries left
 pending by a dead consumer are reclaimed with XAUTOCLAIM; an entry delivered
 ``max_deliveries`` times without success moves to the dead-letter stream with its error.
-A scorer that fails on a sample is retried for that sample alone: the entry goes to a
+An entry delivered more than ``max_deliveries`` times without being stored (it kills its
+worker, or the store refuses it) is dead-lettered too. A scorer that fails on a sample is
+retried for that sample alone: the entry goes to a
 sorted set of retries due later (backoff doubling per attempt) and back onto the stream
 when due; after ``max_deliveries`` attempts it is dead-lettered with the error.
 The stream is never trimmed past unacknowledged entries: acknowledged entries are
@@ -49,11 +51,6 @@ class Keys:
     def retry(self) -> str:
         # A sorted set: failed scorers of a sample, scored by when to try them again.
         return f"{self.prefix}:retry"
-
-    @property
-    def errors(self) -> str:
-        # Last error per entry id, so a dead letter can say why it died.
-        return f"{self.prefix}:errors"
 
 
 @dataclass
@@ -189,33 +186,26 @@ class Queue:
         pipe = self.redis.pipeline(transaction=True)
         pipe.xack(self.keys.samples, self.group, *ids)
         pipe.xdel(self.keys.samples, *ids)
-        pipe.hdel(self.keys.errors, *ids)
         pipe.execute()
 
-    def fail(self, entry: Entry, error: str) -> bool:
-        """Record a failure; dead-letter the entry once it has used its deliveries.
-
-        Returns True when the entry was dead-lettered.
-        """
-        if entry.deliveries < self.max_deliveries:
-            self.redis.hset(self.keys.errors, entry.id, error[:2000])
-            return False
+    def dead_letter(
+        self, entry: Entry, error: str, tries: int, payload: dict[str, Any] | None = None
+    ) -> None:
+        """Move an entry to the dead-letter stream with why, and take it off the stream."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.xadd(
             self.keys.deadletter,
             {
-                "data": json.dumps(entry.payload),
-                "error": error[:2000],
+                "data": json.dumps(payload if payload is not None else entry.payload),
+                "error": error[:4000],
                 "original_id": entry.id,
-                "deliveries": str(entry.deliveries),
+                "deliveries": str(tries),
             },
         )
         pipe.xack(self.keys.samples, self.group, entry.id)
         pipe.xdel(self.keys.samples, entry.id)
-        pipe.hdel(self.keys.errors, entry.id)
         pipe.execute()
-        log.warning("dead-lettered %s after %d deliveries: %s", entry.id, entry.deliveries, error)
-        return True
+        log.warning("dead-lettered %s after %d tries: %s", entry.id, tries, error[:200])
 
     def retry_later(self, entry: Entry, scorers: list[str], error: str) -> bool:
         """Schedule ``scorers`` to run again on this entry's sample, after a backoff that
@@ -226,16 +216,7 @@ class Queue:
         attempt = int(entry.payload.get("attempt", 0)) + 1
         payload = {**entry.payload, "only": scorers, "attempt": attempt}
         if attempt >= self.max_deliveries:
-            self.redis.xadd(
-                self.keys.deadletter,
-                {
-                    "data": json.dumps(payload),
-                    "error": error[:4000],
-                    "original_id": entry.id,
-                    "deliveries": str(attempt),
-                },
-            )
-            log.warning("dead-lettered %s after %d attempts: %s", entry.id, attempt, error[:200])
+            self.dead_letter(entry, error, attempt, payload)
             return True
         due = time.time() + self.retry_delay_s * 2 ** (attempt - 1)
         member = json.dumps({"nonce": uuid.uuid4().hex, "payload": payload})

@@ -153,12 +153,19 @@ class Worker:
         result = BatchResult()
         good: list[tuple[Entry, Sample]] = []
         for e in entries:
+            if e.deliveries > self.queue.max_deliveries:
+                # Never acknowledged in all its deliveries: it kills its worker, or the
+                # store keeps refusing it. Set it aside rather than loop on it.
+                self.queue.dead_letter(
+                    e, f"delivered {e.deliveries} times without being stored", e.deliveries
+                )
+                result.dead += 1
+                continue
             try:
                 good.append((e, _to_sample(e.payload)))
             except ValidationError as err:
                 # A payload that cannot be parsed never will be: dead-letter it at once.
-                e.deliveries = self.queue.max_deliveries
-                self.queue.fail(e, f"invalid payload: {err}")
+                self.queue.dead_letter(e, f"invalid payload: {err}", e.deliveries)
                 result.dead += 1
 
         samples = [s for _, s in good]

@@ -214,3 +214,23 @@ def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Call
     requeued = run_cli("deadletter", "requeue", env=env)
     assert requeued.stdout.strip() == "requeued 1"
     assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1
+
+
+def test_entry_redelivered_past_the_limit_is_dead_lettered(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    # A sample whose processing kills its worker is never acknowledged: each reclaim
+    # delivers it again. Past max_deliveries it is set aside, not processed forever.
+    settings = settings.model_copy(update={"max_deliveries": 2, "claim_idle_ms": 1})
+    dying = _queue(settings, "dies-each-time")
+    dying.add([payload(1)])
+    for _ in range(3):  # delivered three times, acknowledged never
+        time.sleep(0.01)
+        assert [e.payload["id"] for e in dying.read(10, block_ms=20)] == ["s1"]
+    survivor = make_worker(settings=settings, consumer="survivor")
+    time.sleep(0.01)
+    entries = survivor.queue.read(10, block_ms=20)
+    assert entries[0].deliveries == 4
+    result = survivor.process(entries)
+    assert result.dead == 1 and result.stored == 0
+    dead = survivor.queue.deadletters()
+    assert dead[0]["payload"]["id"] == "s1" and "delivered 4 times" in dead[0]["error"]
+    assert survivor.queue.backlog() == 0 and survivor.store.count_scored("q-run") == 0
