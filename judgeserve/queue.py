@@ -1,15 +1,13 @@
 """Redis Streams between the API and the workers.
 
 At-least-once: an entry is acknowledged only after its results are stored; entries left
-pending by a dead consumer are reclaimed with XAUTOCLAIM; an entry delivered
-``max_deliveries`` times without success moves to the dead-letter stream with its error.
-An entry delivered more than ``max_deliveries`` times without being stored (it kills its
-worker, or the store refuses it) is dead-lettered too. A scorer that fails on a sample is
-retried for that sample alone: the entry goes to a
-sorted set of retries due later (backoff doubling per attempt) and back onto the stream
-when due; after ``max_deliveries`` attempts it is dead-lettered with the error.
-The stream is never trimmed past unacknowledged entries: acknowledged entries are
-deleted one by one (XACK + XDEL), so only work still owed stays in Redis.
+pending by a dead consumer are reclaimed with XAUTOCLAIM. An entry delivered more than
+``max_deliveries`` times without being stored (it kills its worker, or the store refuses
+it) moves to the dead-letter stream. A scorer that fails on a sample is retried for that
+sample alone: the entry goes to a sorted set of retries due later (backoff doubling per
+attempt) and back onto the stream when due; after ``max_deliveries`` attempts it is
+dead-lettered with the error. The stream is never trimmed past unacknowledged entries:
+acknowledged entries are deleted one by one (XACK + XDEL), so only work still owed stays.
 """
 
 from __future__ import annotations
