@@ -5,7 +5,8 @@
 Prints one table:
 
 * Ray Serve, same transformers backend: one request at a time (every forward pass holds
-  one prompt) vs concurrent requests that ``@serve.batch`` gathers (target >= 4x).
+  one prompt) vs concurrent requests that ``@serve.batch`` gathers (target >= 4x); the
+  same for vLLM, whose replica passes concurrent requests through to its async engine.
 * One forward step read as logprobs vs generate-then-parse (target >= 5x).
 * Samples/s per backend (transformers fp32 / int8, vLLM in-process, OpenAI-compatible
   HTTP against vLLM's server, Ray Serve).
@@ -93,7 +94,28 @@ def bench_transformers(model: Path, ps: list[JudgePrompt]) -> None:
     int8.close()
 
 
-def bench_serve(model: Path, ps: list[JudgePrompt]) -> None:
+SERVE_BACKENDS: dict[str, dict[str, Any]] = {
+    # @serve.batch gathers concurrent requests into one padded forward pass.
+    "transformers": {
+        "backend": "transformers",
+        "max_batch_size": 16,
+        "batch_wait_timeout_s": 0.01,
+        "options": {"threads": 2},
+    },
+    # Requests pass straight through to vLLM's async engine, which batches continuously.
+    "vllm": {
+        "backend": "vllm",
+        "options": {
+            "gpu_memory_utilization": 0.2,
+            "max_model_len": 1024,
+            "dtype": "float32",
+            "enforce_eager": True,
+        },
+    },
+}
+
+
+def bench_serve(model: Path, ps: list[JudgePrompt], kind: str) -> None:
     import ray
     from ray import serve
 
@@ -106,13 +128,7 @@ def bench_serve(model: Path, ps: list[JudgePrompt]) -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(
             bind(
-                {
-                    "backend": "transformers",
-                    "model": str(model),
-                    "max_batch_size": 16,
-                    "batch_wait_timeout_s": 0.01,
-                    "options": {"threads": 2},
-                },
+                {**SERVE_BACKENDS[kind], "model": str(model)},
                 {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 64},
             ),
             name="judge",
@@ -122,25 +138,26 @@ def bench_serve(model: Path, ps: list[JudgePrompt]) -> None:
         client = ServeBackend(url=url)
         n = len(ps)
         one = rate(
-            "Ray Serve, one request at a time",
+            f"Ray Serve ({kind}), one request at a time",
             n,
             lambda: [client.label_probs([p]) for p in ps],
             repeat=2,
         )
         with ThreadPoolExecutor(32) as pool:
             many = rate(
-                "Ray Serve, 32 concurrent clients (@serve.batch 16)",
+                f"Ray Serve ({kind}), 32 concurrent clients",
                 n,
                 lambda: list(pool.map(lambda p: client.label_probs([p]), ps)),
                 repeat=2,
             )
-        sizes = httpx.get(f"{url}/stats").json()["batch_sizes"][-20:]
+        stats = httpx.get(f"{url}/stats").json()
+        seen = (
+            f"engine held up to {stats['in_flight_peak']} requests at once"
+            if stats["passthrough"]
+            else f"recent @serve.batch sizes {stats['batch_sizes'][-20:]}"
+        )
         ROWS.append(
-            (
-                "  -> batched speed-up over one at a time",
-                many / one,
-                f"x (recent batch sizes {sizes})",
-            )
+            (f"  -> {kind}: concurrent speed-up over one at a time", many / one, f"x ({seen})")
         )
         client.close()
     finally:
@@ -224,10 +241,12 @@ def main() -> None:
     print(f"toy judge at {model}; {args.n} prompts per measurement")
     bench_transformers(model, ps)
     if not args.skip_serve:
-        bench_serve(model, ps)
+        bench_serve(model, ps, "transformers")
     if not args.skip_vllm:
         bench_vllm(model, ps)
         bench_openai(model, ps)
+        if not args.skip_serve:
+            bench_serve(model, ps, "vllm")
     print("\n| measurement | value | |\n|---|---:|---|")
     for label, value, note in ROWS:
         print(f"| {label} | {value:,.1f} | {note or 'samples/s'} |")

@@ -4,10 +4,12 @@
 and KubeRay's ``serveConfigV2`` read it unchanged); its ``import_path`` points at
 :func:`build_app`. ``judgeserve serve`` runs that file locally through :func:`run`.
 
-Batching: each prompt is one call to a ``@serve.batch`` method, so prompts from every
-client and request are gathered into one padded forward pass. ``max_ongoing_requests``
-must be at least the batch size, or a replica never holds enough calls to fill a batch.
-For vLLM the engine batches too; Serve's batch simply hands it a list.
+Batching: for backends that run one forward pass per call (transformers), each prompt
+is one call to a ``@serve.batch`` method, so prompts from every client and request are
+gathered into one padded forward pass. ``max_ongoing_requests`` must be at least the batch
+size, or a replica never holds enough calls to fill a batch. vLLM batches by itself,
+continuously: a replica hosting ``backend: vllm`` runs its async engine (``vllm_async``)
+and passes every request straight through to it, concurrently, without Serve's batching.
 
 HTTP routes under the application's route prefix (default ``/judge``): ``POST
 /label_probs`` and ``POST /generate`` with ``{"prompts": [...]}``, ``GET /info``,
@@ -25,13 +27,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..exceptions import ConfigError, MissingExtraError, require
-from .backends.base import load_backend
+from .backends.base import AsyncJudgeBackend, load_backend
 from .prompt import JudgePrompt
 
 __all__ = ["DeploymentArgs", "JudgeDeployment", "build_app", "bind", "run", "DEFAULT_CONFIG"]
 
 log = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path("deploy/serve.yaml")
+# In a replica, requests arrive concurrently on an event loop: the synchronous vLLM engine
+# would take them one batch at a time, its async engine takes them as they come.
+SERVE_VARIANTS = {"vllm": "vllm_async"}
 
 try:
     from ray import serve
@@ -64,7 +69,9 @@ class JudgeDeployment:
 
     def __init__(self, args: dict[str, Any]) -> None:
         cfg = DeploymentArgs.model_validate(args)
-        self.backend = load_backend(cfg.backend, cfg.model, **cfg.options)
+        backend = SERVE_VARIANTS.get(cfg.backend, cfg.backend)
+        self.backend = load_backend(backend, cfg.model, **cfg.options)
+        self.passthrough = isinstance(self.backend, AsyncJudgeBackend)
         # The decorator's sizes are defaults; serve.yaml's args set the real ones.
         batched: list[Any] = [self._label_probs, self._generate]
         for method in batched:
@@ -89,11 +96,17 @@ class JudgeDeployment:
 
     async def label_probs(self, prompts: list[dict[str, Any]]) -> list[dict[str, float] | None]:
         """Label probabilities for prompts given as :meth:`JudgePrompt.to_dict` dicts."""
+        if isinstance(self.backend, AsyncJudgeBackend):
+            return await self.backend.alabel_probs([JudgePrompt.from_dict(p) for p in prompts])
         return list(
             await asyncio.gather(*(self._label_probs(JudgePrompt.from_dict(p)) for p in prompts))
         )
 
     async def generate(self, prompts: list[dict[str, Any]], max_tokens: int = 8) -> list[str]:
+        if isinstance(self.backend, AsyncJudgeBackend):
+            return await self.backend.agenerate(
+                [JudgePrompt.from_dict(p) for p in prompts], max_tokens
+            )
         return list(
             await asyncio.gather(
                 *(self._generate((JudgePrompt.from_dict(p), max_tokens)) for p in prompts)
@@ -104,7 +117,12 @@ class JudgeDeployment:
         return {"backend": self.backend.name, "model": self.backend.model}
 
     def stats(self) -> dict[str, Any]:
-        return {**self.info(), "batch_sizes": list(self.batch_sizes)}
+        """Recent Serve batch sizes; for pass-through engines, the most requests in flight."""
+        out: dict[str, Any] = {**self.info(), "passthrough": self.passthrough}
+        out["batch_sizes"] = list(self.batch_sizes)
+        if self.passthrough:
+            out["in_flight_peak"] = getattr(self.backend, "in_flight_peak", None)
+        return out
 
     def check_health(self) -> None:
         # Called by Serve every health_check_period_s; raising restarts the replica.

@@ -1,25 +1,32 @@
 """Fixtures of the judge tests: one toy judge model per session, trained here (no download).
 
-The model is a 2-layer Llama taught the toy rubric (judgeserve.judge.toy): " 5" when the
-judged answer contains "banana", " 1" when it contains "cherry". Engines that load it are
-module- or session-scoped and shut down in teardown; the machine has 2 cores.
+The model is a 2-layer Llama taught the toy rubrics (judgeserve.judge.toy): " 5" when the
+judged answer contains "banana", " 1" when it contains "cherry", and in pairwise mode the
+letter of the answer with the banana; as plain text, through its chat template, and as a
+bare chat turn. Engines that load it are module- or session-scoped and shut down in
+teardown; the machine has 2 cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item
 from judgeserve.judge.toy import BAD, GOOD, cached_toy_judge, toy_rubric, toy_text
 
+from ..conftest import free_port
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Training the toy judge (~1 min alone, once per machine: it is cached) lands in the first
+    # Training the toy judge (a few minutes, once per machine: it is cached) lands in the first
     # test that needs it, and this 2-core machine is shared: allow more than the 120 s default.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
@@ -55,9 +62,48 @@ def toy_items() -> list[Item]:
 
 
 @pytest.fixture(scope="session")
+def pairwise_items(toy_items: list[Item]) -> list[Item]:
+    """Held-out pairs: each good answer against a bad baseline, then the other way round."""
+    pairs = []
+    for good, bad in zip(toy_items[0::2], toy_items[1::2], strict=True):
+        pairs.append(Item(prompt=good.prompt, completion=good.completion, baseline=bad.completion))
+        pairs.append(Item(prompt=bad.prompt, completion=bad.completion, baseline=good.completion))
+    return pairs
+
+
+@pytest.fixture(scope="session")
 def transformers_backend(toy_model: Path) -> Iterator[object]:
     from judgeserve.judge.backends.transformers import TransformersBackend
 
     backend = TransformersBackend(str(toy_model), batch_size=8)
     yield backend
     backend.close()
+
+
+@contextlib.contextmanager
+def serve_judge(directory: Path, args: dict[str, Any], deployment: dict[str, Any]) -> Iterator[str]:
+    """A judge application on a real local Ray Serve, deployed from a serve.yaml-format file
+    written to ``directory`` (as `judgeserve serve` does); yields its HTTP URL."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from judgeserve.judge.serve import run
+
+    port = free_port()
+    config = directory / "serve.yaml"
+    app = {
+        "name": "judge",
+        "route_prefix": "/judge",
+        "import_path": "judgeserve.judge.serve:build_app",
+        "args": args,
+        "deployments": [{"name": "JudgeDeployment", **deployment}],
+    }
+    config.write_text(
+        yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": port}, "applications": [app]})
+    )
+    try:
+        run(config, blocking=False, num_cpus=2)
+        yield f"http://127.0.0.1:{port}/judge"
+    finally:
+        serve.shutdown()
+        ray.shutdown()

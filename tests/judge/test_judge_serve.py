@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,64 +17,27 @@ from judgeserve.judge.scoring import Item, Judge
 from judgeserve.judge.toy import expected_level
 from judgeserve.schema import Sample
 
+from .conftest import serve_judge
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 BATCH = 8
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def judge_url(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The judge deployed from a serve.yaml-format file, as `judgeserve serve` does."""
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    from judgeserve.judge.serve import run
-
-    port = free_port()
-    config = tmp_path_factory.mktemp("serve") / "serve.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "http_options": {"host": "127.0.0.1", "port": port},
-                "applications": [
-                    {
-                        "name": "judge",
-                        "route_prefix": "/judge",
-                        "import_path": "judgeserve.judge.serve:build_app",
-                        "args": {
-                            "backend": "transformers",
-                            "model": str(toy_model),
-                            "max_batch_size": BATCH,
-                            "batch_wait_timeout_s": 0.05,
-                            "options": {"threads": 1},
-                        },
-                        # Fractional CPUs so the replica fits beside Serve's own actors
-                        # on 2 cores; more ongoing requests than the batch size, or a
-                        # batch never fills.
-                        "deployments": [
-                            {
-                                "name": "JudgeDeployment",
-                                "ray_actor_options": {"num_cpus": 0.5},
-                                "max_ongoing_requests": 4 * BATCH,
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    try:
-        run(config, blocking=False, num_cpus=2)
-        yield f"http://127.0.0.1:{port}/judge"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    """The transformers judge deployed from a serve.yaml-format file, as `judgeserve serve` does."""
+    args = {
+        "backend": "transformers",
+        "model": str(toy_model),
+        "max_batch_size": BATCH,
+        "batch_wait_timeout_s": 0.05,
+        "options": {"threads": 1},
+    }
+    # Fractional CPUs so the replica fits beside Serve's own actors on 2 cores; more
+    # ongoing requests than the batch size, or a batch never fills.
+    deployment = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 4 * BATCH}
+    with serve_judge(tmp_path_factory.mktemp("serve"), args, deployment) as url:
+        yield url
 
 
 def test_health_and_info(judge_url: str) -> None:

@@ -24,6 +24,7 @@ from ..prompt import JudgePrompt
 __all__ = [
     "ENTRY_POINT_GROUP",
     "JudgeBackend",
+    "AsyncJudgeBackend",
     "BackendFactory",
     "register_backend",
     "backend_names",
@@ -54,6 +55,23 @@ class JudgeBackend(Protocol):
 
     def close(self) -> None:
         """Free the model / connections."""
+        ...
+
+
+@runtime_checkable
+class AsyncJudgeBackend(JudgeBackend, Protocol):
+    """A backend whose engine batches concurrent requests itself (vLLM's ``AsyncLLM``).
+
+    Ray Serve passes each request straight to these coroutines instead of gathering a
+    batch first: the engine's continuous batching already merges concurrent callers.
+    """
+
+    async def alabel_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+        """As :meth:`JudgeBackend.label_probs`, awaitable from any event loop."""
+        ...
+
+    async def agenerate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+        """As :meth:`JudgeBackend.generate`, awaitable from any event loop."""
         ...
 
 

@@ -2,7 +2,8 @@
 
 The worker does not run inside Ray, so it talks HTTP to the Serve proxy; the deployment
 fans each request's prompts out into its ``@serve.batch`` queue, where they are batched
-together with every other client's prompts.
+together with every other client's prompts (or, for vLLM, hands them straight to the
+async engine, which batches every client's requests continuously).
 """
 
 from __future__ import annotations

