@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast services lint bench clean
+.PHONY: demo test test-fast services toy-judge lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,11 +28,16 @@ demo: $(STAMP)
 
 # browser.sh installs Debian's chromium for the web view's browser tests; when it cannot,
 # make goes on and those tests skip, saying why — except on CI, where they must run.
-test: $(STAMP) services
+# The toy judge the judge tests load is trained once per machine (cached, a few minutes);
+# training it before pytest keeps that out of the first test's timeout.
+toy-judge: $(STAMP)
+	$(PY) -c "from judgeserve.judge.toy import cached_toy_judge as c; print('toy judge:', c())"
+
+test: $(STAMP) services toy-judge
 	bash scripts/browser.sh || [ -z "$$CI" ]
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) services
+test-fast: $(STAMP) services toy-judge
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -26,12 +26,12 @@ from ..conftest import free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Training the toy judge (a few minutes, once per machine: it is cached) lands in the first
-    # test that needs it, and this 2-core machine is shared: allow more than the 120 s default.
+    # Outside `make test` (which trains it first), training the toy judge (a few minutes,
+    # once per machine: it is cached) lands in the first test that needs it.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "toy_model" in fixtures and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(600))
+            item.add_marker(pytest.mark.timeout(1200))
 
 
 @pytest.fixture(scope="session")
