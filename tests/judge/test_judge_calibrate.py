@@ -20,7 +20,7 @@ from judgeserve.judge.calibrate import (
 from judgeserve.judge.cli import app
 from judgeserve.judge.rubric import BUILTIN_RUBRIC_DIR, Rubric
 from judgeserve.judge.scoring import Item, Judge, PairVerdict, Verdict
-from judgeserve.judge.toy import TOY_RUBRIC, expected_level
+from judgeserve.judge.toy import TOY_RUBRIC, expected_level, expected_pair, toy_pairwise_rubric
 
 
 def test_cohen_kappa_known_values() -> None:
@@ -84,6 +84,25 @@ def test_calibrate_toy_judge(
     assert report.rubric_version == "1" and report.judge_model == transformers_backend.model
     assert metrics["exact_agreement"] == pytest.approx(10 / 12)
     assert 0 < metrics["kappa"] < 1 and 0 < metrics["spearman"] < 1  # type: ignore[operator]
+
+
+def test_calibrate_toy_judge_pairwise(
+    transformers_backend: Any, pairwise_items: list[Item], tmp_path: Path
+) -> None:
+    # People said which answer won; two of them said the opposite of the toy's rule.
+    path = tmp_path / "pairs.jsonl"
+    with path.open("w") as f:
+        for i, item in enumerate(pairwise_items):
+            won = expected_pair(item.completion, item.baseline or "") == "A"
+            label = ("loss" if won else "win") if i < 2 else ("win" if won else "loss")
+            row = {"prompt": item.prompt, "completion": item.completion, "label": label}
+            f.write(json.dumps({**row, "baseline": item.baseline}) + "\n")
+    report = calibrate(Judge(transformers_backend), toy_pairwise_rubric(), path)
+    metrics = report.criteria["marker"]
+    n = len(pairwise_items)
+    assert report.n == n and metrics["inconsistent"] == 0
+    assert metrics["accuracy_with_ties"] == pytest.approx((n - 2) / n)
+    assert metrics["accuracy_without_ties"] == pytest.approx((n - 2) / n)
 
 
 def test_label_file_errors_name_the_line(rubric: Rubric, tmp_path: Path) -> None:
