@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from judgeserve.judge.backends import load_backend
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item, Judge
 from judgeserve.judge.toy import cached_toy_lora, expected_level
@@ -18,14 +19,15 @@ pytest.importorskip(
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+@pytest.mark.parametrize("engine", ["vllm", "vllm_async"])
 def test_vllm_lora_adapter_inverts_the_verdicts(
-    toy_model: Path, rubric: Rubric, toy_items: list[Item]
+    toy_model: Path, rubric: Rubric, toy_items: list[Item], engine: str
 ) -> None:
-    """An adapter trained to invert the toy rubric (banana → 1) inverts the engine's verdicts."""
-    from judgeserve.judge.backends.vllm import VLLMBackend
-
+    """An adapter trained to invert the toy rubric (banana → 1) inverts the engine's verdicts,
+    through both engines (the async one called synchronously, as the worker would)."""
     adapter = cached_toy_lora(toy_model)
-    backend = VLLMBackend(
+    backend = load_backend(
+        engine,
         str(toy_model),
         lora_path=str(adapter),
         max_lora_rank=8,
@@ -34,9 +36,20 @@ def test_vllm_lora_adapter_inverts_the_verdicts(
         dtype="float32",
         enforce_eager=True,
     )
+    inverted = [6 - expected_level(i.completion) for i in toy_items]
+    judge = Judge(backend)
     try:
-        results = Judge(backend).score(rubric, toy_items)
+        assert backend.name == engine
+        results = judge.score(rubric, toy_items)
+        # min_label_mass above 1 forces generate-then-parse through the adapter too
+        parsed = judge.ask(
+            [
+                judge.builder.render(rubric, "marker", prompt=i.prompt, completion=i.completion)
+                for i in toy_items[:4]
+            ],
+            min_mass=1.01,
+        )
     finally:
         backend.close()
-    for item, result in zip(toy_items, results, strict=True):
-        assert result["marker"].value == pytest.approx(6 - expected_level(item.completion), abs=0.5)
+    assert [r["marker"].value for r in results] == pytest.approx(inverted, abs=0.5)
+    assert [(v.method, v.value) for v in parsed] == [("parsed", x) for x in inverted[:4]]

@@ -45,8 +45,9 @@ def _shutdown_core(core: Any) -> None:
         return
     core.shutdown()
     # vLLM closes its sockets but leaves the ZeroMQ context for the garbage collector,
-    # which then warns; end it here (its sockets are closed by now).
-    ctx = getattr(core, "ctx", None)
+    # which then warns; end it here (its sockets are closed by now). The async client's
+    # `ctx` is an asyncio shadow of the real one, kept in `resources`: end the real one.
+    ctx = getattr(getattr(core, "resources", None), "ctx", None) or getattr(core, "ctx", None)
     if ctx is not None and not ctx.closed:
         ctx.destroy(linger=0)
 
