@@ -49,12 +49,20 @@ class DeploymentArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = Field("transformers", description="Registered judge backend to host.")
+    backend: str = Field(
+        "transformers",
+        description="Registered judge backend to host; 'vllm' runs as 'vllm_async' (requests "
+        "pass straight through to the engine's continuous batching).",
+    )
     model: str | None = Field(None, description="Model path or name for the backend.")
     options: dict[str, Any] = Field(default_factory=dict, description="Backend keyword options.")
-    max_batch_size: int = Field(16, ge=1, description="Most prompts in one forward pass.")
+    max_batch_size: int = Field(
+        16, ge=1, description="Most prompts in one forward pass (@serve.batch backends)."
+    )
     batch_wait_timeout_s: float = Field(
-        0.01, ge=0, description="How long a partial batch waits for more prompts."
+        0.01,
+        ge=0,
+        description="How long a partial batch waits for more prompts (@serve.batch backends).",
     )
 
 
