@@ -77,17 +77,35 @@ def bench_transformers(model: Path, ps: list[JudgePrompt]) -> None:
 
     backend = TransformersBackend(str(model), batch_size=16)
     n = len(ps)
-    logprob = rate(
-        "transformers fp32, logprobs (1 step, batch 16)", n, lambda: backend.label_probs(ps)
-    )
-    for tokens in (8, 32):
+    # The toy ends its reply right after the verdict; a real judge writing "Score: 4" plus a
+    # reason decodes many tokens. Measure N decoded tokens by not stopping at end-of-text.
+    backend.lm.generation_config.eos_token_id = None
+    for batch, lengths in ((16, (8, 32, 128)), (1, (8, 32))):
+        backend.batch_size = batch
+        logprob = rate(
+            f"transformers fp32, logprobs (1 step, batch {batch})",
+            n,
+            lambda: backend.label_probs(ps),
+        )
+        for tokens in lengths:
 
-        def gen(tokens: int = tokens) -> None:
-            for p, text in zip(ps, backend.generate(ps, tokens), strict=True):
-                parse_verdict(text, p.labels)
+            def gen(tokens: int = tokens) -> None:
+                for p, text in zip(ps, backend.generate(ps, tokens), strict=True):
+                    parse_verdict(text, p.labels)
 
-        slow = rate(f"transformers fp32, generate {tokens} tokens + parse", n, gen, repeat=1)
-        ROWS.append((f"  -> logprob speed-up over generate {tokens}", logprob / slow, "x"))
+            slow = rate(
+                f"transformers fp32, generate {tokens} tokens + parse (batch {batch})",
+                n,
+                gen,
+                repeat=1,
+            )
+            ROWS.append(
+                (
+                    f"  -> logprob speed-up over generate {tokens}, batch {batch}",
+                    logprob / slow,
+                    "x",
+                )
+            )
     backend.close()
     int8 = TransformersBackend(str(model), batch_size=16, quantize="int8")
     rate("transformers int8 dynamic, logprobs", n, lambda: int8.label_probs(ps))
