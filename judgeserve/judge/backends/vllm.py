@@ -53,7 +53,7 @@ def _shutdown_core(core: Any) -> None:
 
 
 class _VLLMCommon:
-    """Prompt encoding and logprob reading both engines share."""
+    """Options, prompt encoding and logprob reading both engines share."""
 
     name: str
     model: str
@@ -64,13 +64,14 @@ class _VLLMCommon:
     _label_ids: dict[tuple[str, ...], dict[str, list[int]]]
     _lora: Any
 
-    def _setup(
+    def __init__(
         self,
-        model: str | None,
-        top_logprobs: int,
-        use_chat_template: bool | None,
-        lora_path: str | None,
-        engine_args: dict[str, Any],
+        model: str | None = None,
+        *,
+        top_logprobs: int = 20,
+        use_chat_template: bool | None = None,
+        lora_path: str | None = None,
+        **engine_args: Any,
     ) -> None:
         if not model:
             raise ConfigError(f"the {self.name} judge backend needs a model path or name")
@@ -85,6 +86,11 @@ class _VLLMCommon:
 
             engine_args.setdefault("enable_lora", True)
             self._lora = LoRARequest("judge-lora", 1, lora_path)
+        self._start(engine_args)
+
+    def _start(self, engine_args: dict[str, Any]) -> None:
+        """Start the engine with vLLM's engine arguments; set ``self.tokenizer``."""
+        raise NotImplementedError
 
     def _input(self, prompt: JudgePrompt) -> Any:
         from vllm.inputs import TokensPrompt
@@ -129,17 +135,8 @@ class VLLMBackend(_VLLMCommon):
 
     name = "vllm"
 
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        top_logprobs: int = 20,
-        use_chat_template: bool | None = None,
-        lora_path: str | None = None,
-        **engine_args: Any,
-    ) -> None:
-        self._setup(model, top_logprobs, use_chat_template, lora_path, engine_args)
-        self.llm = self._vllm.LLM(model=model, **engine_args)
+    def _start(self, engine_args: dict[str, Any]) -> None:
+        self.llm = self._vllm.LLM(model=self.model, **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
 
     def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
@@ -181,16 +178,7 @@ class AsyncVLLMBackend(_VLLMCommon):
 
     name = "vllm_async"
 
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        top_logprobs: int = 20,
-        use_chat_template: bool | None = None,
-        lora_path: str | None = None,
-        **engine_args: Any,
-    ) -> None:
-        self._setup(model, top_logprobs, use_chat_template, lora_path, engine_args)
+    def _start(self, engine_args: dict[str, Any]) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
