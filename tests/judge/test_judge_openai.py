@@ -78,9 +78,12 @@ def openai_url(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         log.close()
 
 
-@pytest.fixture()
-def backend(openai_url: str) -> Iterator[OpenAIBackend]:
-    b = OpenAIBackend("toy-judge", url=openai_url, endpoint="completions")
+@pytest.fixture(params=["completions", "chat"])
+def backend(openai_url: str, request: pytest.FixtureRequest) -> Iterator[OpenAIBackend]:
+    # completions: the prompt as plain text ending in "Score:". chat: the server wraps the
+    # system + user messages in the tokenizer's chat template and opens the assistant
+    # turn, where the toy learnt to answer with the bare level.
+    b = OpenAIBackend("toy-judge", url=openai_url, endpoint=request.param)
     yield b
     b.close()
 
@@ -108,42 +111,11 @@ def test_openai_generate_then_parse(
     assert [v.value for v in verdicts] == [expected_level(i.completion) for i in toy_items[:4]]
 
 
-@pytest.fixture()
-def chat_backend(openai_url: str) -> Iterator[OpenAIBackend]:
-    b = OpenAIBackend("toy-judge", url=openai_url, endpoint="chat")
-    yield b
-    b.close()
-
-
-def test_chat_endpoint_applies_the_models_chat_template(
-    chat_backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
-) -> None:
-    # The server wraps system + user messages in the tokenizer's chat template and opens
-    # the assistant turn; the toy learnt to answer there with the bare level.
-    results = Judge(chat_backend).score(rubric, toy_items)
-    for item, result in zip(toy_items, results, strict=True):
-        verdict = result["marker"]
-        assert verdict.method == "logprobs"
-        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3)
-
-
-def test_chat_endpoint_pairwise(chat_backend: OpenAIBackend, pairwise_items: list[Item]) -> None:
-    pairs = Judge(chat_backend).compare(toy_pairwise_rubric(), pairwise_items)
+def test_openai_pairwise(backend: OpenAIBackend, pairwise_items: list[Item]) -> None:
+    pairs = Judge(backend).compare(toy_pairwise_rubric(), pairwise_items)
     for item, result in zip(pairwise_items, pairs, strict=True):
         want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
         assert result["marker"].outcome == want and result["marker"].consistent
-
-
-def test_chat_endpoint_generate_then_parse(
-    chat_backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
-) -> None:
-    judge = Judge(chat_backend)
-    prompts = [
-        judge.builder.render(rubric, "marker", prompt=i.prompt, completion=i.completion)
-        for i in toy_items[:4]
-    ]
-    verdicts = judge.ask(prompts, min_mass=1.01)
-    assert [v.value for v in verdicts] == [expected_level(i.completion) for i in toy_items[:4]]
 
 
 def test_server_errors_surface(openai_url: str, rubric: Rubric, toy_items: list[Item]) -> None:
