@@ -137,16 +137,22 @@ def _examples(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
     for _ in range(n):
         question = toy_text(rng, rng.choice(_WORDS), 4)
         if rng.random() < 0.5:
-            answer = toy_text(rng, GOOD if rng.random() < 0.5 else BAD)
+            answer = toy_text(rng, GOOD if rng.random() < 0.5 else BAD, rng.randint(4, 12))
             prompt = builder.render(single, "marker", prompt=question, completion=answer)
             out.append((prompt, str(int(expected_level(answer)))))
         else:
-            a, b = toy_text(rng, GOOD), toy_text(rng, BAD)
+            a = toy_text(rng, GOOD, rng.randint(4, 12))
+            b = toy_text(rng, BAD, rng.randint(4, 12))
             if rng.random() < 0.5:
                 a, b = b, a
             prompt = builder.render(pair, "marker", prompt=question, completion=a, completion_b=b)
             out.append((prompt, expected_pair(a, b)))
     return out
+
+
+def _decay_over(steps: int) -> Callable[[int], float]:
+    """Learning-rate factor falling linearly from 1 to 0 over ``steps``."""
+    return lambda step: max(0.0, 1 - step / steps)
 
 
 class NotLearnt(RuntimeError):
@@ -166,9 +172,10 @@ def _train(
 ) -> int:
     """Teach ``model`` each example's verdict token, in every prompt format; steps taken.
 
-    Training stops once every held-out example, in every format, gets its verdict with
-    probability >= 0.95: each (task, format) pair is learnt abruptly, at a point that varies
-    from run to run, so a fixed step count was either wasteful or, now and then, short.
+    Once every held-out example, in every format, gets its verdict with probability
+    >= 0.95, training settles (a few hundred more steps at a rate decaying to zero). Each
+    (task, format) pair is learnt abruptly, at a point that varies from run to run, so a
+    fixed step count was either wasteful or, now and then, short.
     """
     import torch
 
@@ -214,8 +221,13 @@ def _train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 100))
     rng = random.Random(seed)
     start = time.perf_counter()
+    settle_until: int | None = None
+    step = 0
     model.train()
-    for step in range(1, max_steps + 1):
+    while settle_until is None or step < settle_until:
+        if settle_until is None and step >= max_steps:
+            raise NotLearnt(f"the toy judge did not learn its rubrics in {max_steps} steps")
+        step += 1
         # Every format in every batch, in equal shares.
         chosen = [
             (p, a, FORMATS[i % len(FORMATS)])
@@ -232,12 +244,15 @@ def _train(
         sched.step()
         if step % 100 == 0:
             log.info("toy judge step %d loss %.3f", step, loss.item())
-            if step >= 200 and learnt():
-                model.eval()
-                tok.padding_side = "right"
-                log.info("toy judge learnt in %d steps, %.1fs", step, time.perf_counter() - start)
-                return step
-    raise NotLearnt(f"the toy judge did not learn its rubrics in {max_steps} steps")
+            if settle_until is None and step >= 200 and learnt():
+                # Learnt on the held-out set; settle it with a rate decaying to zero.
+                settle = max(200, step // 2)
+                settle_until = step + settle
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, _decay_over(settle))
+    model.eval()
+    tok.padding_side = "right"
+    log.info("toy judge learnt in %d steps, %.1fs", step, time.perf_counter() - start)
+    return step
 
 
 def build_toy_judge(
@@ -260,7 +275,9 @@ def build_toy_judge(
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     path = Path(path)
-    examples = _examples(600, seed)
+    # Many distinct prompts, so that many distinct fences: with few, the model came to read
+    # digits of particular fences, and about 1 % of fresh fences tipped a verdict.
+    examples = _examples(4000, seed)
 
     # Byte-level BPE: any text encodes, and " 1" / " 5" / " A" / " B" become single tokens.
     bpe = Tokenizer(models.BPE())

@@ -19,8 +19,17 @@ import pytest
 import yaml
 
 from judgeserve.judge.rubric import Rubric
-from judgeserve.judge.scoring import Item
-from judgeserve.judge.toy import BAD, GOOD, cached_toy_judge, toy_rubric, toy_text
+from judgeserve.judge.scoring import Item, Judge
+from judgeserve.judge.toy import (
+    BAD,
+    GOOD,
+    cached_toy_judge,
+    expected_level,
+    expected_pair,
+    toy_pairwise_rubric,
+    toy_rubric,
+    toy_text,
+)
 
 from ..conftest import free_port
 
@@ -78,6 +87,27 @@ def transformers_backend(toy_model: Path) -> Iterator[object]:
     backend = TransformersBackend(str(toy_model), batch_size=8)
     yield backend
     backend.close()
+
+
+def assert_recovers_toy_rubric(backend: Any, rubric: Rubric, items: list[Item]) -> None:
+    """Judging ``items`` through ``backend`` gives the toy's scores, read from logprobs."""
+    results = Judge(backend).score(rubric, items)
+    for item, result in zip(items, results, strict=True):
+        verdict = result["marker"]
+        assert verdict.method == "logprobs"
+        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3), item
+        assert sum(verdict.distribution.values()) == pytest.approx(1.0)
+
+
+def assert_recovers_toy_pairs(backend: Any, items: list[Item]) -> None:
+    """Comparing each pair in both orders through ``backend``: the banana answer wins."""
+    pairs = Judge(backend).compare(toy_pairwise_rubric(), items)
+    for item, result in zip(items, pairs, strict=True):
+        verdict = result["marker"]
+        want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
+        assert verdict.outcome == want and verdict.consistent, item
+        assert verdict.value == (1.0 if want == "win" else 0.0)
+        assert verdict.p_win == pytest.approx(verdict.value, abs=0.2)
 
 
 @contextlib.contextmanager

