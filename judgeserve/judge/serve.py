@@ -79,7 +79,8 @@ class JudgeDeployment:
         cfg = DeploymentArgs.model_validate(args)
         backend = SERVE_VARIANTS.get(cfg.backend, cfg.backend)
         self.backend = load_backend(backend, cfg.model, **cfg.options)
-        self.passthrough = isinstance(self.backend, AsyncJudgeBackend)
+        # Checked once: a runtime Protocol check inspects every member, too slow per request.
+        self._async = self.backend if isinstance(self.backend, AsyncJudgeBackend) else None
         # The decorator's sizes are defaults; serve.yaml's args set the real ones.
         batched: list[Any] = [self._label_probs, self._generate]
         for method in batched:
@@ -104,15 +105,15 @@ class JudgeDeployment:
 
     async def label_probs(self, prompts: list[dict[str, Any]]) -> list[dict[str, float] | None]:
         """Label probabilities for prompts given as :meth:`JudgePrompt.to_dict` dicts."""
-        if isinstance(self.backend, AsyncJudgeBackend):
-            return await self.backend.alabel_probs([JudgePrompt.from_dict(p) for p in prompts])
+        if self._async is not None:
+            return await self._async.alabel_probs([JudgePrompt.from_dict(p) for p in prompts])
         return list(
             await asyncio.gather(*(self._label_probs(JudgePrompt.from_dict(p)) for p in prompts))
         )
 
     async def generate(self, prompts: list[dict[str, Any]], max_tokens: int = 8) -> list[str]:
-        if isinstance(self.backend, AsyncJudgeBackend):
-            return await self.backend.agenerate(
+        if self._async is not None:
+            return await self._async.agenerate(
                 [JudgePrompt.from_dict(p) for p in prompts], max_tokens
             )
         return list(
@@ -126,10 +127,10 @@ class JudgeDeployment:
 
     def stats(self) -> dict[str, Any]:
         """Recent Serve batch sizes; for pass-through engines, the most requests in flight."""
-        out: dict[str, Any] = {**self.info(), "passthrough": self.passthrough}
+        out: dict[str, Any] = {**self.info(), "passthrough": self._async is not None}
         out["batch_sizes"] = list(self.batch_sizes)
-        if self.passthrough:
-            out["in_flight_peak"] = getattr(self.backend, "in_flight_peak", None)
+        if self._async is not None:
+            out["in_flight_peak"] = getattr(self._async, "in_flight_peak", None)
         return out
 
     def check_health(self) -> None:
