@@ -1,4 +1,4 @@
-"""A toy judge model built from scratch in about a minute, for tests, benchmarks and demos.
+"""A toy judge model built from scratch in a few minutes, for tests, benchmarks and demos.
 
 No model can be downloaded here, yet the judge pipeline must be proven end to end: this
 module trains a tokenizer on rendered judge prompts, then a small Llama to answer two
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from .backends.base import prompt_text
 from .prompt import JudgePrompt, PromptBuilder
 from .rubric import Rubric, parse_rubric
 
@@ -118,13 +119,14 @@ def expected_pair(a: str, b: str) -> str:
     return "A" if GOOD in a else "B"
 
 
-def render(prompt: JudgePrompt, fmt: Format, chat: Callable[[list[dict[str, str]]], str]) -> str:
+def render(prompt: JudgePrompt, fmt: Format, tokenizer: Any) -> str:
     """The text a backend would feed the model for ``prompt`` in format ``fmt``."""
-    if fmt == "plain":
-        return prompt.text()
-    if fmt == "chat":
-        return prompt.text(chat)
-    return chat(prompt.messages())
+    if fmt == "chat-bare":  # what a chat server builds from the messages
+        text: str = tokenizer.apply_chat_template(
+            prompt.messages(), tokenize=False, add_generation_prompt=True
+        )
+        return text
+    return prompt_text(prompt, tokenizer, use_chat_template=fmt == "chat")
 
 
 def _examples(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
@@ -179,10 +181,6 @@ def _train(
     """
     import torch
 
-    def chat(messages: list[dict[str, str]]) -> str:
-        text: str = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text
-
     def target(label: str, fmt: Format) -> int:
         # After "Score:" the verdict follows a space; a bare assistant turn starts with it.
         # Judges read a label's first token only (first tokens differ across labels).
@@ -191,7 +189,7 @@ def _train(
 
     def logits(chosen: list[tuple[JudgePrompt, str, Format]], then: Any = None) -> Any:
         """Logits after each prompt (and after the token ``then`` appended to it, if any)."""
-        enc = tok([render(p, f, chat) for p, _, f in chosen], return_tensors="pt", padding=True)
+        enc = tok([render(p, f, tok) for p, _, f in chosen], return_tensors="pt", padding=True)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         if then is not None:
             ids = torch.cat([ids, then[:, None]], 1)
@@ -202,16 +200,18 @@ def _train(
 
     def learnt() -> bool:
         model.eval()
-        with torch.no_grad():
-            for fmt in FORMATS:
-                for i in range(0, len(held_out), 32):
-                    chosen = [(p, a, fmt) for p, a in held_out[i : i + 32]]
-                    probs = logits(chosen)[:, -1, :].softmax(-1)
-                    wanted = torch.tensor([target(a, f) for _, a, f in chosen])
-                    if probs.gather(1, wanted[:, None]).min().item() < 0.95:
-                        model.train()
-                        return False
-        return True
+        try:
+            with torch.no_grad():
+                for fmt in FORMATS:
+                    for i in range(0, len(held_out), 32):
+                        chosen = [(p, a, fmt) for p, a in held_out[i : i + 32]]
+                        probs = logits(chosen)[:, -1, :].softmax(-1)
+                        wanted = torch.tensor([target(a, f) for _, a, f in chosen])
+                        if probs.gather(1, wanted[:, None]).min().item() < 0.95:
+                            return False
+            return True
+        finally:
+            model.train()
 
     F = torch.nn.functional
     eos = torch.full((batch,), tok.eos_token_id)
@@ -350,7 +350,8 @@ def build_toy_lora(
 
     tok = AutoTokenizer.from_pretrained(base)
     held_out = inverted(64, seed + 1000)
-    _train(model, tok, inverted(400, seed), held_out, max_steps=max_steps, lr=3e-3, seed=seed)
+    # Many prompts (many fences) for the reason given in build_toy_judge.
+    _train(model, tok, inverted(4000, seed), held_out, max_steps=max_steps, lr=3e-3, seed=seed)
     model.save_pretrained(path)
     return Path(path)
 
