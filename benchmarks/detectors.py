@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from judgeserve.detectors import chrf as chrf_module
+from judgeserve.detectors import _chrf as chrf_module
 from judgeserve.detectors.diversity import DiversityScorer
 from judgeserve.detectors.memorization import MemorizationScorer, build_index
-from judgeserve.detectors.ngram_index import NgramIndex
+from judgeserve.detectors._ngram_index import NgramIndex
 from judgeserve.detectors.reference import ReferenceScorer
 from judgeserve.detectors.repetition import RepetitionScorer
-from judgeserve.detectors.tokens import TOKEN_RE, ngram_hashes, stable_ids, tokenize
+from judgeserve.detectors._tokens import TOKEN_RE, ngram_hashes, stable_ids, tokenize
 from judgeserve.detectors.truncation import TruncationScorer
 from judgeserve.schema import Sample
 
@@ -210,7 +210,7 @@ def synthetic_build(tokens: int, tmp: Path) -> list[Row]:
 def embeddings(samples: list[Sample]) -> list[Row]:
     import torch
 
-    from judgeserve.detectors import embeddings as emb
+    from judgeserve.detectors import _embeddings as emb
 
     a = torch.randn(512, 512)
     flops = 20 * 2 * 512**3 / timed(lambda: [a @ a for _ in range(20)])

@@ -37,8 +37,8 @@ from sacrebleu.metrics.bleu import BLEU
 
 from ..schema import Sample
 from ..scorers import Flag, SetResult, SetScorer
-from .embeddings import embed
-from .tokens import tokenize
+from ._embeddings import embed
+from ._tokens import tokenize
 
 __all__ = ["DiversityScorer", "prompt_group", "vendi_score"]
 

@@ -9,7 +9,7 @@ from ..scorers import SampleScorer
 
 # The project tokenizer (words, CJK characters, single punctuation marks), shared by
 # every detector; re-exported here because this module was its first home.
-from .tokens import TOKEN_RE, tokenize
+from ._tokens import TOKEN_RE, tokenize
 
 __all__ = ["LengthScorer", "TOKEN_RE", "tokenize"]
 

@@ -29,9 +29,9 @@ from ..exceptions import ConfigError, IndexFileError
 from ..schema import Sample, Score
 from ..scorers import SampleScorer
 from ..settings import Settings, get_settings
-from .index_build import IndexStats, build_index
-from .ngram_index import NgramIndex
-from .tokens import ngram_hashes, stable_ids, token_spans, tokenize
+from ._index_build import IndexStats, build_index
+from ._ngram_index import NgramIndex
+from ._tokens import ngram_hashes, stable_ids, token_spans, tokenize
 
 __all__ = ["MemorizationScorer", "build_index", "IndexStats", "run_index_dir"]
 

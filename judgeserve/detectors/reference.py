@@ -19,8 +19,8 @@ import numpy as np
 
 from ..schema import Sample, Score
 from ..scorers import SampleScorer
-from .chrf import chrf_batch
-from .embeddings import embed
+from ._chrf import chrf_batch
+from ._embeddings import embed
 
 __all__ = ["ReferenceScorer"]
 

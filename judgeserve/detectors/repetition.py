@@ -29,7 +29,7 @@ import numpy.typing as npt
 from ..schema import Sample, Score
 from ..scorers import SampleScorer
 from ._jit import jit
-from .tokens import token_ids, token_spans, tokenize
+from ._tokens import token_ids, token_spans, tokenize
 
 __all__ = ["RepetitionScorer", "Repeats", "analyse"]
 

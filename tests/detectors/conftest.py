@@ -18,7 +18,7 @@ def _no_network(*args: Any, **kwargs: Any) -> None:
 @pytest.fixture(scope="session")
 def minilm() -> Any:
     """The process's shared SentenceTransformer (embeddings.get_model), loaded offline."""
-    from judgeserve.detectors.embeddings import get_model
+    from judgeserve.detectors._embeddings import get_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", _no_network)

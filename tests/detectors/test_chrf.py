@@ -5,7 +5,7 @@ import random
 import pytest
 from sacrebleu.metrics.chrf import CHRF
 
-from judgeserve.detectors.chrf import chrf, chrf_batch
+from judgeserve.detectors._chrf import chrf, chrf_batch
 
 PAIRS = [
     ("The cat sat on the mat.", "The cat is sitting on the mat."),

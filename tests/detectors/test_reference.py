@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from judgeserve.detectors.embeddings import embed
+from judgeserve.detectors._embeddings import embed
 from judgeserve.detectors.reference import ReferenceScorer
 from judgeserve.schema import Sample
 

@@ -5,7 +5,7 @@ import random
 import subprocess
 import sys
 
-from judgeserve.detectors.tokens import (
+from judgeserve.detectors._tokens import (
     TOKEN_RE,
     ngram_hashes,
     split_tokens,
@@ -45,7 +45,7 @@ def test_stable_ids_are_the_same_in_another_process() -> None:
     text = "Stable across processes, même avec des accents ünd 漢字."
     mine = ngram_hashes(stable_ids(tokenize(text)), 2).tolist()
     code = (
-        "from judgeserve.detectors.tokens import *; "
+        "from judgeserve.detectors._tokens import *; "
         f"print(ngram_hashes(stable_ids(tokenize({text!r})), 2).tolist())"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")

@@ -23,8 +23,8 @@ import rbloom
 from tqdm import tqdm
 
 from ..exceptions import ConfigError
-from .ngram_index import ANCHOR_DTYPE, FORMAT, RECORD_DTYPE, VERSION, anchor_key, write_index
-from .tokens import TOKENIZER_ID, ngram_hashes, split_tokens, stable_ids
+from ._ngram_index import ANCHOR_DTYPE, FORMAT, RECORD_DTYPE, VERSION, anchor_key, write_index
+from ._tokens import TOKENIZER_ID, ngram_hashes, split_tokens, stable_ids
 
 __all__ = ["build_index", "IndexStats", "DEFAULT_N", "DEFAULT_MIN_SPAN", "DEFAULT_FPR"]
 

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import rbloom
 
 from ..exceptions import IndexFileError
-from .tokens import TOKENIZER_ID, ngram_hashes, split_tokens, stable_ids
+from ._tokens import TOKENIZER_ID, ngram_hashes, split_tokens, stable_ids
 
 __all__ = ["NgramIndex", "FORMAT", "VERSION", "RECORD_DTYPE", "ANCHOR_DTYPE", "sha256"]
 
