@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from judgeserve.detectors import _chrf as chrf_module
+from judgeserve.detectors._ngram_index import NgramIndex
+from judgeserve.detectors._tokens import TOKEN_RE, ngram_hashes, stable_ids, tokenize
 from judgeserve.detectors.diversity import DiversityScorer
 from judgeserve.detectors.memorization import MemorizationScorer, build_index
-from judgeserve.detectors._ngram_index import NgramIndex
 from judgeserve.detectors.reference import ReferenceScorer
 from judgeserve.detectors.repetition import RepetitionScorer
-from judgeserve.detectors._tokens import TOKEN_RE, ngram_hashes, stable_ids, tokenize
 from judgeserve.detectors.truncation import TruncationScorer
 from judgeserve.schema import Sample
 

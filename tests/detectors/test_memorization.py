@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from judgeserve.detectors.memorization import MemorizationScorer, build_index
 from judgeserve.detectors._tokens import tokenize
+from judgeserve.detectors.memorization import MemorizationScorer, build_index
 from judgeserve.exceptions import ConfigError, IndexFileError
 from judgeserve.schema import Sample
 
