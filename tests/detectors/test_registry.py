@@ -9,6 +9,7 @@ FAMILIES = {
     "memorization": SampleScorer,
     "reference": SampleScorer,
     "diversity": SetScorer,
+    "reference_lc": SetScorer,
 }
 
 
