@@ -12,7 +12,7 @@ import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
-from judgeserve.api import create_app
+from judgeserve.app import create_app
 from judgeserve.schema import Aggregate, Alert, Sample, Score
 from judgeserve.settings import Settings
 from judgeserve.store import Store
