@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Redis is not reachable now (down, restarting, a network blip): try again later.
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class Queue:
             found = [self.deadletter(i) for i in ids]
             return sum(self._requeue(d) for d in found if d is not None)
         moved, start = 0, "-"
-        while page := read_deadletters(self.redis, self.keys, 1000, start=start):
+        while page := read_deadletters(self.redis, self.keys, DEADLETTER_PAGE, start=start):
             moved += sum(self._requeue(d) for d in page)
             start = "(" + page[-1]["id"]  # exclusive: after the last one seen
         return moved

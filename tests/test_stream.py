@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
-from judgeserve import read
+from judgeserve import read, stream
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.schema import Score
 from judgeserve.settings import Settings
@@ -215,6 +216,27 @@ def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Call
     requeued = run_cli("deadletter", "requeue", env=env)
     assert requeued.stdout.strip() == "requeued 1"
     assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1
+
+
+def test_dead_letters_requeue_by_id_and_all(
+    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "DEADLETTER_PAGE", 2)
+    s = settings.model_copy(update={"max_deliveries": 1})
+    worker = make_worker(settings=s, scorers=[PoisonScorer()])
+    worker.queue.add([payload(i, text="POISON") for i in range(5)])
+    worker.process(worker.queue.read(10, block_ms=50))
+    dead = worker.queue.deadletters()
+    assert [d["payload"]["id"] for d in dead] == [f"s{i}" for i in range(5)]
+    assert worker.queue.deadletter(dead[2]["id"]) == dead[2]
+    assert worker.queue.deadletter("1-1") is None
+    # By id: only those move, whatever their place in the stream.
+    assert worker.queue.requeue_deadletters([dead[2]["id"], dead[4]["id"], "1-1"]) == 2
+    assert [d["payload"]["id"] for d in worker.queue.deadletters()] == ["s0", "s1", "s3"]
+    assert worker.queue.backlog() == 2
+    # All: page by page, to the end.
+    assert worker.queue.requeue_deadletters() == 3
+    assert worker.queue.deadletters() == [] and worker.queue.backlog() == 5
 
 
 def test_entry_redelivered_past_the_limit_is_dead_lettered(settings: Settings, make_worker: Callable[..., Worker]) -> None:
