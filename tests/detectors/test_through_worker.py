@@ -23,54 +23,25 @@ TRAINING = [
     "Copper kettles were hammered by hand in the old town square, where the smiths sang "
     "songs about winter, the mountain roads, and the merchants who came each spring.",
 ]
-UNSEEN = (
-    "A short note about growing tomatoes on a balcony in a windy place, with stakes "
-    "and plenty of water during the hottest weeks of summer."
-)
+UNSEEN = ("A short note about growing tomatoes on a balcony in a windy place, with stakes "
+          "and plenty of water during the hottest weeks of summer.")
 
 
 def test_detectors_score_a_submitted_batch(settings: Settings, tmp_path: Path, minilm: Any) -> None:
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TRAINING))
-    built = run_cli(
-        "index",
-        "build",
-        str(data),
-        "--run",
-        "det-run",
-        "--min-span",
-        "20",
-        env={"JUDGESERVE_INDEX_DIR": str(settings.index_dir)},
-    )
+    built = run_cli("index", "build", str(data), "--run", "det-run", "--min-span", "20",
+                    env={"JUDGESERVE_INDEX_DIR": str(settings.index_dir)})
     assert built.returncode == 0, built.stderr
     assert "indexed" in built.stdout
 
     samples = [
-        {
-            "id": "copied",
-            "prompt": "Tell me about the keeper.",
-            "completion": TRAINING[0],
-            "probe_id": "p1",
-        },
-        {
-            "id": "looping",
-            "prompt": "Describe the morning.",
-            "completion": "The morning is " + "bright and warm and " * 12 + "done.",
-            "probe_id": "p2",
-        },
-        {
-            "id": "clean",
-            "prompt": "Gardening tips?",
-            "completion": UNSEEN,
-            "probe_id": "p3",
-            "reference": "Grow tomatoes on a balcony with stakes and water them in summer.",
-        },
-        {
-            "id": "cut",
-            "prompt": "List fruit.",
-            "completion": "Apples, pears, and",
-            "probe_id": "p4",
-        },
+        {"id": "copied", "prompt": "Tell me about the keeper.", "completion": TRAINING[0], "probe_id": "p1"},
+        {"id": "looping", "prompt": "Describe the morning.",
+         "completion": "The morning is " + "bright and warm and " * 12 + "done.", "probe_id": "p2"},
+        {"id": "clean", "prompt": "Gardening tips?", "completion": UNSEEN, "probe_id": "p3",
+         "reference": "Grow tomatoes on a balcony with stakes and water them in summer."},
+        {"id": "cut", "prompt": "List fruit.", "completion": "Apples, pears, and", "probe_id": "p4"},
     ]
     worker = Worker(settings, hooks=())
     api = LiveServer(settings).start()
@@ -86,40 +57,20 @@ def test_detectors_score_a_submitted_batch(settings: Settings, tmp_path: Path, m
         wait_for(lambda: "diversity.distinct2" in step().get("aggregates", {}), timeout=180)
         body = step()
         scores = {s["id"]: {sc["scorer"]: sc for sc in s["scores"]} for s in body["samples"]}
-        for family in (
-            "length.tokens",
-            "repetition.rep4",
-            "repetition.loop",
-            "truncation.truncated",
-            "truncation.empty",
-            "memorization.memorized",
-            "memorization.longest_span",
-        ):
+        for family in ("length.tokens", "repetition.rep4", "repetition.loop", "truncation.truncated",
+                       "truncation.empty", "memorization.memorized", "memorization.longest_span"):
             assert all(family in scores[i] for i in scores), family
         assert scores["copied"]["memorization.memorized"]["value"] is True
         assert scores["clean"]["memorization.memorized"]["value"] is False
         assert scores["looping"]["repetition.loop"]["value"] is True
-        start, end = (
-            scores["looping"]["repetition.loop"]["details"]["start"],
-            scores["looping"]["repetition.loop"]["details"]["end"],
-        )
+        start, end = scores["looping"]["repetition.loop"]["details"]["start"], scores["looping"]["repetition.loop"]["details"]["end"]
         assert "bright and warm" in samples[1]["completion"][start:end]
         assert scores["clean"]["repetition.loop"]["value"] is False
         assert scores["cut"]["truncation.truncated"]["value"] is True
-        assert (
-            "reference.semscore" in scores["clean"] and "reference.semscore" not in scores["copied"]
-        )
+        assert "reference.semscore" in scores["clean"] and "reference.semscore" not in scores["copied"]
         aggs = body["aggregates"]
-        assert (
-            aggs["memorization.memorized"]["n"] == 4
-            and aggs["memorization.memorized"]["mean"] == 0.25
-        )
-        for metric in (
-            "diversity.distinct1",
-            "diversity.self_bleu",
-            "diversity.vendi",
-            "repetition.rep4",
-        ):
+        assert aggs["memorization.memorized"]["n"] == 4 and aggs["memorization.memorized"]["mean"] == 0.25
+        for metric in ("diversity.distinct1", "diversity.self_bleu", "diversity.vendi", "repetition.rep4"):
             assert metric in aggs, metric
         series = httpx.get(f"{api.url}/v1/runs/det-run/metrics").json()["metrics"]
         assert series["memorization.memorized"][0]["step"] == 100
