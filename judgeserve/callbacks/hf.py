@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import require
+from ..probes import GenerationConfig, Probe
 from ..schema import Alert
-from .probes import GenerationConfig, Probe
 from .runner import ProbeRunner
 
 require("transformers", "train")

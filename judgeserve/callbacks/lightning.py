@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MissingExtraError
+from ..probes import GenerationConfig, Probe
 from ..schema import Alert
-from .probes import GenerationConfig, Probe
 from .runner import ProbeRunner
 
 try:
