@@ -1,0 +1,1 @@
+"""Tiny models built locally for tests, benchmarks and the demo (no downloads)."""
