@@ -7,7 +7,8 @@ rejects smaller heads) with a byte-level BPE tokenizer trained here learns to an
 
 * LoRA adapter ``a`` (PEFT format) makes every answer start with ``apple``;
 * LoRA adapter ``b`` makes it start with ``banana``;
-* the full checkpoint (all weights fine-tuned, saved with its tokenizer) with ``cherry``.
+* the full checkpoint (all weights fine-tuned, saved with its tokenizer) with ``cherry``;
+* a second full checkpoint, adapter ``a`` merged into the base weights: ``apple``.
 
 The words after the fruit stay random (near-uniform), so sampled completions differ from
 draw to draw and seed to seed, while the first word tells whose weights made them. Each
@@ -73,6 +74,11 @@ class TinyPolicy:
     def full(self) -> Path:
         """The fully fine-tuned checkpoint (cherry), model and tokenizer."""
         return self.root / "full"
+
+    @property
+    def merged(self) -> Path:
+        """Adapter ``a`` merged into the base: a second full checkpoint (apple)."""
+        return self.root / "merged-a"
 
 
 def tiny_prompt(question: str) -> str:
@@ -227,6 +233,8 @@ def _build(policy: TinyPolicy, *, seed: int, peft: Any) -> None:
         _train(model, tok, FRUITS[name], steps=300, lr=5e-3, seed=seed + 1 + ord(name))
         _check(model, tok, FRUITS[name], f"adapter {name}")
         model.save_pretrained(policy.adapter(name))
+        if name == "a":
+            model.merge_and_unload().save_pretrained(policy.merged)
 
     full = AutoModelForCausalLM.from_pretrained(policy.base)
     _train(full, tok, FRUITS["full"], steps=200, lr=2e-3, seed=seed + 7)

@@ -23,6 +23,9 @@ VLLM_OPTIONS: dict[str, Any] = {
     "max_model_len": 256,
     "dtype": "float32",
     "enforce_eager": True,
+    # Blocks of 32 tokens (CPU default 128) so that prefix caching takes in the long probes
+    # of the reload test: their cached attention must not outlive the weights.
+    "block_size": 32,
 }
 
 

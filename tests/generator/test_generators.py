@@ -4,6 +4,7 @@ checkpoint loads and leaves the base intact, a vanished folder is a specific err
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from judgeserve.exceptions import CheckpointError, CheckpointMissingError
 from judgeserve.generator import GenerationJob, GenerationResult
 from judgeserve.probes import GenerationConfig, Probe
-from judgeserve.testing.tiny_policy import FRUITS, WORDS, TinyPolicy
+from judgeserve.testing.tiny_policy import FRUITS, WORDS, TinyPolicy, tiny_prompt
 
 # Greedy plus three sampled draws, long enough for the end of text (4 words) to come. At
 # temperature 0.5 the fruit comes first in every draw (p > 0.99 at 1.0, ~1e-5 left at
@@ -85,18 +86,29 @@ def test_full_checkpoint_loads_and_the_base_comes_back(
     full = run(generator, policy.full, probes, kind="full")
     assert first_words(full) == {FRUITS["full"]}
     assert full.identity.kind == "full"
-    # LoRA adapters apply to the base weights again, not to the full checkpoint's.
-    assert first_words(run(generator, policy.adapter("a"), probes)) == {FRUITS["a"]}
+    # Another full checkpoint replaces it (adapter a merged into the base: apple) ...
+    assert first_words(run(generator, policy.merged, probes, kind="full")) == {FRUITS["a"]}
+    # ... LoRA adapters apply to the base weights again, not to a full checkpoint's ...
+    assert first_words(run(generator, policy.adapter("b"), probes)) == {FRUITS["b"]}
+    # ... and the first one comes back the same.
     assert texts(run(generator, policy.full, probes, kind="full")) == texts(full)
 
 
 def test_vllm_reloads_full_weights_in_the_running_engine(
-    vllm_generator: Any, policy: TinyPolicy, probes: list[Probe]
+    vllm_generator: Any, policy: TinyPolicy
 ) -> None:
+    # Probes longer than a KV-cache block (32 tokens here): vLLM caches their prefixes.
+    rng = random.Random(5)
+    long = [Probe(id=f"long{i}", prompt=tiny_prompt(" ".join(rng.choices(WORDS, k=40))))
+            for i in range(6)]
     engine = vllm_generator._llm
-    assert first_words(run(vllm_generator, policy.full, probes, kind="full")) == {FRUITS["full"]}
-    assert first_words(run(vllm_generator, policy.adapter("b"), probes)) == {FRUITS["b"]}
+    assert first_words(run(vllm_generator, policy.full, long, kind="full")) == {FRUITS["full"]}
+    merged = run(vllm_generator, policy.merged, long, kind="full")
     assert vllm_generator._llm is engine  # swapped by weight reload: no engine restart
+    # Attention cached under the previous weights must not be reused: the completions are
+    # those of the merged weights computed afresh (the cache emptied by hand here).
+    engine.reset_prefix_cache()
+    assert texts(merged) == texts(run(vllm_generator, policy.merged, long, kind="full"))
 
 
 def test_adapters_beyond_capacity_are_unloaded_least_recent_first(
