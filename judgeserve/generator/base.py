@@ -72,7 +72,9 @@ class GenerationJob(BaseModel):
     def _unique_ids(cls, probes: list[Probe]) -> list[Probe]:
         ids = [p.id for p in probes]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"probe ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+            raise ValueError(
+                f"probe ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}"
+            )
         return probes
 
 

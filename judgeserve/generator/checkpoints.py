@@ -107,7 +107,13 @@ def _fetch(url: str, cache_dir: Path, keep: int) -> Path:
     stamp = {
         name[len(root) :].lstrip("/"): [
             info.get("size"),
-            str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created") or ""),
+            str(
+                info.get("mtime")
+                or info.get("LastModified")
+                or info.get("ETag")
+                or info.get("created")
+                or ""
+            ),
         ]
         for name, info in listing.items()
     }

@@ -77,7 +77,9 @@ class ServeGenerator:
             self._info = self.info()
             hosted = self._info.get("base_model")
             if self._expected and hosted and self._expected != hosted:
-                raise ConfigError(f"expected base model {self._expected!r} but {self.url} hosts {hosted!r}")
+                raise ConfigError(
+                    f"expected base model {self._expected!r} but {self.url} hosts {hosted!r}"
+                )
         return str(self._info.get("base_model"))
 
     def info(self) -> dict[str, Any]:

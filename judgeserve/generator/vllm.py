@@ -138,10 +138,21 @@ class VLLMGenerator:
                 f"{self.max_lora_rank} (raise it in the generator's options)"
             )
         self._base_weights()
-        adapter_id, _, evicted = self._slots.use(ckpt.key)
+        adapter_id, load, evicted = self._slots.use(ckpt.key)
         for old in evicted:
             self._llm.llm_engine.remove_lora(old)
-        return LoRARequest(f"ckpt-{adapter_id}", adapter_id, str(ckpt.path))
+        request = LoRARequest(f"ckpt-{adapter_id}", adapter_id, str(ckpt.path))
+        if load:  # now, not with the first request: a bad adapter is the checkpoint's fault
+            try:
+                self._llm.llm_engine.add_lora(request)
+            except Exception as e:
+                self._slots.forget(ckpt.key)
+                from vllm.v1.engine.exceptions import EngineDeadError
+
+                if isinstance(e, EngineDeadError):
+                    raise
+                raise CheckpointError(f"vLLM could not load adapter {ckpt.source}: {e}") from e
+        return request
 
     def _full(self, ckpt: LocalCheckpoint) -> None:
         import json

@@ -227,7 +227,15 @@ def _build(policy: TinyPolicy, *, seed: int, peft: Any) -> None:
             peft.LoraConfig(
                 r=8,
                 lora_alpha=16,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                target_modules=[
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj",
+                ],
             ),
         )
         _train(model, tok, FRUITS[name], steps=300, lr=5e-3, seed=seed + 1 + ord(name))

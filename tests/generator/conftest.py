@@ -33,7 +33,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Outside `make test`, building the tiny policy (~1 min, once per machine: cached)
     # lands in the first test that needs it.
     for item in items:
-        if "policy" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+        if (
+            "policy" in getattr(item, "fixturenames", ())
+            and item.get_closest_marker("timeout") is None
+        ):
             item.add_marker(pytest.mark.timeout(600))
 
 

@@ -38,7 +38,10 @@ def test_local_folders(policy: TinyPolicy, tmp_path: Path) -> None:
     assert ckpt.path == policy.adapter("a") and ckpt.kind == "lora"
     assert resolve_checkpoint(f"file://{policy.full}", "full").path == policy.full
     gone = tmp_path / "checkpoint-500"
-    with pytest.raises(CheckpointMissingError, match=r"^checkpoint folder gone: .*checkpoint-500 \(deleted by save_total_limit\?\)$"):
+    with pytest.raises(
+        CheckpointMissingError,
+        match=r"^checkpoint folder gone: .*checkpoint-500 \(deleted by save_total_limit\?\)$",
+    ):
         resolve_checkpoint(str(gone), "lora")
     with pytest.raises(CheckpointError, match="is a file"):
         resolve_checkpoint(str(policy.full / "config.json"), "full")
@@ -77,7 +80,9 @@ def test_urls_are_fetched_once_into_the_cache(
     memory_fs.pipe(f"{url.removeprefix('memory://')}/README.md", b"new file")
     again = resolve_checkpoint(url, "lora", cache_dir=cache)
     assert again.path != ckpt.path and (again.path / "README.md").is_file()
-    with pytest.raises(CheckpointMissingError, match="checkpoint folder gone: memory:///ckpts/gone"):
+    with pytest.raises(
+        CheckpointMissingError, match="checkpoint folder gone: memory:///ckpts/gone"
+    ):
         resolve_checkpoint("memory:///ckpts/gone", "lora", cache_dir=cache)
 
 
@@ -87,8 +92,10 @@ def test_only_the_latest_downloads_are_kept(
     cache = tmp_path / "cache"
     paths = [
         resolve_checkpoint(
-            upload(memory_fs, policy.adapter("a"), f"/ckpts/r/checkpoint-{i}"), "lora",
-            cache_dir=cache, keep=2,
+            upload(memory_fs, policy.adapter("a"), f"/ckpts/r/checkpoint-{i}"),
+            "lora",
+            cache_dir=cache,
+            keep=2,
         ).path
         for i in range(3)
     ]
@@ -102,7 +109,10 @@ def test_urls_without_fsspec_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_url_checkpoint_generates(
-    transformers_generator: Any, policy: TinyPolicy, probes: list[Probe], memory_fs: Any,
+    transformers_generator: Any,
+    policy: TinyPolicy,
+    probes: list[Probe],
+    memory_fs: Any,
     tmp_path: Path,
 ) -> None:
     url = upload(memory_fs, policy.adapter("b"), "/ckpts/run2/checkpoint-200")

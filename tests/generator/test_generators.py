@@ -22,8 +22,13 @@ from judgeserve.testing.tiny_policy import FRUITS, WORDS, TinyPolicy, tiny_promp
 CONFIG = GenerationConfig(max_new_tokens=12, samples=3, temperature=0.5, top_p=1.0, seed=3)
 
 
-def run(generator: Any, checkpoint: Path, probes: list[Probe], kind: str = "lora",
-        config: GenerationConfig = CONFIG) -> GenerationResult:
+def run(
+    generator: Any,
+    checkpoint: Path,
+    probes: list[Probe],
+    kind: str = "lora",
+    config: GenerationConfig = CONFIG,
+) -> GenerationResult:
     job = GenerationJob(checkpoint=str(checkpoint), kind=kind, probes=probes, config=config)
     result: GenerationResult = generator.generate(job)
     return result
@@ -57,7 +62,9 @@ def test_each_adapter_makes_its_own_completions_and_the_same_again(
     # Sampling is real (draws and probes differ) and seeded (a new seed, new draws).
     sampled = [c.text for c in a.completions if c.decoding != "greedy"]
     assert len(set(sampled)) > len(sampled) // 2
-    reseeded = run(generator, policy.adapter("a"), probes, config=CONFIG.model_copy(update={"seed": 4}))
+    reseeded = run(
+        generator, policy.adapter("a"), probes, config=CONFIG.model_copy(update={"seed": 4})
+    )
     assert [c.text for c in reseeded.completions if c.decoding != "greedy"] != sampled
     assert [c.text for c in reseeded.completions if c.decoding == "greedy"] == [
         c.text for c in a.completions if c.decoding == "greedy"
@@ -74,8 +81,12 @@ def test_each_adapter_makes_its_own_completions_and_the_same_again(
     assert b.identity.checkpoint == str(policy.adapter("b"))
 
 
-def test_max_new_tokens_ends_with_length(generator: Any, policy: TinyPolicy, probes: list[Probe]) -> None:
-    short = run(generator, policy.adapter("b"), probes[:2], config=GenerationConfig(max_new_tokens=2))
+def test_max_new_tokens_ends_with_length(
+    generator: Any, policy: TinyPolicy, probes: list[Probe]
+) -> None:
+    short = run(
+        generator, policy.adapter("b"), probes[:2], config=GenerationConfig(max_new_tokens=2)
+    )
     for c in short.completions:
         assert (c.finish_reason, c.tokens, c.text.split()[0]) == ("length", 2, FRUITS["b"])
 
@@ -99,8 +110,10 @@ def test_vllm_reloads_full_weights_in_the_running_engine(
 ) -> None:
     # Probes longer than a KV-cache block (32 tokens here): vLLM caches their prefixes.
     rng = random.Random(5)
-    long = [Probe(id=f"long{i}", prompt=tiny_prompt(" ".join(rng.choices(WORDS, k=40))))
-            for i in range(6)]
+    long = [
+        Probe(id=f"long{i}", prompt=tiny_prompt(" ".join(rng.choices(WORDS, k=40))))
+        for i in range(6)
+    ]
     engine = vllm_generator._llm
     assert first_words(run(vllm_generator, policy.full, long, kind="full")) == {FRUITS["full"]}
     merged = run(vllm_generator, policy.merged, long, kind="full")
@@ -134,7 +147,7 @@ def test_an_adapter_rewritten_in_place_is_loaded_again(
     assert first_words(run(generator, folder, probes[:2])) == {FRUITS["b"]}
 
 
-def test_a_vanished_checkpoint_is_a_specific_error(
+def test_vanished_and_broken_checkpoints_are_specific_errors(
     generator: Any, policy: TinyPolicy, probes: list[Probe], tmp_path: Path
 ) -> None:
     folder = shutil.copytree(policy.adapter("a"), tmp_path / "checkpoint-100")
@@ -146,8 +159,34 @@ def test_a_vanished_checkpoint_is_a_specific_error(
     with pytest.raises(CheckpointError, match="kind='lora'"):
         run(generator, policy.adapter("a"), probes, kind="full")
     with pytest.raises(CheckpointError, match="hosts"):
-        generator.generate(GenerationJob(
-            checkpoint=str(policy.adapter("a")), base_model="someone/else", probes=probes
-        ))
+        generator.generate(
+            GenerationJob(
+                checkpoint=str(policy.adapter("a")), base_model="someone/else", probes=probes
+            )
+        )
+    run(
+        generator, policy.adapter("b"), probes[:1]
+    )  # an adapter is held: the broken one is not the first
+    broken = shutil.copytree(policy.adapter("a"), tmp_path / "checkpoint-200")
+    (broken / "adapter_model.safetensors").write_bytes(b"\0" * 64)  # a torn write
+    with pytest.raises(CheckpointError, match=r"could not load adapter .*checkpoint-200"):
+        run(generator, broken, probes)
     # The generator goes on serving.
     assert first_words(run(generator, policy.adapter("b"), probes[:2])) == {FRUITS["b"]}
+
+
+def test_a_broken_first_adapter_leaves_the_base_model_clean(
+    policy: TinyPolicy, probes: list[Probe], tmp_path: Path
+) -> None:
+    from judgeserve.generator.transformers import TransformersGenerator
+
+    generator = TransformersGenerator(str(policy.base))  # no adapter loaded yet
+    broken = shutil.copytree(policy.adapter("a"), tmp_path / "checkpoint-1")
+    (broken / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    try:
+        with pytest.raises(CheckpointError):
+            run(generator, broken, probes)
+        assert first_words(run(generator, policy.adapter("a"), probes)) == {FRUITS["a"]}
+        assert first_words(run(generator, policy.adapter("b"), probes)) == {FRUITS["b"]}
+    finally:
+        generator.close()

@@ -32,7 +32,11 @@ def test_a_users_generator_registers_like_the_built_ins() -> None:
 
     register_generator("mine", Mine)
     made: Any = load_generator("mine", "base", temperature_scale=2)
-    assert isinstance(made, Mine) and made.base_model == "base" and made.options == {"temperature_scale": 2}
+    assert (
+        isinstance(made, Mine)
+        and made.base_model == "base"
+        and made.options == {"temperature_scale": 2}
+    )
     with pytest.raises(ConfigError, match="needs url"):
         load_generator("serve")
 
@@ -48,7 +52,10 @@ def test_jobs_are_checked() -> None:
         ({"checkpoint": "/c", "probes": [{"id": "a", "prompt": "p"}] * 2}, "unique"),
         ({"checkpoint": "/c", "kind": "merged", "probes": [{"prompt": "p", "id": "a"}]}, "kind"),
         ({"checkpoint": "/c", "probes": [{"prompt": "p", "id": "a"}], "step": 3}, "step"),
-        ({"checkpoint": "/c", "probes": [{"prompt": "p", "id": "a"}], "config": {"top_p": 2}}, "top_p"),
+        (
+            {"checkpoint": "/c", "probes": [{"prompt": "p", "id": "a"}], "config": {"top_p": 2}},
+            "top_p",
+        ),
     ]:
         with pytest.raises(ValidationError, match=where):
             GenerationJob.model_validate(bad)
@@ -66,7 +73,9 @@ def test_base_model_must_match_for_adapters(tmp_path: Path) -> None:
     check_base_model(job(base_model="org/base"), "org/base")
     check_base_model(job(base_model=str(tmp_path / "alias")), str(tmp_path / "base"))
     check_base_model(job(base_model="org/other", kind="full"), "org/base")  # full: its own
-    with pytest.raises(CheckpointError, match=r"adapter for base model 'org/other'.*hosts 'org/base'"):
+    with pytest.raises(
+        CheckpointError, match=r"adapter for base model 'org/other'.*hosts 'org/base'"
+    ):
         check_base_model(job(base_model="org/other"), "org/base")
 
 

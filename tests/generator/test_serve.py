@@ -58,7 +58,11 @@ def served(policy: TinyPolicy, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "name": "judge",
             "route_prefix": "/judge",
             "import_path": "judgeserve.judge.serve:build_app",
-            "args": {"backend": "transformers", "model": str(policy.base), "options": {"threads": 1}},
+            "args": {
+                "backend": "transformers",
+                "model": str(policy.base),
+                "options": {"threads": 1},
+            },
             "deployments": [{"name": "JudgeDeployment", "ray_actor_options": {"num_cpus": 0.25}}],
         },
         {
@@ -114,7 +118,9 @@ def test_the_generator_answers_jobs_over_http(
         assert [c.text for c in again.completions] == [c.text for c in results["a"].completions]
         # Errors cross the wire as themselves: a vanished folder is still that.
         gone = str(policy.root / "checkpoint-gone")
-        with pytest.raises(CheckpointMissingError, match=r"checkpoint folder gone: .*checkpoint-gone"):
+        with pytest.raises(
+            CheckpointMissingError, match=r"checkpoint folder gone: .*checkpoint-gone"
+        ):
             client.generate(GenerationJob(checkpoint=gone, probes=probes))
         response = httpx.post(f"{served}/generator/generate", json={"checkpoint": "x"}, timeout=30)
         assert response.status_code == 422 and response.json()["error"] == "invalid_job"
