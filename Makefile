@@ -31,7 +31,7 @@ demo: $(STAMP)
 # The toy judge the judge tests load is trained once per machine (cached, a few minutes);
 # training it before pytest keeps that out of the first test's timeout.
 toy-judge: $(STAMP)
-	$(PY) -c "from judgeserve.judge.toy import cached_toy_judge as c; print('toy judge:', c())"
+	$(PY) -c "from judgeserve.testing.toy_judge import cached_toy_judge as c; print('toy judge:', c())"
 
 test: $(STAMP) services toy-judge
 	bash scripts/browser.sh || [ -z "$$CI" ]

@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 
 from judgeserve.judge.prompt import JudgePrompt, PromptBuilder
-from judgeserve.judge.scoring import parse_verdict
-from judgeserve.judge.toy import BAD, GOOD, cached_toy_judge, toy_rubric, toy_text
+from judgeserve.judge.verdicts import parse_verdict
+from judgeserve.testing.toy_judge import BAD, GOOD, cached_toy_judge, toy_rubric, toy_text
 
 ROWS: list[tuple[str, float, str]] = []
 

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from _stack import free_port, table, text, wait_healthy
 
 from judgeserve import JudgeClient
-from judgeserve.queue import Queue
 from judgeserve.store import Store
+from judgeserve.stream import Queue
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/12"

@@ -36,8 +36,8 @@ from transformers.utils import logging as hf_logging
 
 from judgeserve import JudgeClient
 from judgeserve.callbacks.hf import JudgeCallback
-from judgeserve.demo_data import write_corpus
-from judgeserve.demo_model import TextDataset, collate, tiny_gpt2, train_tokenizer
+from judgeserve.demo.data import write_corpus
+from judgeserve.demo.model import TextDataset, collate, tiny_gpt2, train_tokenizer
 
 CANARY_RULES = """
 rules:

@@ -37,7 +37,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @app.command()
 def up(host: Host = None, port: Port = None) -> None:
     """API and one worker in one process, for local use."""
-    from .server import run_stack
+    from .launch import run_stack
 
     run_stack(_settings(host, port))
 
@@ -45,7 +45,7 @@ def up(host: Host = None, port: Port = None) -> None:
 @app.command()
 def api(host: Host = None, port: Port = None) -> None:
     """Serve the HTTP API."""
-    from .server import serve_api
+    from .launch import serve_api
 
     serve_api(_settings(host, port))
 
@@ -58,7 +58,7 @@ def worker(
 ) -> None:
     """Consume the sample stream and score it (SIGTERM finishes the batch in flight)."""
     if ray:
-        from .workers_ray import run_ray_workers
+        from .launch import run_ray_workers
 
         run_ray_workers(_settings(), ray, ray_address)
         return
@@ -158,7 +158,7 @@ def token_revoke(token_id: str) -> None:
 
 
 def _queue() -> Any:
-    from .queue import Queue
+    from .stream import Queue
 
     s = _settings()
     return Queue(s.redis_url, prefix=s.stream_prefix, group=s.consumer_group)

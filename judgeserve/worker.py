@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .exceptions import QueueError, StoreError
-from .queue import Entry, Queue
 from .schema import Aggregate, Sample, Score
 from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
 from .settings import Settings
 from .store import Store
+from .stream import Entry, Queue
 
 __all__ = ["Worker", "BatchResult", "run_worker"]
 

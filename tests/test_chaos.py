@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from judgeserve import JudgeClient
-from judgeserve.queue import Queue
 from judgeserve.settings import Settings
 from judgeserve.store import Store, samples, scores
+from judgeserve.stream import Queue
 
 from .conftest import LiveServer, pg_schema_url, wait_for
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from judgeserve.queue import Queue
+from judgeserve.launch import start_actors
 from judgeserve.settings import Settings
 from judgeserve.store import Store
-from judgeserve.workers_ray import start_actors
+from judgeserve.stream import Queue
 
 from .conftest import pg_schema_url, wait_for
 

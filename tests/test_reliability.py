@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from judgeserve import JudgeClient
-from judgeserve.queue import Queue, durability_warnings
 from judgeserve.settings import Settings
 from judgeserve.store import Store
+from judgeserve.stream import Queue, durability_warnings
 from judgeserve.worker import Worker
 
 from .conftest import LiveServer, free_port, wait_for

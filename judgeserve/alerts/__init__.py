@@ -2,7 +2,7 @@
 
 * :mod:`.rules` — the YAML schema (``threshold``, ``regression``, ``trend``,
   ``divergence``) and loading with file/line/field errors; default rules ship in
-  ``judgeserve/rules/default.yaml``.
+  ``judgeserve/alerts/default_rules.yaml``.
 * :mod:`.evaluate` — pure evaluation of one rule at one checkpoint, with the statistics
   (one-sided Mann-Whitney U, bootstrap CI of a difference of means).
 * :mod:`.engine` — the worker's checkpoint hook: history from the store, de-duplication,

@@ -42,7 +42,7 @@ __all__ = [
     "rules_json_schema",
 ]
 
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+DEFAULT_RULES = Path(__file__).resolve().parent / "default_rules.yaml"
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,255}$")]

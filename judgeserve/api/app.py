@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from .. import __version__, web
 from ..auth import auth_enabled
 from ..exceptions import QueueError
-from ..queue import AsyncProducer, durability_warnings
 from ..settings import Settings, get_settings
 from ..store import Store
+from ..stream import AsyncProducer, durability_warnings
 from . import errors, routes
 from .limits import BodySizeLimit
 from .security import TokenCache

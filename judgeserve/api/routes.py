@@ -10,9 +10,9 @@ import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from ..exceptions import QueueError
-from ..queue import AsyncProducer, Keys, read_deadletters
 from ..schema import Alert, MetricsIn, SampleBatch
 from ..store import Store
+from ..stream import AsyncProducer, Keys, read_deadletters
 from .errors import Backpressure
 from .security import Caller, ReadRun, WriteRun, check_run
 

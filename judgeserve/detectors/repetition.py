@@ -8,13 +8,24 @@ Scores per sample:
   occurs twice (within ``max_distance`` tokens); for repeats of ``2 * min_tokens`` tokens
   or more, details hold both occurrences' character offsets (``first``, ``second``).
 * ``repetition.compression`` — raw bytes / zlib-compressed bytes: loops compress well.
-* ``repetition.loop`` — True when a unit of tokens repeats back to back at least
-  ``min_repeats`` times over at least ``min_tokens`` tokens; details hold the character
-  offsets of the looping span (``start``, ``end``) so a viewer can highlight it.
+* ``repetition.loop`` — True when the text loops, in one of three ways (``details.kind``):
 
-Everything comes from one boolean matrix ``eq[p, i] = token[i] == token[i + p]``: a run of
-``m`` Trues in row ``p`` is a repeat of ``m`` tokens at distance ``p``; when ``m >= p`` the
-text is periodic with period ``p`` over ``m + p`` tokens, which is a loop.
+  - ``exact``: a unit holding a word repeats back to back at least ``min_repeats`` times
+    over at least ``min_tokens`` tokens;
+  - ``wordless``: a unit of punctuation, digits or spaces only (an "ASCII art" line, a
+    bar of dashes) repeats at least ``wordless_min_repeats`` times over at least
+    ``wordless_min_tokens`` tokens; shorter ones are table rules and separators;
+  - ``near``: a unit repeats with a small share of its tokens changed each time (a verse
+    with one word swapped, list items that differ in their number, a table of contents
+    restarting with new numbers), as decided by :class:`~._near_periodic.NearLoopRule`.
+
+  Details hold the character offsets of the looping span (``start``, ``end``) so a viewer
+  can highlight it, with ``period_tokens``, ``repeats`` and the ``unit`` text.
+
+Exact repeats come from one boolean matrix ``eq[p, i] = token[i] == token[i + p]``: a run
+of ``m`` Trues in row ``p`` is a repeat of ``m`` tokens at distance ``p``; when ``m >= p``
+the text is periodic with period ``p`` over ``m + p`` tokens. Near-periodic loops are
+found by :mod:`._near_periodic`.
 """
 
 from __future__ import annotations
@@ -29,11 +40,21 @@ import numpy.typing as npt
 from ..schema import Sample, Score
 from ..scorers import SampleScorer
 from ._jit import jit
-from ._tokens import token_ids, token_spans, tokenize
+from ._near_periodic import (
+    MIN_STARTS,
+    NUMBER_ID,
+    Candidate,
+    NearLoopRule,
+    TokenClasses,
+    candidates,
+    token_classes,
+)
+from ._tokens import token_spans, tokenize
 
-__all__ = ["RepetitionScorer", "Repeats", "analyse"]
+__all__ = ["RepetitionScorer", "Repeats", "Loop", "analyse"]
 
 MAX_CANDIDATES = 256  # loop candidates kept per text; a text has a handful in practice
+NEAR_LOOPS = NearLoopRule()
 
 
 @dataclass(frozen=True)
@@ -139,13 +160,14 @@ def analyse(
     *,
     orders: Sequence[int] = (2, 3, 4),
     max_distance: int = 512,
-    unit_ok: Callable[[int, int], bool] | None = None,
+    loop_ok: Callable[[int, int, int], bool] | None = None,
     min_repeats: int = 3,
 ) -> Repeats:
     """Repeat statistics of one token-id sequence.
 
-    ``unit_ok(start, end)`` may veto a loop unit: a Markdown table rule ``| --- | --- |``
-    is periodic but is formatting, not a loop, so the scorer asks for a word token in it.
+    ``loop_ok(start, unit_end, end)`` may veto a loop (token indices): a Markdown table
+    rule ``| --- | --- |`` is periodic but is formatting, not a loop, so the scorer asks
+    for a word in the unit or, for wordless units, a long span.
     """
     length = len(ids)
     distinct = _distinct(ids, np.array(orders, dtype=np.int64)).tolist()
@@ -159,16 +181,40 @@ def analyse(
     rows = cand[:found]
     # Longest span first; among equal spans the shortest period (the true unit).
     for p, s, span in rows[np.lexsort((rows[:, 0], -rows[:, 2]))].tolist():
-        if unit_ok is None or unit_ok(s, s + p):
+        if loop_ok is None or loop_ok(s, s + p, s + span):
             loop = (p, s, s + span)
             break
     return Repeats(rep, longest, (at, at + dist), *loop)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The looping span the scorer reports (token indices, end exclusive)."""
+
+    kind: str  # "exact", "wordless" or "near"
+    period: int
+    start: int
+    end: int
+
+    @property
+    def repeats(self) -> float:
+        return (self.end - self.start) / self.period
+
+
+def _compression(raw: bytes) -> float:
+    # level 1: the ratio is what matters, not the smallest output; it is twice as fast.
+    return len(raw) / len(zlib.compress(raw, 1)) if raw else 1.0
+
+
+def _score(scorer: str, value: float | bool, details: dict[str, object], version: str) -> Score:
+    return Score(scorer=scorer, value=value, details=details, version=version)
 
 
 class RepetitionScorer(SampleScorer):
     """Repeated n-grams, longest repeat, compression ratio and a loop flag with its span."""
 
     name = "repetition"
+    version = "2"  # v2: wordless and near-periodic loops
 
     def __init__(
         self,
@@ -176,75 +222,102 @@ class RepetitionScorer(SampleScorer):
         min_repeats: int = 3,
         min_tokens: int = 8,
         max_distance: int = 512,
+        wordless_min_tokens: int = 100,
+        wordless_min_repeats: int = 10,
+        near: NearLoopRule | None = NEAR_LOOPS,
     ) -> None:
         self.orders = tuple(orders)
         self.min_repeats = min_repeats
         self.min_tokens = min_tokens
         self.max_distance = max_distance
+        self.wordless_min_tokens = wordless_min_tokens
+        self.wordless_min_repeats = wordless_min_repeats
+        self.near = near  # None: exact loops only
 
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
         return [self._one(s.completion) for s in samples]
 
-    def _one(self, text: str) -> list[Score]:
+    def loop(self, text: str) -> Loop | None:
+        """The looping span of ``text``, if any (what ``repetition.loop`` reports)."""
         tokens = tokenize(text)
-        ids = token_ids(tokens)
+        classes = token_classes(tokens)
+        return self._loop(tokens, classes, self._exact(classes))
 
-        def has_word(start: int, end: int) -> bool:
-            return any(t[0].isalnum() for t in tokens[start:end])
+    def _exact(self, classes: TokenClasses) -> Repeats:
+        word = classes.word
 
-        r = analyse(
-            ids,
+        def loop_ok(start: int, unit_end: int, end: int) -> bool:
+            if word[start:unit_end].any():
+                return end - start >= self.min_tokens
+            return (
+                end - start >= self.wordless_min_tokens
+                and end - start >= self.wordless_min_repeats * (unit_end - start)
+            )
+
+        return analyse(
+            classes.ids,
             orders=self.orders,
             max_distance=self.max_distance,
-            unit_ok=has_word,
+            loop_ok=loop_ok,
             min_repeats=self.min_repeats,
         )
+
+    def _loop(self, tokens: tuple[str, ...], classes: TokenClasses, r: Repeats) -> Loop | None:
+        if r.loop_period:
+            unit = classes.word[r.loop_start : r.loop_start + r.loop_period]
+            kind = "exact" if unit.any() else "wordless"
+            return Loop(kind, r.loop_period, r.loop_start, r.loop_end)
+        if self.near is None or not self._may_near_loop(classes, r):
+            return None
+        rule = self.near
+        found = [c for c in candidates(tokens, classes, self.max_distance) if rule(c)]
+        if not found:
+            return None
+        best: Candidate = max(found, key=lambda c: c.covered)
+        return Loop("near", best.period, best.loop_start, best.end)
+
+    def _may_near_loop(self, classes: TokenClasses, r: Repeats) -> bool:
+        # Folding numbers adds at most four repeated 4-grams per number, so when the raw
+        # repeats plus that cannot reach MIN_STARTS no period can: most answers stop here.
+        if 4 not in r.rep:
+            return True
+        repeated = r.rep[4] * max(0, len(classes.ids) - 3)
+        numbers = int(np.count_nonzero(classes.norm == NUMBER_ID))
+        return repeated + 4 * numbers >= MIN_STARTS - 0.5
+
+    def _one(self, text: str) -> list[Score]:
+        tokens = tokenize(text)
+        classes = token_classes(tokens)
+        r = self._exact(classes)
+        loop = self._loop(tokens, classes, r)
         raw = text.encode("utf-8", "surrogatepass")
-        # level 1: the ratio is what matters, not the smallest output; it is twice as fast.
-        compression = len(raw) / len(zlib.compress(raw, 1)) if raw else 1.0
         v = self.version
-        loop_tokens = r.loop_end - r.loop_start
-        is_loop = r.loop_period > 0 and loop_tokens >= self.min_tokens
-        scores = [
-            Score(scorer=f"repetition.rep{n}", value=r.rep[n], details={}, version=v)
-            for n in self.orders
-        ]
+        scores = [_score(f"repetition.rep{n}", r.rep[n], {}, v) for n in self.orders]
         details: dict[str, object] = {"tokens": r.longest}
         loop_details: dict[str, object] = {}
         # Offsets of a repeat cost as much as the analysis; only long ones are worth showing.
         show_repeat = r.longest >= 2 * self.min_tokens
-        if show_repeat or is_loop:
-            stop = max(
-                r.longest_at[1] + r.longest if show_repeat else 0, r.loop_end if is_loop else 0
-            )
+        if show_repeat or loop:
+            stop = max(r.longest_at[1] + r.longest if show_repeat else 0, loop.end if loop else 0)
             spans = token_spans(text, tokens, stop)
             if show_repeat:
                 a, b = r.longest_at
                 details["first"] = [spans[a][0], spans[a + r.longest - 1][1]]
                 details["second"] = [spans[b][0], spans[b + r.longest - 1][1]]
-            if is_loop:
-                start, end = spans[r.loop_start][0], spans[r.loop_end - 1][1]
-                unit_end = spans[r.loop_start + r.loop_period - 1][1]
+            if loop:
+                start, end = spans[loop.start][0], spans[loop.end - 1][1]
+                unit_end = spans[min(loop.start + loop.period, loop.end) - 1][1]
                 loop_details = {
+                    "kind": loop.kind,
                     "start": start,
                     "end": end,
-                    "period_tokens": r.loop_period,
-                    "repeats": round(r.loop_repeats, 2),
+                    "period_tokens": loop.period,
+                    "repeats": round(loop.repeats, 2),
                     "unit": text[start:unit_end][:200],
                 }
         scores += [
-            Score(
-                scorer="repetition.longest_repeat",
-                value=float(r.longest),
-                details=details,
-                version=v,
-            ),
-            Score(
-                scorer="repetition.compression",
-                value=compression,
-                details={"bytes": len(raw)},
-                version=v,
-            ),
-            Score(scorer="repetition.loop", value=is_loop, details=loop_details, version=v),
+            _score("repetition.longest_repeat", float(r.longest), details, v),
+            _score("repetition.compression", _compression(raw), {"bytes": len(raw)}, v),
+            _score("repetition.loop", loop is not None, loop_details, v),
         ]
         return scores

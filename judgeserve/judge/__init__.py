@@ -7,13 +7,14 @@ vLLM or Ray only when they are built.
 =================  ===================================================================
 ``rubric``         YAML schema, loading with file/line/field errors, JSON Schema
 ``prompt``         Jinja templates from ``prompts/``, per-request fences
-``scoring``        logprob-weighted scores, parsing fallback, pairwise order swap
+``verdicts``       verdict arithmetic: logprob-weighted scores, parsing, pairwise order swap
 ``backends/``      the backend Protocol and registry; transformers, vllm, openai, serve
 ``scorer``         :class:`JudgeScorer`, the worker's ``judge`` scorer
 ``serve``          the Ray Serve deployment and ``judgeserve serve``
 ``calibrate``      agreement with human labels
-``toy``            a judge model trained from scratch in seconds (tests, benchmarks)
 =================  ===================================================================
+
+The toy judge the tests and benchmarks train lives in :mod:`judgeserve.testing.toy_judge`.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ _WHERE = {
     "rubric_json_schema": "rubric",
     "JudgePrompt": "prompt",
     "PromptBuilder": "prompt",
-    "Item": "scoring",
-    "Judge": "scoring",
-    "Verdict": "scoring",
-    "PairVerdict": "scoring",
+    "Item": "verdicts",
+    "Judge": "verdicts",
+    "Verdict": "verdicts",
+    "PairVerdict": "verdicts",
     "JudgeScorer": "scorer",
     "JudgeBackend": "backends.base",
     "load_backend": "backends.base",

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..exceptions import ConfigError
 from .rubric import Rubric
-from .scoring import Item, Judge, PairVerdict
+from .verdicts import Item, Judge, PairVerdict
 
 __all__ = [
     "pairwise_agreement",

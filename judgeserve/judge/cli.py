@@ -82,7 +82,7 @@ def calibrate(
     from . import calibrate as cal
     from .backends.base import load_backend
     from .rubric import find_rubric
-    from .scoring import Judge
+    from .verdicts import Judge
 
     try:
         spec = find_rubric(rubric)

@@ -28,7 +28,7 @@ from ..settings import Settings, get_settings
 from .backends.base import JudgeBackend, load_backend
 from .prompt import PromptBuilder
 from .rubric import Rubric, find_rubric
-from .scoring import Item, Judge
+from .verdicts import Item, Judge
 
 __all__ = ["JudgeScorer", "selected", "rubrics_for"]
 

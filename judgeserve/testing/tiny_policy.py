@@ -197,7 +197,7 @@ def _build(policy: TinyPolicy, *, seed: int, peft: Any) -> None:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from ..demo_model import train_tokenizer
+    from ..demo.model import train_tokenizer
 
     rng = random.Random(seed)
     corpus = ["".join(_example(rng, None)) for _ in range(300)]

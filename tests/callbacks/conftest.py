@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from judgeserve.alerts import AlertEngine, parse_rules
-from judgeserve.demo_data import format_example, make_corpus
+from judgeserve.demo.data import format_example, make_corpus
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.settings import Settings
 from judgeserve.worker import Worker
@@ -35,12 +35,12 @@ class Tiny:
         return AutoModelForCausalLM.from_pretrained(self.model_dir)
 
     def dataset(self) -> Any:
-        from judgeserve.demo_model import TextDataset
+        from judgeserve.demo.model import TextDataset
 
         return TextDataset(self.texts, self.tokenizer)
 
     def collate(self, batch: Any) -> Any:
-        from judgeserve.demo_model import collate
+        from judgeserve.demo.model import collate
 
         return collate(batch, self.tokenizer.pad_token_id)
 
@@ -59,7 +59,7 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     """A 2-layer GPT-2 and a BPE tokenizer trained here, saved, loaded through the real loaders."""
-    from judgeserve.demo_model import tiny_gpt2, train_tokenizer
+    from judgeserve.demo.model import tiny_gpt2, train_tokenizer
 
     root = tmp_path_factory.mktemp("tiny")
     train, held = make_corpus(n_countries=12)

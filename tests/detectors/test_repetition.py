@@ -108,3 +108,136 @@ def test_analyse_agrees_with_brute_force() -> None:
         grams = [tuple(ids[i : i + 2]) for i in range(len(ids) - 1)]
         expected = 1 - len(set(grams)) / len(grams) if grams else 0.0
         assert r.rep[2] == pytest.approx(expected)
+
+
+ART_LOOP = "Here is an ASCII drawing of a fence:\n\n" + "|  |  |  |  |\n" * 150 + "|  | "
+
+
+def test_a_punctuation_only_line_drawn_hundreds_of_times_is_a_wordless_loop(
+    make_sample: Callable[..., Sample],
+) -> None:
+    flag = scores(ART_LOOP, make_sample)["repetition.loop"]
+    assert flag.value is True
+    assert flag.details["kind"] == "wordless"
+    start, end = flag.details["start"], flag.details["end"]
+    assert ART_LOOP.index("|") <= start < ART_LOOP.index("|") + 20
+    assert end >= len(ART_LOOP) - 10
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Results\n" + "=" * 80 + "\nAll 42 tests passed.\n" + "-" * 80,
+        "|" + "---|" * 14 + "\n|" + " 1 |" * 14,
+        "1/6 + 1/6 + 1/6 + 1/6 + 1/6 = 5/6, so the probability is 5/6.",
+        "That is roughly 69,000,000,000,000 kWh of energy.",
+        "+---+---+---+---+---+---+---+---+\n"
+        + "| p | p | p | p | p | p | p | p |\n+---+---+---+---+---+---+---+---+\n"
+        + "|   |   |   |   |   |   |   |   |\n+---+---+---+---+---+---+---+---+\n" * 4,
+        "<div><div></div></div>\n<div><div><div><div><p>David has three sisters.</p></div></div></div>",
+    ],
+    ids=["separators", "wide-table-rule", "sum", "big-number", "chessboard", "html-nesting"],
+)
+def test_punctuation_numbers_and_markup_that_repeat_briefly_are_not_loops(
+    text: str, make_sample: Callable[..., Sample]
+) -> None:
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is False, flag.details
+
+
+VERSE = (
+    "I walked along the {} at night,\nThe stars were shining cold and bright,\n"
+    "I thought of you and all we knew,\nAnd every road that led me through.\n\n"
+    "Oh, sing it loud, sing it clear,\nThe road is long but home is near.\n\n"
+)
+
+
+def test_a_verse_sung_again_with_one_word_swapped_each_time_is_a_near_loop(
+    make_sample: Callable[..., Sample],
+) -> None:
+    words = ["river", "highway", "shoreline", "railway", "mountain"]
+    text = "Title: Home\n\n" + "".join(VERSE.format(w) for w in words)
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is True
+    assert flag.details["kind"] == "near"
+    # The span runs from the first verse to the last; the unit is one verse.
+    assert flag.details["start"] <= text.index("I walked") + 2
+    assert flag.details["end"] >= text.rindex("home is near")
+    assert 35 <= flag.details["period_tokens"] <= 60
+    # The exact-repeat analysis alone misses it: the swapped word breaks the period.
+    [out] = RepetitionScorer(near=None).score([make_sample(text)])
+    assert out[-1].value is False
+
+
+def test_a_table_of_contents_restarting_with_new_numbers_is_a_near_loop(
+    make_sample: Callable[..., Sample],
+) -> None:
+    titles = ["Introduction", "Getting Started", "Installation", "Configuration", "Usage"]
+    text = "Contents:\n" + "\n".join(f"{k + 1}. {titles[k % 5]}" for k in range(40))
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is True and flag.details["kind"] == "near"
+    assert flag.details["repeats"] >= 6
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n".join(
+            f"{n}. {s}"
+            for n, s in enumerate(
+                [
+                    "Preheat the oven to 180 C and grease a round tin.",
+                    "Whisk the eggs and sugar until pale and fluffy.",
+                    "Fold in the flour and the baking powder.",
+                    "Melt the butter and stir it in with the vanilla.",
+                    "Pour the batter into the tin and smooth the top.",
+                    "Bake for 35 minutes, until a skewer comes out clean.",
+                    "Leave the cake to cool for ten minutes.",
+                    "Spread the frosting and decorate with berries.",
+                ],
+                1,
+            )
+        ),
+        "\n".join(
+            f"Company {c}: ${p} billion profit / ${r} billion revenue = {m}% profit margin"
+            for c, p, r, m in [
+                ("X", 3, 30, 10),
+                ("Y", 6, 60, 10),
+                ("Z", 7, 20, 35),
+                ("W", 21, 300, 7),
+                ("V", 25, 200, 12),
+                ("U", 20, 180, 11),
+                ("T", 9, 45, 20),
+                ("S", 4, 80, 5),
+            ]
+        ),
+        "\n".join(", ".join(f"({a},{b})" for b in range(1, 7)) for a in range(1, 7)),
+        "\n".join(f"7 x {i} = {7 * i}" for i in range(1, 13)),
+        "\n".join(
+            f'  {{"month": "2022-{m:02d}", "highest": {h}, "lowest": {lo}}},'
+            for m, h, lo in zip(
+                range(1, 13),
+                [156, 164, 171, 169, 180, 186, 181, 192, 197, 190, 203, 210],
+                [149, 160, 163, 160, 171, 178, 175, 184, 190, 185, 195, 203],
+                strict=True,
+            )
+        ),
+        "Verse 1:\nThe city lights are fading out,\nThe last train's leaving town.\n\n"
+        "Chorus:\nAnd I will find my way back home,\nThrough the rain and through the snow.\n\n"
+        "Verse 2:\nWe said goodbye on Sunday,\nThe coffee getting cold.\n\n"
+        "Chorus:\nAnd I will find my way back home,\nThrough the rain and through the snow.\n\n"
+        "Verse 3:\nNow every street remembers\nThe way we used to walk.\n\n"
+        "Chorus:\nAnd I will find my way back home,\nThrough the rain and through the snow.",
+    ],
+    ids=[
+        "numbered-list",
+        "profit-table",
+        "dice-grid",
+        "times-table",
+        "json-records",
+        "song-chorus",
+    ],
+)
+def test_structured_answers_are_not_loops(text: str, make_sample: Callable[..., Sample]) -> None:
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is False, flag.details

@@ -1,6 +1,6 @@
 """Fixtures of the judge tests: one toy judge model per session, trained here (no download).
 
-The model is a 2-layer Llama taught the toy rubrics (judgeserve.judge.toy): " 5" when the
+The model is a 2-layer Llama taught the toy rubrics (judgeserve.testing.toy_judge): " 5" when the
 judged answer contains "banana", " 1" when it contains "cherry", and in pairwise mode the
 letter of the answer with the banana; as plain text, through its chat template, and as a
 bare chat turn. Engines that load it are module- or session-scoped and shut down in
@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from judgeserve.judge.rubric import Rubric
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import (
+from judgeserve.judge.verdicts import Item, Judge
+from judgeserve.testing.toy_judge import (
     BAD,
     GOOD,
     cached_toy_judge,

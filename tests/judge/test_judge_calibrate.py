@@ -19,8 +19,13 @@ from judgeserve.judge.calibrate import (
 )
 from judgeserve.judge.cli import app
 from judgeserve.judge.rubric import BUILTIN_RUBRIC_DIR, Rubric
-from judgeserve.judge.scoring import Item, Judge, PairVerdict, Verdict
-from judgeserve.judge.toy import TOY_RUBRIC, expected_level, expected_pair, toy_pairwise_rubric
+from judgeserve.judge.verdicts import Item, Judge, PairVerdict, Verdict
+from judgeserve.testing.toy_judge import (
+    TOY_RUBRIC,
+    expected_level,
+    expected_pair,
+    toy_pairwise_rubric,
+)
 
 
 def test_cohen_kappa_known_values() -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from judgeserve.judge.backends.openai_compat import OpenAIBackend
 from judgeserve.judge.rubric import Rubric
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level
+from judgeserve.judge.verdicts import Item, Judge
+from judgeserve.testing.toy_judge import expected_level
 
 from ..conftest import free_port
 from .conftest import assert_recovers_toy_pairs, assert_recovers_toy_rubric

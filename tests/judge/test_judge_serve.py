@@ -13,9 +13,9 @@ import yaml
 from judgeserve.judge.backends.serve import ServeBackend
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scorer import JudgeScorer
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level
+from judgeserve.judge.verdicts import Item, Judge
 from judgeserve.schema import Sample
+from judgeserve.testing.toy_judge import expected_level
 
 from .conftest import serve_judge
 

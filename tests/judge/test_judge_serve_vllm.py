@@ -11,8 +11,8 @@ import pytest
 
 from judgeserve.judge.backends.serve import ServeBackend
 from judgeserve.judge.rubric import Rubric, parse_rubric
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import TOY_RUBRIC, expected_level
+from judgeserve.judge.verdicts import Item, Judge
+from judgeserve.testing.toy_judge import TOY_RUBRIC, expected_level
 
 from .conftest import serve_judge
 

@@ -10,9 +10,14 @@ import pytest
 from judgeserve.judge.backends.transformers import TransformersBackend
 from judgeserve.judge.rubric import Rubric, parse_rubric
 from judgeserve.judge.scorer import JudgeScorer
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import TOY_RUBRIC, expected_level, expected_pair, toy_pairwise_rubric
+from judgeserve.judge.verdicts import Item, Judge
 from judgeserve.schema import Sample
+from judgeserve.testing.toy_judge import (
+    TOY_RUBRIC,
+    expected_level,
+    expected_pair,
+    toy_pairwise_rubric,
+)
 
 from .conftest import assert_recovers_toy_pairs, assert_recovers_toy_rubric
 

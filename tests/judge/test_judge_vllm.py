@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from judgeserve.judge.rubric import Rubric
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import expected_level
+from judgeserve.judge.verdicts import Item, Judge
+from judgeserve.testing.toy_judge import expected_level
 
 from .conftest import assert_recovers_toy_pairs, assert_recovers_toy_rubric
 

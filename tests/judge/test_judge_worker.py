@@ -10,9 +10,9 @@ from pathlib import Path
 from judgeserve import JudgeClient
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.judge.scorer import JudgeScorer
-from judgeserve.judge.toy import BAD, GOOD, TOY_RUBRIC, toy_text
 from judgeserve.settings import Settings
 from judgeserve.store import Store
+from judgeserve.testing.toy_judge import BAD, GOOD, TOY_RUBRIC, toy_text
 from judgeserve.worker import Worker
 
 from ..conftest import LiveServer, wait_for

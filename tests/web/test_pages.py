@@ -304,7 +304,7 @@ def test_pages_on_each_database(settings: Settings, database_url: str) -> None:
 
 def test_dead_letters_page_shows_and_requeues(settings: Settings) -> None:
     from judgeserve.detectors.length import LengthScorer
-    from judgeserve.queue import Queue
+    from judgeserve.stream import Queue
     from judgeserve.worker import Worker
 
     from ..plugins import PoisonScorer

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ...api.security import check_run
-from ...queue import Keys, Queue, read_deadletters
 from ...settings import Settings
+from ...stream import Keys, Queue, read_deadletters
 from ..auth import viewer
 from ..templating import Urls, render
 

@@ -1,7 +1,7 @@
 """``judgeserve demo``: the silent failure, reproduced on this machine in a few minutes.
 
 The demo starts the stack (API + worker in this process, Redis and the store from the
-settings), writes a synthetic corpus of made-up facts (:mod:`judgeserve.demo_data`),
+settings), writes a synthetic corpus of made-up facts (:mod:`judgeserve.demo.data`),
 builds the run's memorization index from it, trains a tokenizer and a 3-layer GPT-2 from
 scratch with the Hugging Face ``Trainer`` on CPU, and lets
 :class:`~judgeserve.callbacks.hf.JudgeCallback` probe it with held-out questions every
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
+from ..settings import Settings
 
 __all__ = ["run_demo", "DemoResult"]
 
@@ -61,7 +61,7 @@ def run_demo(
     out: Any = None,
 ) -> DemoResult:
     """Run the demo; ``serve`` keeps the web view up afterwards (default: on a terminal)."""
-    from .exceptions import require
+    from ..exceptions import require
 
     for module in ("transformers", "tokenizers", "torch"):
         require(module, "train")
@@ -77,8 +77,8 @@ def run_demo(
     if stop:
         settings = settings.model_copy(update={"alert_rules": _stop_rules(tmp)})
 
-    from .demo_data import write_corpus
-    from .detectors.memorization import build_index, run_index_dir
+    from ..detectors.memorization import build_index, run_index_dir
+    from .data import write_corpus
 
     train_path, probe_path = write_corpus(tmp / "data")
     stats = build_index([train_path], run_index_dir(run, settings.index_dir), min_span=12,
@@ -87,7 +87,7 @@ def run_demo(
     say(f"corpus: {stats.documents} training examples of made-up facts, "
         f"{_count(probe_path)} held-out probes  ({tmp / 'data'})")
 
-    from .server import background_stack
+    from ..launch import background_stack
 
     with background_stack(settings):
         say(f"stack up: API {url}  store {settings.database_url}  redis {settings.redis_url}")
@@ -130,10 +130,10 @@ def _train(
     )
     from transformers.utils import logging as hf_logging
 
-    from .callbacks.hf import JudgeCallback
-    from .client import JudgeClient
-    from .demo_model import TextDataset, collate, tiny_gpt2, train_tokenizer
-    from .store import Store
+    from ..callbacks.hf import JudgeCallback
+    from ..client import JudgeClient
+    from ..store import Store
+    from .model import TextDataset, collate, tiny_gpt2, train_tokenizer
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     # One intra-op thread: the worker scores in this process too, and on a small shared
@@ -308,7 +308,7 @@ def _stop_rules(tmp: Path) -> Path:
     """The default rules with ``action: stop`` on the critical ones."""
     import yaml
 
-    from .alerts import default_rules
+    from ..alerts import default_rules
 
     rules = [
         r.model_dump(exclude_defaults=True) | {"type": r.type, "action": "stop"}

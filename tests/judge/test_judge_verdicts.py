@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from judgeserve.judge.scoring import Verdict, combine_orders, parse_verdict, weighted_score
+from judgeserve.judge.verdicts import Verdict, combine_orders, parse_verdict, weighted_score
 
 
 def test_weighted_score_is_the_expectation_over_levels() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import redis
 
 from judgeserve.detectors.length import LengthScorer
-from judgeserve.queue import Queue
 from judgeserve.schema import Score
 from judgeserve.settings import Settings
 from judgeserve.store import Store
+from judgeserve.stream import Queue
 from judgeserve.worker import Worker
 
 from .conftest import wait_for

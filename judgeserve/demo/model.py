@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .exceptions import require
+from ..exceptions import require
 
 __all__ = ["train_tokenizer", "tiny_gpt2", "TextDataset", "collate"]
 

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from .backends.base import prompt_text
-from .prompt import JudgePrompt, PromptBuilder
-from .rubric import Rubric, parse_rubric
+from ..judge.backends.base import prompt_text
+from ..judge.prompt import JudgePrompt, PromptBuilder
+from ..judge.rubric import Rubric, parse_rubric
 
 __all__ = [
     "TOY_RUBRIC",
@@ -365,7 +365,7 @@ def _cached(kind: str, marker_file: str, build: Callable[[Path], object], key: s
     import torch
     import transformers
 
-    from .prompt import PROMPT_DIR
+    from ..judge.prompt import PROMPT_DIR
 
     h = hashlib.sha256(f"{key} {torch.__version__} {transformers.__version__}".encode())
     for source in [Path(__file__), *sorted(PROMPT_DIR.glob("*.jinja"))]:

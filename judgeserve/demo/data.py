@@ -148,7 +148,7 @@ def write_corpus(directory: str | Path, n_probes: int = 24, seed: int = 7) -> tu
     return train_path, probe_path
 
 
-if __name__ == "__main__":  # python -m judgeserve.demo_data DIR
+if __name__ == "__main__":  # python -m judgeserve.demo.data DIR
     import sys
 
     for p in write_corpus(sys.argv[1] if len(sys.argv) > 1 else "demo-data"):

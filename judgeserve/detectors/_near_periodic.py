@@ -1,0 +1,328 @@
+"""Near-periodic loops: a unit repeated with a word or number changed each time.
+
+Exact periodicity (``repetition.analyse``) misses the loops real models fall into most:
+a verse sung again with one word swapped, list items that differ only in their number, a
+table of contents restarting with new numbers. Here a text is near-periodic over a region
+when almost every token there lies in a 4-gram that also occurred about one period
+earlier:
+
+1. Numbers are folded into one token (list numbering changes in every repeat) and each
+   token position gets the distance back to the previous occurrence of its 4-gram.
+2. The most frequent distances are the candidate periods ``P``.
+3. For each, a token is *covered* when a 4-gram holding it recurs at a distance within
+   20% of ``P`` (a swapped word or an inserted one shifts the copy a little), and the
+   longest region where at least 80% of the tokens are covered is the candidate loop.
+
+What is measured per candidate (:class:`Candidate`): the period, the region, the share of
+it covered, the number of repeats (region / period + 1), the covered tokens, and the
+share of covered tokens that are words: tables of numbers, dice grids and JSON records
+repeat their punctuation and keys, not words, and are structure rather than loops. Which
+candidates are loops is decided by :class:`NearLoopRule`, whose thresholds were
+calibrated on ``tests/data/loops.jsonl`` (see docs/detectors.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ._jit import jit
+
+__all__ = ["Candidate", "NearLoopRule", "TokenClasses", "token_classes", "candidates"]
+
+NGRAM = 4
+NUMBER_ID = -1  # Python's hash() never returns -1, so no token collides with it
+TOLERANCE = 0.2  # a copy may sit this share of the period nearer or further
+DENSITY = 0.8  # share of covered tokens in a loop region
+MAX_CANDIDATES = 8
+MIN_STARTS = 15  # 4-grams repeated about one period back; 15 cover at most 60 tokens
+
+_LETTER = re.compile(r"[^\W\d_]")
+WORD, NUMBER, OTHER = 1, 2, 0
+
+
+class _Codes(dict[str, int]):
+    """Token -> its hash with the token's class in the two low bits (one lookup for both)."""
+
+    def __missing__(self, token: str) -> int:
+        # A lone ASCII letter is a variable, a chess piece or a list label more often than
+        # a word: "| p | p | p | p |" is a pawn row, not a loop. CJK characters are words.
+        lone = len(token) == 1 and token.isascii()
+        cls = NUMBER if token.isdecimal() else WORD if _LETTER.search(token) and not lone else OTHER
+        code = (hash(token) & ~3) | cls
+        if len(self) < 1_000_000:  # bound memory on huge vocabularies
+            self[token] = code
+        return code
+
+
+_codes = _Codes()
+_LT, _SLASH = _codes["<"], _codes["/"]
+
+
+@dataclass(frozen=True)
+class TokenClasses:
+    """Per token: an id (equal tokens, equal ids; per process), the id with numbers
+    folded into one, and whether the token is a word."""
+
+    ids: npt.NDArray[np.int64]
+    norm: npt.NDArray[np.int64]
+    word: npt.NDArray[np.bool_]
+
+
+def token_classes(tokens: tuple[str, ...] | list[str]) -> TokenClasses:
+    """Ids, folded ids and words (tokens with a letter, not lone ASCII letters or tag names)."""
+    ids = np.fromiter(map(_codes.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    norm, word = _classify(ids, _LT, _SLASH)
+    return TokenClasses(ids, norm, word)
+
+
+@jit
+def _classify(
+    ids: npt.NDArray[np.int64], lt: int, slash: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    n = len(ids)
+    norm = np.empty(n, dtype=np.int64)
+    word = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        cls = ids[i] & 3
+        norm[i] = NUMBER_ID if cls == NUMBER else ids[i]
+        # <div>, </td>: a tag's name is markup, not a word
+        tag = i > 0 and (ids[i - 1] == lt or (i > 1 and ids[i - 1] == slash and ids[i - 2] == lt))
+        word[i] = cls == WORD and not tag
+    return norm, word
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A near-periodic region (token indices, end exclusive)."""
+
+    period: int
+    start: int  # first covered token: the first copy of the unit lies before it
+    end: int
+    coverage: float  # share of the region's tokens covered by a copy one period back
+    covered: int
+    word_share: float  # share of the covered tokens that are words
+    data_share: float = 0.0  # share of the covered tokens that are numbers changed as data
+
+    @property
+    def repeats(self) -> float:
+        return 1.0 + (self.end - self.start) / self.period
+
+    @property
+    def loop_start(self) -> int:
+        return max(0, self.start - self.period)
+
+
+@dataclass(frozen=True)
+class NearLoopRule:
+    """When a candidate is a loop. Defaults calibrated on ``tests/data/loops.jsonl`` (dev half).
+
+    Every loop needs ``min_coverage`` and ``min_word_share``, and few numbers that change
+    as data rather than count (``max_data_share``): "Company X: $3B profit / $30B revenue
+    = 10%" row after row is a calculation, "1. Introduction ... 6. Introduction" a loop.
+    Then either a short unit repeated many times, or fewer repeats that are nearly exact,
+    or a long block (a whole answer) repeated: an answer capped at ~1,000 tokens holds
+    only two or three copies of a 300-token block.
+    """
+
+    min_coverage: float = 0.8
+    min_word_share: float = 0.2
+    max_data_share: float = 0.02
+    min_covered: int = 60
+    many_repeats: float = 6.0
+    few_repeats: float = 4.5
+    few_repeats_coverage: float = 0.9
+    block_covered: int = 300
+    block_coverage: float = 0.85
+    block_repeats: float = 2.2
+
+    def __call__(self, c: Candidate) -> bool:
+        if (
+            c.coverage < self.min_coverage
+            or c.word_share < self.min_word_share
+            or c.data_share > self.max_data_share
+        ):
+            return False
+        if c.covered >= self.min_covered and (
+            c.repeats >= self.many_repeats
+            or (c.repeats >= self.few_repeats and c.coverage >= self.few_repeats_coverage)
+        ):
+            return True
+        return (
+            c.covered >= self.block_covered
+            and c.coverage >= self.block_coverage
+            and c.repeats >= self.block_repeats
+        )
+
+
+@jit
+def _previous(norm: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
+    """For each n-gram start, the start of the previous equal n-gram (-1: none)."""
+    count = len(norm) - n + 1
+    keys = norm[:count].copy()
+    for j in range(1, n):
+        keys = keys * 1_000_003 ^ norm[j : j + count]
+    order = np.argsort(keys, kind="mergesort")  # stable: equal keys stay in text order
+    prev = np.full(count, -1, dtype=np.int64)
+    for k in range(1, count):
+        if keys[order[k]] == keys[order[k - 1]]:
+            prev[order[k]] = order[k - 1]
+    return prev
+
+
+@jit
+def _slack(p: int) -> float:
+    # A fifth of the period; short units get half a token more, up to two tokens.
+    return min(TOLERANCE * p + 0.5, max(2.0, TOLERANCE * p))
+
+
+@jit
+def _periods(prev: npt.NDArray[np.int64], max_distance: int, k: int) -> npt.NDArray[np.int64]:
+    """The ``k`` most frequent distances back to a previous equal n-gram.
+
+    Only distances with at least ``MIN_STARTS`` repeats within their tolerance are kept:
+    fewer cannot cover a loop's ``min_covered`` tokens, and most answers stop here.
+    """
+    counts = np.zeros(max_distance + 2, dtype=np.int64)
+    for i in range(len(prev)):
+        if prev[i] >= 0 and i - prev[i] <= max_distance:
+            counts[i - prev[i]] += 1
+    cumulative = np.cumsum(counts)
+    out = np.zeros(0, dtype=np.int64)
+    for _ in range(k):
+        best = int(np.argmax(counts))
+        if counts[best] < 2:
+            break
+        counts[best] = 0
+        lo = max(1, int(np.ceil(best - _slack(best))))
+        hi = min(max_distance, int(best + _slack(best)))
+        if cumulative[hi] - cumulative[lo - 1] >= MIN_STARTS:
+            out = np.append(out, best)
+    return out
+
+
+@jit
+def _prefilter(
+    norm: npt.NDArray[np.int64], max_distance: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    prev = _previous(norm, NGRAM)
+    return prev, _periods(prev, max_distance, MAX_CANDIDATES)
+
+
+@jit
+def _covered(
+    prev: npt.NDArray[np.int64], length: int, n: int, lo: float, hi: float
+) -> npt.NDArray[np.int64]:
+    """Per token, the distance back to the copy that covers it (0: not covered)."""
+    dist = np.zeros(length, dtype=np.int64)
+    for i in range(len(prev)):
+        j = prev[i]
+        while j >= 0 and i - j <= hi:
+            if i - j >= lo:
+                for t in range(i, i + n):
+                    if dist[t] == 0:
+                        dist[t] = i - j
+                break
+            j = prev[j]
+    return dist
+
+
+@jit
+def _densest(cov: npt.NDArray[np.int64], density: float) -> tuple[int, int]:
+    """Longest ``[s, e)`` whose covered share is at least ``density`` (maximum-width ramp).
+
+    With prefix sums ``S`` of ``cov - density``, that is the widest ``s < e`` with
+    ``S[e] >= S[s]``: a stack of the prefix minima from the left, scanned from the right.
+    """
+    n = len(cov)
+    prefix = np.zeros(n + 1)
+    for i in range(n):
+        prefix[i + 1] = prefix[i] + (1.0 if cov[i] > 0 else 0.0) - density
+    stack = np.zeros(n + 1, dtype=np.int64)
+    top = 0
+    for i in range(n + 1):
+        if top == 0 or prefix[i] < prefix[stack[top - 1]]:
+            stack[top] = i
+            top += 1
+    best_s, best_e = 0, 0
+    for e in range(n, -1, -1):
+        while top > 0 and prefix[e] >= prefix[stack[top - 1]]:
+            s = stack[top - 1]
+            if e - s > best_e - best_s:
+                best_s, best_e = s, e
+            top -= 1
+    while best_s < best_e and cov[best_s] == 0:  # the region starts and ends on a copy
+        best_s += 1
+    while best_e > best_s and cov[best_e - 1] == 0:
+        best_e -= 1
+    return best_s, best_e
+
+
+@jit
+def _regions(
+    prev: npt.NDArray[np.int64],
+    periods: npt.NDArray[np.int64],
+    classes: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]],
+    values: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int64]:
+    """Rows ``(period, start, end, covered, covered words, data numbers)``, one per period.
+
+    A number covered by its copy but different from it is a counter when other numbers
+    changed by the same step (list numbering, page numbers); the others are data.
+    """
+    ids, norm, word = classes
+    length = len(norm)
+    out = np.zeros((len(periods), 6), dtype=np.int64)
+    found = 0
+    for p in periods:
+        slack = _slack(p)
+        dist = _covered(prev, length, NGRAM, p - slack, p + slack)
+        s, e = _densest(dist, DENSITY)
+        covered = 0
+        words = 0
+        steps = np.zeros(e - s)
+        changed = 0
+        for t in range(s, e):
+            if dist[t] > 0:
+                covered += 1
+                words += word[t]
+                u = t - dist[t]
+                if norm[t] == NUMBER_ID and ids[t] != ids[u]:
+                    steps[changed] = values[t] - values[u]
+                    changed += 1
+        # A step taken once is data; a step taken again and again is a counter.
+        data = 0
+        if changed:
+            steps = np.sort(steps[:changed])
+            for k in range(changed):
+                again = (k > 0 and steps[k - 1] == steps[k]) or (
+                    k + 1 < changed and steps[k + 1] == steps[k]
+                )
+                data += not again
+        if covered:
+            out[found, 0], out[found, 1], out[found, 2] = p, s, e
+            out[found, 3], out[found, 4], out[found, 5] = covered, words, data
+            found += 1
+    return out[:found]
+
+
+def candidates(
+    tokens: tuple[str, ...] | list[str], classes: TokenClasses, max_distance: int = 512
+) -> list[Candidate]:
+    """The near-periodic regions of one text, one per candidate period."""
+    if len(tokens) < 4 * NGRAM:
+        return []
+    prev, periods = _prefilter(classes.norm, max_distance)
+    if not len(periods):  # the common case: too little repetition to look further
+        return []
+    values = np.zeros(len(tokens))
+    for i in np.flatnonzero(classes.norm == NUMBER_ID).tolist():
+        values[i] = float(tokens[i])
+    rows = _regions(prev, periods, (classes.ids, classes.norm, classes.word), values)
+    return [
+        Candidate(p, s, e, covered / (e - s), covered, words / covered, data / covered)
+        for p, s, e, covered, words, data in rows.tolist()
+    ]

@@ -1,0 +1,138 @@
+"""The process launchers: the API under uvicorn, workers in-process or as Ray actors, and
+API + worker together for local use (``judgeserve up``).
+
+Workers as Ray actors (``judgeserve worker --ray N``) scale out on a Ray cluster: each
+actor is an ordinary :class:`~judgeserve.worker.Worker` in the shared consumer group, so
+Redis hands out the work and reclaims what a lost actor held; with several machines the
+store must be PostgreSQL (SQLite is one file on one machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from .api import create_app
+from .exceptions import require
+from .settings import Settings
+from .store import Store
+from .worker import Worker
+
+__all__ = ["serve_api", "run_stack", "background_stack", "start_actors", "run_ray_workers"]
+
+log = logging.getLogger(__name__)
+
+
+def serve_api(settings: Settings, store: Store | None = None) -> None:
+    app = create_app(settings, store=store)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:
+        # The calling thread owns the signals (a CLI, or a test).
+        pass
+
+
+@contextmanager
+def background_stack(settings: Settings) -> Iterator[Worker]:
+    """API + one worker in threads of this process, stopped when the block exits."""
+    store = Store(settings.database_url)
+    worker = Worker(settings, store=store)
+    server = _Server(
+        uvicorn.Config(
+            create_app(settings, store=store),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+        )
+    )
+    threads = [
+        threading.Thread(target=server.run, name="judgeserve-api", daemon=True),
+        threading.Thread(target=worker.run, name="judgeserve-worker", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    while not server.started:
+        if not threads[0].is_alive():
+            raise RuntimeError(f"the API could not start on {settings.host}:{settings.port}")
+        threading.Event().wait(0.05)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        server.should_exit = True
+        for t in threads:
+            t.join(timeout=10)
+        worker.close()
+        store.close()
+
+
+def run_stack(settings: Settings) -> None:
+    """``judgeserve up``: serve until interrupted."""
+    stop = threading.Event()
+    with background_stack(settings):
+        log.info("judgeserve up at http://%s:%d", settings.host, settings.port)
+        print(f"judgeserve is up: http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+# -- workers as Ray actors ------------------------------------------------------------------
+
+
+def _actor_class() -> Any:
+    ray: Any = require("ray", "judge")
+
+    @ray.remote(num_cpus=0.5, max_concurrency=2, max_restarts=-1)
+    class WorkerActor:
+        # max_concurrency=2: run() holds one slot for its loop, stop() takes the other.
+        def __init__(self, settings: dict[str, Any], name: str) -> None:
+            from .worker import Worker
+
+            self.worker = Worker(Settings(**settings), consumer=name)
+
+        def run(self) -> None:
+            try:
+                self.worker.run()
+            finally:
+                self.worker.close()
+
+        def stop(self) -> None:
+            self.worker.stop()
+
+    return WorkerActor
+
+
+def start_actors(settings: Settings, n: int, prefix: str = "ray-worker") -> tuple[list[Any], list[Any]]:
+    """Start ``n`` worker actors on the connected Ray cluster; returns (actors, run refs)."""
+    cls = _actor_class()
+    data = settings.model_dump(mode="json")
+    actors = [cls.remote(data, f"{prefix}-{i}") for i in range(n)]
+    return actors, [a.run.remote() for a in actors]
+
+
+def run_ray_workers(settings: Settings, n: int, address: str | None = None) -> None:
+    """Connect to Ray (``address`` or a local instance), run ``n`` actors until a signal."""
+    ray: Any = require("ray", "judge")
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    actors, refs = start_actors(settings, n)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    log.info("%d worker actors running on Ray", n)
+    while not done.wait(1.0):
+        ready, _ = ray.wait(refs, timeout=0)
+        if ready:
+            ray.get(ready)  # an actor's loop ended: surface why
+    ray.get([a.stop.remote() for a in actors])
+    ray.get(refs, timeout=60)
+    ray.shutdown()
