@@ -10,8 +10,9 @@ any other application is built by its builder alone.
 
 from __future__ import annotations
 
-import importlib
 import logging
+import pkgutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,10 @@ def run(
     serve.start(http_options=http)
     handles: dict[str, Any] = {}
     for app in schema.applications:
-        module_name, _, attr = app.import_path.replace(":", ".").rpartition(".")
-        module = importlib.import_module(module_name)
-        builder = getattr(module, attr)
+        builder = pkgutil.resolve_name(app.import_path)
+        module = sys.modules.get(getattr(builder, "__module__", ""))
         bind = getattr(module, "bind", None)
-        if attr == "build_app" and callable(bind):
+        if getattr(builder, "__name__", "") == "build_app" and callable(bind):
             options: dict[str, Any] = {}
             for dep in app.deployments:
                 options.update(dep.model_dump(exclude_unset=True, exclude={"name"}))

@@ -4,7 +4,8 @@
 * :class:`judgeserve.callbacks.lightning.JudgeLightningCallback` — Lightning ``Trainer``.
 
 Both share :mod:`judgeserve.probes` (probe files and generation, the same model the
-server-side generator uses) and :mod:`.runner` (schedule, submission, alert watching).
+server-side generator uses) and :mod:`.runner` (schedule, submission, alert watching,
+and :class:`~.runner.ProbeOptions`, the options both take).
 Importing this package imports neither transformers nor lightning; each callback module
 imports its framework when it is imported.
 """
@@ -14,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
-from .runner import ProbeRunner
+from .runner import ProbeOptions, ProbeRunner
 
 __all__ = [
     "JudgeCallback",
     "JudgeLightningCallback",
     "ProbeRunner",
+    "ProbeOptions",
     "Probe",
     "GenerationConfig",
     "Completion",

@@ -12,8 +12,8 @@ exactly as a user's package would; :func:`register_generator` adds one at run ti
 
 from __future__ import annotations
 
-import importlib
 import logging
+import pkgutil
 from collections import OrderedDict
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -144,11 +144,7 @@ def _discover() -> None:
 
 def _lazy(ref: str) -> GeneratorFactory:
     def factory(*args: Any, **kwargs: Any) -> Generator:
-        module, _, attr = ref.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        generator: Generator = obj(*args, **kwargs)
+        generator: Generator = pkgutil.resolve_name(ref)(*args, **kwargs)
         return generator
 
     return factory
