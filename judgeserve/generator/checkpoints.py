@@ -47,6 +47,23 @@ class LocalCheckpoint:
     kind: CheckpointKind
     key: str  # changes when the folder's files change: engines cache adapters by it
 
+    def config(self) -> dict[str, Any]:
+        """Its ``adapter_config.json`` (lora) or ``config.json`` (full)."""
+        name = _MARKER[self.kind]
+        try:
+            data = json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            raise CheckpointMissingError(self.source) from None
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {self.source}: unreadable {name}: {e}") from e
+        if not isinstance(data, dict):
+            raise CheckpointError(f"checkpoint {self.source}: {name} is not a JSON object")
+        return data
+
+    def gone(self) -> CheckpointMissingError | None:
+        """The error to raise instead if the folder vanished since it was found."""
+        return None if self.path.exists() else CheckpointMissingError(self.source)
+
 
 def resolve_checkpoint(
     source: str, kind: CheckpointKind, *, cache_dir: Path | None = None, keep: int = 8

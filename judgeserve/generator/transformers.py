@@ -75,6 +75,7 @@ class TransformersGenerator:
 
     def _adapter(self, ckpt: LocalCheckpoint) -> Any:
         peft: Any = require("peft", "generator")
+        ckpt.config()  # readable, or a CheckpointError that says so
         adapter_id, load, evicted = self._slots.use(ckpt.key)
         name = self._names.setdefault(adapter_id, f"ckpt-{adapter_id}")
         if load:
@@ -88,7 +89,9 @@ class TransformersGenerator:
             except Exception as e:
                 self._slots.forget(ckpt.key)
                 self._undo_failed_load(name)
-                raise CheckpointError(f"PEFT could not load adapter {ckpt.source}: {e}") from e
+                raise ckpt.gone() or CheckpointError(
+                    f"PEFT could not load adapter {ckpt.source}: {e}"
+                ) from e
             self._peft.to(self.device).eval()
         self._peft.set_adapter(name)
         for old in evicted:  # after set_adapter: PEFT will not delete the active adapter
@@ -107,11 +110,16 @@ class TransformersGenerator:
         from transformers import AutoTokenizer
 
         if self._full is None or self._full[0] != ckpt.key:
+            ckpt.config()  # readable, or a CheckpointError that says so
             self._full = None  # free the previous one before loading the next
             try:
                 model = self._load_model(str(ckpt.path))
-            except OSError as e:
-                raise CheckpointError(f"cannot load full checkpoint {ckpt.source}: {e}") from e
+            except MemoryError:
+                raise
+            except Exception as e:  # unreadable, torn or foreign weights
+                raise ckpt.gone() or CheckpointError(
+                    f"cannot load full checkpoint {ckpt.source}: {e}"
+                ) from e
             has_tokenizer = any(
                 (ckpt.path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
             )
@@ -137,7 +145,9 @@ class TransformersGenerator:
             except JudgeserveError:
                 raise
             except Exception as e:
-                raise GeneratorError(f"transformers failed on {job.checkpoint}: {e}") from e
+                raise ckpt.gone() or GeneratorError(
+                    f"transformers failed on {job.checkpoint}: {e}"
+                ) from e
         return timed_result(self, job, completions, started, loaded)
 
     def close(self) -> None:

@@ -127,12 +127,10 @@ class VLLMGenerator:
         return {k: text.get(k, config.get(k)) for k in _SHAPE_KEYS}
 
     def _lora(self, ckpt: LocalCheckpoint) -> Any:
-        import json
-
         from vllm.lora.request import LoRARequest
 
-        rank = json.loads((ckpt.path / "adapter_config.json").read_text()).get("r", 0)
-        if rank > self.max_lora_rank:
+        rank = ckpt.config().get("r", 0)
+        if not isinstance(rank, int) or rank > self.max_lora_rank:
             raise CheckpointError(
                 f"adapter {ckpt.source} has rank {rank}, above this generator's max_lora_rank "
                 f"{self.max_lora_rank} (raise it in the generator's options)"
@@ -151,16 +149,15 @@ class VLLMGenerator:
 
                 if isinstance(e, EngineDeadError):
                     raise
-                raise CheckpointError(f"vLLM could not load adapter {ckpt.source}: {e}") from e
+                raise ckpt.gone() or CheckpointError(
+                    f"vLLM could not load adapter {ckpt.source}: {e}"
+                ) from e
         return request
 
     def _full(self, ckpt: LocalCheckpoint) -> None:
-        import json
-
         if ckpt.key == self._weights:
             return
-        config = json.loads((ckpt.path / "config.json").read_text())
-        if self._shapes(config) == self._base_shapes:
+        if self._shapes(ckpt.config()) == self._base_shapes:
             if self._started_from != self.base_model or not self._weights:
                 self._start(self.base_model)
             self._reload(str(ckpt.path), ckpt.key)
@@ -191,7 +188,7 @@ class VLLMGenerator:
             except Exception as e:
                 # The engine may be broken: the next job starts a fresh one.
                 self._weights = ""
-                raise GeneratorError(f"vLLM failed on {job.checkpoint}: {e}") from e
+                raise ckpt.gone() or GeneratorError(f"vLLM failed on {job.checkpoint}: {e}") from e
         return timed_result(self, job, completions, started, loaded)
 
     def _decode(self, probes: list[Probe], config: GenerationConfig, lora: Any) -> list[Completion]:

@@ -171,6 +171,9 @@ def test_vanished_and_broken_checkpoints_are_specific_errors(
     (broken / "adapter_model.safetensors").write_bytes(b"\0" * 64)  # a torn write
     with pytest.raises(CheckpointError, match=r"could not load adapter .*checkpoint-200"):
         run(generator, broken, probes)
+    (broken / "adapter_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"checkpoint-200: unreadable adapter_config\.json"):
+        run(generator, broken, probes)
     # The generator goes on serving.
     assert first_words(run(generator, policy.adapter("b"), probes[:2])) == {FRUITS["b"]}
 
