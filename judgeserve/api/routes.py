@@ -63,6 +63,8 @@ async def submit_samples(run: WriteRun, batch: SampleBatch, request: Request) ->
     head = {"run": run, "step": batch.step, "checkpoint": batch.checkpoint}
     if batch.rubrics is not None:
         head["rubrics"] = batch.rubrics
+    if batch.expected is not None:
+        head["expected"] = batch.expected
     created = time.time()
     payloads = [
         json.dumps({**head, **s.model_dump(exclude_defaults=True), "created": created})
