@@ -63,6 +63,7 @@ def processes(db: str, redis_db: int, worker: bool) -> AbstractContextManager[st
 
 
 def seed_api(url: str, steps: int, per_step: int, db: str) -> None:
+    from judgeserve import read
     from judgeserve.store import Store
 
     rng = random.Random(0)
@@ -84,11 +85,11 @@ def seed_api(url: str, steps: int, per_step: int, db: str) -> None:
     total = steps * per_step
     last = -1
     while True:
-        done = store.count_scored(RUN)
+        done = read.count_scored(store, RUN)
         if done != last:
             print(f"  scored {done:,} / {total:,}", flush=True)
             last = done
-        if done >= total and store.step_aggregates(RUN, steps - 1):
+        if done >= total and read.step_aggregates(store, RUN, steps - 1):
             break
         time.sleep(5)
     store.close()

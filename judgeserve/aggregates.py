@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .schema import Aggregate
 
-__all__ = ["aggregate", "aggregate_all", "RESAMPLES", "SEED"]
+__all__ = ["aggregate", "aggregate_all", "bootstrap_means", "RESAMPLES", "SEED"]
 
 RESAMPLES = 2000
 SEED = 0
@@ -37,9 +37,11 @@ def _clean(values: Iterable[Value]) -> npt.NDArray[np.float64]:
     return finite
 
 
-def _boot_means(
+def bootstrap_means(
     x: npt.NDArray[np.float64], resamples: int, rng: np.random.Generator
 ) -> npt.NDArray[np.float64]:
+    """Means of bootstrap resamples of ``x`` (finite values, at least one), memory bounded
+    whatever ``len(x)``; fewer than ``resamples`` (never under 1000) for large ``x``."""
     n = len(x)
     levels, counts = np.unique(x, return_counts=True)
     if len(levels) == 2 and levels[0] == 0.0 and levels[1] == 1.0:
@@ -79,7 +81,7 @@ def aggregate(
         return Aggregate(mean=mean, ci_low=None, ci_high=None, n=1)
     if np.all(x == x[0]):
         return Aggregate(mean=mean, ci_low=mean, ci_high=mean, n=n)
-    means = _boot_means(x, resamples, np.random.default_rng(seed))
+    means = bootstrap_means(x, resamples, np.random.default_rng(seed))
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     # Guard float rounding so the interval always contains the mean it is reported with.

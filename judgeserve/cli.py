@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -132,50 +134,67 @@ def token_create(
 ) -> None:
     """Make a token; it is printed once and cannot be shown again."""
     from .auth import create_token
-    from .store import Store
 
-    typer.echo(create_token(Store(_settings().database_url), project, name))
+    with _store() as store:
+        typer.echo(create_token(store, project, name))
 
 
 @token_app.command("list")
 def token_list() -> None:
     from .auth import list_tokens
-    from .store import Store
 
-    for t in list_tokens(Store(_settings().database_url)):
-        state = "revoked" if t["revoked"] else "active"
-        typer.echo(f"{t['id']}  {t['project']}  {state}  {t['created']:%Y-%m-%d}  {t['name']}")
+    with _store() as store:
+        for t in list_tokens(store):
+            state = "revoked" if t["revoked"] else "active"
+            typer.echo(f"{t['id']}  {t['project']}  {state}  {t['created']:%Y-%m-%d}  {t['name']}")
 
 
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
     from .auth import revoke_token
+
+    with _store() as store:
+        if not revoke_token(store, token_id):
+            typer.echo(f"no token {token_id!r}", err=True)
+            raise typer.Exit(1)
+
+
+@contextmanager
+def _store() -> Iterator[Any]:
     from .store import Store
 
-    if not revoke_token(Store(_settings().database_url), token_id):
-        typer.echo(f"no token {token_id!r}", err=True)
-        raise typer.Exit(1)
+    store = Store.from_settings(_settings())
+    try:
+        yield store
+    finally:
+        store.close()
 
 
-def _queue() -> Any:
+@contextmanager
+def _queue() -> Iterator[Any]:
     from .stream import Queue
 
-    s = _settings()
-    return Queue(s.redis_url, prefix=s.stream_prefix, group=s.consumer_group)
+    queue = Queue.from_settings(_settings(), create_group=False)
+    try:
+        yield queue
+    finally:
+        queue.close()
 
 
 @dead_app.command("list")
 def deadletter_list(limit: int = 100) -> None:
-    for d in _queue().deadletters(limit):
-        p = d["payload"]
-        err = d["error"].splitlines()[0] if d["error"] else ""
-        typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {p.get('id')}  x{d['deliveries']}  {err}")
+    with _queue() as queue:
+        for d in queue.deadletters(limit):
+            p = d["payload"]
+            err = d["error"].splitlines()[0] if d["error"] else ""
+            typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {p.get('id')}  x{d['deliveries']}  {err}")
 
 
 @dead_app.command("requeue")
 def deadletter_requeue(ids: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Put dead letters (all, or the given ids) back on the sample stream."""
-    typer.echo(f"requeued {_queue().requeue_deadletters(ids or None)}")
+    with _queue() as queue:
+        typer.echo(f"requeued {queue.requeue_deadletters(ids or None)}")
 
 
 index_app = typer.Typer(help="Indexes of a run's training data, for the memorization detector.")

@@ -5,12 +5,15 @@
     ├── ClientError            raised by the SDK
     │   └── APIError           the API answered with an error status (.status, .detail)
     ├── QueueError             Redis is unreachable or misconfigured
+    ├── Backpressure           too many samples wait to be scored: retry later (HTTP 429)
     ├── StoreError             the database refused or is unreachable
     ├── ScorerError            a scorer failed on a sample (the worker retries, then dead-letters)
     │   └── IndexFileError     a memorization index is missing or corrupt
     └── MissingExtraError      an optional dependency is not installed (says what to pip install)
 
-HTTP responses are made from these in exactly one place: ``judgeserve.api.errors``.
+HTTP responses are made from these in exactly one place: ``judgeserve.app``.
+``RETRYABLE_STATUS`` is the one list of HTTP statuses that mean "try again later", for
+every sender (the SDK's delivery agent, the webhook notifier).
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ __all__ = [
     "ClientError",
     "APIError",
     "QueueError",
+    "Backpressure",
     "StoreError",
     "ScorerError",
     "IndexFileError",
     "MissingExtraError",
+    "RETRYABLE_STATUS",
+    "require",
 ]
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class JudgeserveError(Exception):
@@ -51,6 +59,16 @@ class APIError(ClientError):
 
 class QueueError(JudgeserveError):
     """Redis is unreachable or the stream is misconfigured."""
+
+
+class Backpressure(JudgeserveError):
+    """The stream's backlog is over its bound: the client should retry later."""
+
+    def __init__(self, backlog: int, bound: int, retry_after: int = 2) -> None:
+        super().__init__(f"backlog {backlog} exceeds {bound}")
+        self.backlog = backlog
+        self.bound = bound
+        self.retry_after = retry_after
 
 
 class StoreError(JudgeserveError):

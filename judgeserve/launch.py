@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from .api import create_app
+from .app import create_app
 from .exceptions import require
 from .settings import Settings
 from .store import Store
@@ -42,12 +42,13 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def background_stack(settings: Settings) -> Iterator[Worker]:
-    """API + one worker in threads of this process, stopped when the block exits."""
-    store = Store(settings.database_url)
+    """API + one worker in threads of this process, stopped when the block exits; they
+    share one store and one stream client."""
+    store = Store.from_settings(settings)
     worker = Worker(settings, store=store)
     server = _Server(
         uvicorn.Config(
-            create_app(settings, store=store),
+            create_app(settings, store=store, queue=worker.queue),
             host=settings.host,
             port=settings.port,
             log_level="warning",

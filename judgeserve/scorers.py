@@ -14,9 +14,9 @@ uses (``[project.entry-points."judgeserve.scorers"]``), or a user may name
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -121,15 +121,11 @@ def _load_object(ref: str) -> Any:
     if not attr:
         raise ConfigError(f"scorer reference {ref!r} must look like 'package.module:attr'")
     try:
-        obj = importlib.import_module(module)
+        return pkgutil.resolve_name(ref)
     except ImportError as e:
         raise ConfigError(f"cannot import scorer module {module!r}: {e}") from e
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as e:
-            raise ConfigError(f"{module!r} has no attribute {attr!r}") from e
-    return obj
+    except (AttributeError, ValueError) as e:
+        raise ConfigError(f"{module!r} has no attribute {attr!r}") from e
 
 
 def _discover(extra: Iterable[str]) -> None:

@@ -1,7 +1,10 @@
-"""The store: SQLAlchemy Core tables and every query judgeserve makes.
+"""The store: SQLAlchemy Core tables, the engine, and every write judgeserve makes.
 
 SQLite (one file) by default; PostgreSQL by URL when several workers write at once.
 Writes are idempotent: a re-delivered sample or score replaces nothing and adds no row.
+What the API and the web view read goes through :mod:`judgeserve.read`; the few reads
+here are the worker's own (a checkpoint's values and samples, the alert engine's
+history), which nothing else makes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -41,7 +44,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from .exceptions import StoreError
 from .schema import Aggregate, Alert, Sample, Score
 
-__all__ = ["Store", "metadata"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["Store", "metadata", "plain"]
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -194,7 +200,7 @@ def _now() -> datetime:
 
 
 class Store:
-    """All reads and writes of judgeserve's database."""
+    """judgeserve's database: its engine and its writes (reads: :mod:`judgeserve.read`)."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         kwargs: dict[str, Any] = {"future": True}
@@ -211,6 +217,11 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             self.create()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store of ``JUDGESERVE_DATABASE_URL``; build one per process and pass it down."""
+        return cls(settings.database_url)
 
     def create(self) -> None:
         try:
@@ -418,11 +429,6 @@ class Store:
                 return None
             return int(key[0])
 
-    def alert_run(self, alert_id: int) -> str | None:
-        with self.begin() as conn:
-            row = conn.execute(select(alerts.c.run).where(alerts.c.id == alert_id)).first()
-            return row.run if row else None
-
     def resolve_alert(self, alert_id: int) -> bool:
         with self.begin() as conn:
             res = conn.execute(
@@ -432,112 +438,38 @@ class Store:
             )
             return bool(res.rowcount)
 
-    # -- reads -----------------------------------------------------------------------------
-
-    def list_runs(
-        self, limit: int = 100, offset: int = 0, project: str | None = None
-    ) -> list[dict[str, Any]]:
-        q = select(runs).order_by(runs.c.updated.desc()).limit(limit).offset(offset)
-        if project is not None:
-            q = q.where(runs.c.project == project)
+    def add_token(self, token_id: str, project: str, name: str, secret_hash: str) -> None:
         with self.begin() as conn:
-            return [_row(r) for r in conn.execute(q).mappings()]
-
-    def get_run(self, name: str) -> dict[str, Any] | None:
-        with self.begin() as conn:
-            r = conn.execute(select(runs).where(runs.c.name == name)).mappings().first()
-            return _row(r) if r else None
-
-    def step_samples(
-        self, run: str, step: int, limit: int = 100, offset: int = 0
-    ) -> list[dict[str, Any]]:
-        q = (
-            select(samples)
-            .where(and_(samples.c.run == run, samples.c.step == step))
-            .order_by(samples.c.created, samples.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        with self.begin() as conn:
-            rows = [_row(r) for r in conn.execute(q).mappings()]
-            by_id = self._scores_for(conn, run, [r["id"] for r in rows])
-        for r in rows:
-            r["scores"] = by_id.get(r["id"], [])
-        return rows
-
-    def previous_completions(self, run: str, step: int, probes: Sequence[str]) -> dict[str, str]:
-        """Each probe's completion at the latest checkpoint before ``step``."""
-        if not probes:
-            return {}
-        last = (
-            select(samples.c.probe_id, func.max(samples.c.step).label("step"))
-            .where(
-                and_(samples.c.run == run, samples.c.step < step, samples.c.probe_id.in_(probes))
+            conn.execute(
+                tokens.insert().values(
+                    id=token_id, project=project, name=name, hash=secret_hash,
+                    created=_now(), revoked=False,
+                )
             )
-            .group_by(samples.c.probe_id)
-            .subquery()
-        )
-        q = select(samples.c.probe_id, samples.c.completion).join(
-            last,
-            and_(
-                samples.c.run == run,
-                samples.c.probe_id == last.c.probe_id,
-                samples.c.step == last.c.step,
-            ),
-        )
-        with self.begin() as conn:
-            return {str(p): str(c) for p, c in conn.execute(q)}
 
-    def count_samples(self, run: str, step: int) -> int:
-        q = select(func.count()).where(and_(samples.c.run == run, samples.c.step == step))
+    def revoke_token(self, token_id: str) -> bool:
         with self.begin() as conn:
-            return int(conn.execute(q).scalar_one())
+            res = conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked=True))
+            return bool(res.rowcount)
+
+    def claim_run(self, run: str, project: str) -> str | None:
+        """Register ``run`` for ``project`` unless it exists; returns the run's owner."""
+        now = _now()
+        with self.begin() as conn:
+            ins = self._insert(runs).values(
+                name=run, project=project, last_step=0, created=now, updated=now
+            )
+            conn.execute(ins.on_conflict_do_nothing())
+            row = conn.execute(select(runs.c.project).where(runs.c.name == run)).first()
+        return row.project if row else None
+
+    # -- the worker's reads ------------------------------------------------------------------
 
     def all_step_samples(self, run: str, step: int) -> list[Sample]:
         """Every sample of a checkpoint, for set-level scorers."""
         q = select(samples).where(and_(samples.c.run == run, samples.c.step == step))
         with self.begin() as conn:
-            return [Sample.model_validate(_row(r)) for r in conn.execute(q).mappings()]
-
-    def get_sample(self, run: str, sample_id: str) -> dict[str, Any] | None:
-        with self.begin() as conn:
-            r = (
-                conn.execute(
-                    select(samples).where(and_(samples.c.run == run, samples.c.id == sample_id))
-                )
-                .mappings()
-                .first()
-            )
-            if r is None:
-                return None
-            out = _row(r)
-            out["scores"] = self._scores_for(conn, run, [sample_id]).get(sample_id, [])
-            return out
-
-    def _scores_for(
-        self, conn: Connection, run: str, ids: Sequence[str]
-    ) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        if not ids:
-            return out
-        q = (
-            select(scores)
-            .where(and_(scores.c.run == run, scores.c.sample_id.in_(ids)))
-            .order_by(scores.c.scorer)
-        )
-        for r in conn.execute(q).mappings():
-            value: float | bool | None = r["value"]
-            if r["is_bool"] and value is not None:
-                value = bool(value)
-            out.setdefault(r["sample_id"], []).append(
-                {
-                    "scorer": r["scorer"],
-                    "value": value,
-                    "details": r["details"],
-                    "version": r["version"],
-                }
-            )
-        return out
+            return [Sample.model_validate(plain(r)) for r in conn.execute(q).mappings()]
 
     def step_score_values(self, run: str, step: int) -> dict[str, list[float]]:
         """Per-sample values of every numeric scorer at one step, for aggregates."""
@@ -550,76 +482,13 @@ class Store:
                 out.setdefault(scorer, []).append(float(value))
         return out
 
-    def step_aggregates(self, run: str, step: int) -> dict[str, dict[str, Any]]:
-        q = select(aggregates).where(and_(aggregates.c.run == run, aggregates.c.step == step))
-        with self.begin() as conn:
-            return {
-                r["metric"]: {k: r[k] for k in ("mean", "ci_low", "ci_high", "n")}
-                for r in conn.execute(q).mappings()
-            }
-
-    def step_flags(self, run: str, step: int) -> list[dict[str, Any]]:
-        q = select(flags).where(and_(flags.c.run == run, flags.c.step == step))
-        with self.begin() as conn:
-            return [
-                {k: r[k] for k in ("name", "severity", "message", "details")}
-                for r in conn.execute(q).mappings()
-            ]
-
-    def metric_series(self, run: str) -> dict[str, list[dict[str, Any]]]:
-        """Every aggregate and trainer metric of a run as series over steps (one query each)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        with self.begin() as conn:
-            q = (
-                select(aggregates)
-                .where(aggregates.c.run == run)
-                .order_by(aggregates.c.metric, aggregates.c.step)
-            )
-            for r in conn.execute(q).mappings():
-                out.setdefault(r["metric"], []).append(
-                    {k: r[k] for k in ("step", "mean", "ci_low", "ci_high", "n")}
-                )
-            q2 = (
-                select(run_metrics)
-                .where(run_metrics.c.run == run)
-                .order_by(run_metrics.c.name, run_metrics.c.step)
-            )
-            for r in conn.execute(q2).mappings():
-                out.setdefault(f"train.{r['name']}", []).append(
-                    {"step": r["step"], "mean": r["value"], "ci_low": None, "ci_high": None, "n": 1}
-                )
-        return out
-
-    def list_alerts(
-        self,
-        run: str | None = None,
-        state: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        project: str | None = None,
-    ) -> list[Alert]:
-        q = select(alerts).order_by(alerts.c.id.desc()).limit(limit).offset(offset)
-        if project is not None:
-            q = q.where(alerts.c.run.in_(select(runs.c.name).where(runs.c.project == project)))
-        if run is not None:
-            q = q.where(alerts.c.run == run)
-        if state is not None:
-            q = q.where(alerts.c.state == state)
-        with self.begin() as conn:
-            return [Alert.model_validate(_row(r)) for r in conn.execute(q).mappings()]
-
-    def count_scored(self, run: str) -> int:
-        q = select(func.count(func.distinct(scores.c.sample_id))).where(scores.c.run == run)
-        with self.begin() as conn:
-            return int(conn.execute(q).scalar_one())
-
-    # -- alert engine ----------------------------------------------------------------------
+    # -- the alert engine's reads (the worker's checkpoint hook) --------------------------------------------------------------------
 
     def latest_alerts(self, run: str) -> dict[str, Alert]:
         """The most recent alert of each rule on a run (for de-duplication)."""
         q = select(alerts).where(alerts.c.run == run).order_by(alerts.c.id)
         with self.begin() as conn:
-            return {r["rule"]: Alert.model_validate(_row(r)) for r in conn.execute(q).mappings()}
+            return {r["rule"]: Alert.model_validate(plain(r)) for r in conn.execute(q).mappings()}
 
     def run_flags(self, run: str) -> dict[str, list[int]]:
         """Steps at which each checkpoint flag was raised."""
@@ -684,7 +553,8 @@ class Store:
             return [(str(i), bool(v) if b else float(v)) for i, v, b in conn.execute(q)]
 
 
-def _row(r: Any) -> dict[str, Any]:
+def plain(r: Any) -> dict[str, Any]:
+    """A result row as a dict, its times in UTC (SQLite drops the zone)."""
     d = dict(r)
     for k in ("created", "updated", "resolved_at"):
         if k in d:

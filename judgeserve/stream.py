@@ -8,6 +8,10 @@ sample alone: the entry goes to a sorted set of retries due later (backoff doubl
 attempt) and back onto the stream when due; after ``max_deliveries`` attempts it is
 dead-lettered with the error. The stream is never trimmed past unacknowledged entries:
 acknowledged entries are deleted one by one (XACK + XDEL), so only work still owed stays.
+
+Each process builds its clients once (:meth:`Queue.from_settings`,
+:meth:`AsyncProducer.from_settings`) and passes them down. Redis errors that mean "not
+reachable now" (:data:`RETRYABLE`) become :class:`~judgeserve.exceptions.QueueError`.
 """
 
 from __future__ import annotations
@@ -19,16 +23,23 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
 
 from .exceptions import QueueError
 
-__all__ = ["Keys", "Entry", "Queue", "AsyncProducer"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["Keys", "Entry", "Queue", "AsyncProducer", "RETRYABLE", "durability_warnings"]
 
 log = logging.getLogger(__name__)
+
+# Redis is not reachable now (down, restarting, a network blip): try again later.
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,11 @@ def default_consumer_name() -> str:
 
 
 class Queue:
-    """The worker's side of the stream (synchronous redis-py)."""
+    """The worker's side of the stream (synchronous redis-py), and the dead letters.
+
+    ``create_group`` makes the consumer group at once (a worker's queue); a process
+    that only reads or requeues dead letters (the API) leaves it to the workers.
+    """
 
     def __init__(
         self,
@@ -82,6 +97,7 @@ class Queue:
         max_deliveries: int = 5,
         claim_idle_ms: int = 60_000,
         retry_delay_s: float = 5.0,
+        create_group: bool = True,
     ) -> None:
         self.redis: redis.Redis = redis.Redis.from_url(url)
         self.keys = Keys(prefix)
@@ -91,7 +107,24 @@ class Queue:
         self.claim_idle_ms = claim_idle_ms
         self.retry_delay_s = retry_delay_s
         self._own_pending_done = False
-        self.ensure_group()
+        if create_group:
+            self.ensure_group()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, consumer: str | None = None, *, create_group: bool = True
+    ) -> Queue:
+        """The stream of ``settings``; build one per process and pass it down."""
+        return cls(
+            settings.redis_url,
+            prefix=settings.stream_prefix,
+            group=settings.consumer_group,
+            consumer=consumer,
+            max_deliveries=settings.max_deliveries,
+            claim_idle_ms=settings.claim_idle_ms,
+            retry_delay_s=settings.retry_delay_s,
+            create_group=create_group,
+        )
 
     def ensure_group(self) -> None:
         try:
@@ -99,7 +132,7 @@ class Queue:
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise QueueError(f"cannot create consumer group: {e}") from e
-        except redis.ConnectionError as e:
+        except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
     def add(self, payloads: list[dict[str, Any]]) -> list[str]:
@@ -122,7 +155,7 @@ class Queue:
             if claimed:
                 return claimed
             return self._read_group(">", count, block_ms)
-        except redis.ConnectionError as e:
+        except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
         except redis.ResponseError as e:
             # The stream or group was deleted under us (NOGROUP, or UNBLOCKED while we
@@ -233,25 +266,43 @@ class Queue:
                     self.redis.xadd(self.keys.samples, {"data": json.dumps(payload)})
                     moved += 1
             return moved
-        except redis.ConnectionError as e:
+        except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
     def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
-        return read_deadletters(self.redis, self.keys, count)
+        """Dead letters, oldest first (see :func:`read_deadletters`)."""
+        try:
+            return read_deadletters(self.redis, self.keys, count)
+        except RETRYABLE as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+
+    def deadletter(self, entry_id: str) -> dict[str, Any] | None:
+        """One dead letter by id (one ``XRANGE id id``), or None."""
+        try:
+            found = read_deadletters(self.redis, self.keys, 1, start=entry_id, end=entry_id)
+        except RETRYABLE as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+        return found[0] if found else None
 
     def requeue_deadletters(self, ids: list[str] | None = None) -> int:
-        """Put dead letters back on the sample stream (all, or the given ids)."""
-        moved = 0
-        for item in self.deadletters(count=100_000):
-            if ids is not None and item["id"] not in ids:
-                continue
-            payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(self.keys.samples, {"data": json.dumps(payload)})
-            pipe.xdel(self.keys.deadletter, item["id"])
-            pipe.execute()
-            moved += 1
+        """Put dead letters back on the sample stream (all, or the given ids); returns how
+        many. Each id is looked up on its own (no scan); all are walked page by page."""
+        if ids is not None:
+            found = [self.deadletter(i) for i in ids]
+            return sum(self._requeue(d) for d in found if d is not None)
+        moved, start = 0, "-"
+        while page := read_deadletters(self.redis, self.keys, DEADLETTER_PAGE, start=start):
+            moved += sum(self._requeue(d) for d in page)
+            start = "(" + page[-1]["id"]  # exclusive: after the last one seen
         return moved
+
+    def _requeue(self, item: dict[str, Any]) -> int:
+        payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.keys.samples, {"data": json.dumps(payload)})
+        pipe.xdel(self.keys.deadletter, item["id"])
+        pipe.execute()
+        return 1
 
     def durability_warnings(self) -> list[str]:
         """What in this Redis's configuration could lose accepted samples."""
@@ -269,9 +320,11 @@ class Queue:
         self.redis.close()
 
 
-def read_deadletters(client: redis.Redis, keys: Keys, count: int = 100) -> list[dict[str, Any]]:
+def read_deadletters(
+    client: redis.Redis, keys: Keys, count: int = 100, *, start: str = "-", end: str = "+"
+) -> list[dict[str, Any]]:
     """Dead letters, oldest first: the sample, its last error and how often it was tried."""
-    items: Any = client.xrange(keys.deadletter, count=count)
+    items: Any = client.xrange(keys.deadletter, min=start, max=end, count=count)
     return [
         {
             "id": mid.decode(),
@@ -291,7 +344,7 @@ def durability_warnings(client: redis.Redis) -> list[str]:
         conf.update(client.config_get("maxmemory-policy"))
     except redis.ResponseError:
         return []  # CONFIG is disabled on many managed Redis services: nothing to check
-    except redis.ConnectionError as e:
+    except RETRYABLE as e:
         raise QueueError(f"Redis unreachable: {e}") from e
     found = []
     if conf.get("appendonly") != "yes":
@@ -317,6 +370,10 @@ class AsyncProducer:
         self.redis: aredis.Redis = aredis.Redis.from_url(url)
         self.keys = Keys(prefix)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncProducer:
+        return cls(settings.redis_url, prefix=settings.stream_prefix)
+
     async def add(self, payloads: list[str]) -> None:
         """Append pre-serialised JSON payloads in one round trip."""
         try:
@@ -324,19 +381,19 @@ class AsyncProducer:
                 for p in payloads:
                     pipe.xadd(self.keys.samples, {"data": p})
                 await pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
     async def backlog(self) -> int:
         try:
             return int(await self.redis.xlen(self.keys.samples))
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except RETRYABLE:
             return False
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import read
 from .exceptions import QueueError, StoreError
 from .schema import Aggregate, Sample, Score
 from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
@@ -64,16 +65,9 @@ class Worker:
     ) -> None:
         self.settings = settings
         self._own_store = store is None
-        self.store = store or Store(settings.database_url)
-        self.queue = queue or Queue(
-            settings.redis_url,
-            prefix=settings.stream_prefix,
-            group=settings.consumer_group,
-            consumer=consumer,
-            max_deliveries=settings.max_deliveries,
-            claim_idle_ms=settings.claim_idle_ms,
-            retry_delay_s=settings.retry_delay_s,
-        )
+        self.store = store or Store.from_settings(settings)
+        self._own_queue = queue is None
+        self.queue = queue or Queue.from_settings(settings, consumer)
         loaded = (
             list(scorers)
             if scorers is not None
@@ -160,7 +154,8 @@ class Worker:
             close = getattr(hook, "close", None)
             if callable(close):
                 close()
-        self.queue.close()
+        if self._own_queue:
+            self.queue.close()
         if self._own_store:
             self.store.close()
 
@@ -240,8 +235,8 @@ class Worker:
                 if s.probe_id is not None:
                     wanted.setdefault((s.run, s.step), []).append(s.probe_id)
             for (run, step), probes in wanted.items():
-                for probe, text in self.store.previous_completions(run, step, probes).items():
-                    baselines[(run, f"{step}\0{probe}")] = text
+                for probe, prev in read.previous_samples(self.store, run, step, probes).items():
+                    baselines[(run, f"{step}\0{probe}")] = prev["completion"]
         out = []
         for e, s in good:
             rubrics = e.payload.get("rubrics") or self._run_rubrics(s.run)
@@ -251,7 +246,7 @@ class Worker:
 
     def _run_rubrics(self, run: str) -> list[str] | None:
         if run not in self._rubrics_cache:
-            found = self.store.get_run(run)
+            found = read.get_run(self.store, run)
             self._rubrics_cache[run] = found["rubrics"] if found else None
         return self._rubrics_cache[run]
 

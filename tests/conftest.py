@@ -16,7 +16,7 @@ import pytest
 import redis
 import uvicorn
 
-from judgeserve.api import create_app
+from judgeserve.app import create_app
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.worker import Worker

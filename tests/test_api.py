@@ -9,7 +9,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from judgeserve.api import create_app
+from judgeserve.app import create_app
 from judgeserve.schema import MAX_TEXT_BYTES
 from judgeserve.settings import Settings
 

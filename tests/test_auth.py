@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from judgeserve import JudgeClient
-from judgeserve.api import create_app
+from judgeserve import JudgeClient, read
+from judgeserve.app import create_app
 from judgeserve.auth import auth_enabled, create_token, revoke_token
 from judgeserve.settings import Settings
 from judgeserve.store import Store, tokens
@@ -105,8 +105,8 @@ def test_sdk_with_token_end_to_end(secured: Settings, make_worker: object) -> No
             assert client.flush(10)
             assert client.alerts() == []
         worker.process(worker.queue.read(10, block_ms=500))
-        wait_for(lambda: store.count_scored("tok-run") == 1)
-        run = store.get_run("tok-run")
+        wait_for(lambda: read.count_scored(store, "tok-run") == 1)
+        run = read.get_run(store, "tok-run")
         assert run is not None and run["project"] == "team-a"  # the worker kept the owner
     finally:
         worker.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from judgeserve import JudgeClient
+from judgeserve import JudgeClient, read
 from judgeserve.settings import Settings
 from judgeserve.store import Store, samples, scores
 from judgeserve.stream import Queue
@@ -74,7 +74,7 @@ def test_kill_workers_while_submitting(settings: Settings, chaos_db: str, tmp_pa
             assert client.flush(timeout=120)
         assert kills == KILLS
         q = Queue(s.redis_url, prefix=s.stream_prefix)
-        wait_for(lambda: q.backlog() == 0 and store.count_scored("chaos") == N_SAMPLES, timeout=300, every=0.5)
+        wait_for(lambda: q.backlog() == 0 and read.count_scored(store, "chaos") == N_SAMPLES, timeout=300, every=0.5)
         with store.begin() as conn:
             n_samples = conn.execute(select(func.count()).select_from(samples).where(samples.c.run == "chaos")).scalar_one()
             per_sample = conn.execute(

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from judgeserve import AsyncJudgeClient, ClientError, JudgeClient
+from judgeserve import AsyncJudgeClient, ClientError, JudgeClient, read
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.worker import Worker
@@ -32,8 +32,8 @@ def test_api_down_then_up_loses_nothing(settings: Settings, worker_thread: Worke
         assert client.flush(timeout=30) is True
         client.close()
         store = Store(settings.database_url)
-        wait_for(lambda: store.count_scored("spool-run") == 100)
-        assert store.metric_series("spool-run")["train.loss"][0]["mean"] == 0.1
+        wait_for(lambda: read.count_scored(store, "spool-run") == 100)
+        assert read.metric_series(store, "spool-run")["train.loss"][0]["mean"] == 0.1
         store.close()
         assert not list((settings.spool_dir / "spool-run").glob("*.jsonl"))
     finally:
@@ -51,7 +51,7 @@ def test_spool_survives_the_client_and_is_adopted(settings: Settings, worker_thr
         with JudgeClient(url, run="crash-run", spool_dir=settings.spool_dir) as second:
             assert second.flush(timeout=30)
         store = Store(settings.database_url)
-        wait_for(lambda: store.count_scored("crash-run") == 7)
+        wait_for(lambda: read.count_scored(store, "crash-run") == 7)
         store.close()
     finally:
         server.stop()
@@ -83,7 +83,7 @@ def test_submit_from_many_threads(live_api: LiveServer, worker_thread: Worker, s
             t.join()
         assert client.flush(10)
     store = Store(settings.database_url)
-    wait_for(lambda: store.count_scored("mt-run") == 200)
+    wait_for(lambda: read.count_scored(store, "mt-run") == 200)
     store.close()
 
 
@@ -99,7 +99,7 @@ def test_async_client(live_api: LiveServer, worker_thread: Worker, settings: Set
 
     assert asyncio.run(_async_round_trip(live_api.url, settings)) == []
     store = Store(settings.database_url)
-    wait_for(lambda: store.count_scored("async-run") == 4)
+    wait_for(lambda: read.count_scored(store, "async-run") == 4)
     store.close()
 
 
@@ -119,7 +119,7 @@ def test_trainer_killed_right_after_submit_loses_nothing(
     proc = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert proc.returncode == -9
     store = Store(settings.database_url)
-    wait_for(lambda: store.count_scored("killed-run") == 30, timeout=30)
+    wait_for(lambda: read.count_scored(store, "killed-run") == 30, timeout=30)
     store.close()
     # The orphaned agent finished the journal and cleaned up after itself.
     wait_for(lambda: not list((settings.spool_dir / "killed-run").glob("*.jsonl")), timeout=10)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import judgeserve
+from judgeserve import read
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 
@@ -47,6 +48,6 @@ def test_readme_sdk_example_runs(live_api: LiveServer, worker_thread: object, se
     code = code.replace('run="llama-sft-7")', f'run="llama-sft-7", spool_dir={str(settings.spool_dir)!r})')
     exec(compile(code, "README.md", "exec"), {})
     store = Store(settings.database_url)
-    wait_for(lambda: store.count_scored("llama-sft-7") == 2)
-    assert store.metric_series("llama-sft-7")["train.loss"][0]["mean"] == 0.81
+    wait_for(lambda: read.count_scored(store, "llama-sft-7") == 2)
+    assert read.metric_series(store, "llama-sft-7")["train.loss"][0]["mean"] == 0.81
     store.close()

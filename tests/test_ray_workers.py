@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from judgeserve import read
 from judgeserve.launch import start_actors
 from judgeserve.settings import Settings
 from judgeserve.store import Store
@@ -40,10 +41,10 @@ def test_ray_actors_share_the_work_and_survive_a_lost_actor(ray_local: None, set
     actors, refs = start_actors(s, 2)
     try:
         q.add([{"run": "ray-run", "step": i // 50, "id": f"a{i}", "prompt": "", "completion": f"w {i}"} for i in range(300)])
-        wait_for(lambda: store.count_scored("ray-run") == 300, timeout=240)
+        wait_for(lambda: read.count_scored(store, "ray-run") == 300, timeout=240)
         ray.kill(actors[0], no_restart=True)  # a node lost with its actor
         q.add([{"run": "ray-run", "step": 9, "id": f"b{i}", "prompt": "", "completion": f"w {i}"} for i in range(300)])
-        wait_for(lambda: store.count_scored("ray-run") == 600, timeout=240)
+        wait_for(lambda: read.count_scored(store, "ray-run") == 600, timeout=240)
         consumers = {c["name"].decode() for c in q.redis.xinfo_consumers(q.keys.samples, "workers")}
         assert {"ray-worker-0", "ray-worker-1"} <= consumers  # both took part
         time.sleep(0.2)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from judgeserve import JudgeClient
+from judgeserve import JudgeClient, read
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.stream import Queue, durability_warnings
@@ -94,7 +94,7 @@ def test_redis_restart_during_submission_loses_nothing(own_redis: RedisServer, s
         assert saw_503
         assert client.flush(timeout=60)
         store = Store(s.database_url)
-        wait_for(lambda: store.count_scored("outage-run") == 300, timeout=60)
+        wait_for(lambda: read.count_scored(store, "outage-run") == 300, timeout=60)
         store.close()
     finally:
         stop.set()
@@ -129,7 +129,7 @@ def test_backlog_over_bound_answers_429_and_sdk_waits(settings: Settings) -> Non
         t.start()
         assert client.flush(timeout=60)
         store = Store(s.database_url)
-        wait_for(lambda: store.count_scored("bp-run") == 200, timeout=60)
+        wait_for(lambda: read.count_scored(store, "bp-run") == 200, timeout=60)
         store.close()
         worker.stop()
         t.join(timeout=10)
@@ -155,7 +155,7 @@ def test_sigterm_finishes_the_batch_in_flight(settings: Settings, tmp_path: Path
     assert proc.wait(timeout=30) == 0
     log.close()
     store = Store(settings.database_url)
-    assert store.count_scored("term-run") == 8
+    assert read.count_scored(store, "term-run") == 8
     assert r.xpending(q.keys.samples, "workers")["pending"] == 0
     store.close()
     q.close()

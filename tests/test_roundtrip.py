@@ -70,7 +70,7 @@ def test_worker_and_api_on_each_database(settings: Settings, database_url: str) 
     """The same path on SQLite and PostgreSQL: queue → worker → store → API."""
     from fastapi.testclient import TestClient
 
-    from judgeserve.api import create_app
+    from judgeserve.app import create_app
 
     s = settings.model_copy(update={"database_url": database_url})
     with TestClient(create_app(s)) as api:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from judgeserve import read
 from judgeserve.exceptions import StoreError
 from judgeserve.schema import Aggregate, Alert, Sample, Score
 from judgeserve.store import Store
@@ -26,7 +27,7 @@ def test_writes_are_idempotent(store: Store) -> None:
             store.upsert_run(conn, "st-run", 1)
             store.save_samples(conn, [sample(0), sample(1)])
             store.save_scores(conn, "st-run", 1, "s0", [Score(scorer="x.flag", value=True), Score(scorer="x.n", value=2.5)])
-    rows = store.step_samples("st-run", 1)
+    rows = read.step_samples(store, "st-run", 1)
     assert [r["id"] for r in rows] == ["s0", "s1"]
     assert rows[0]["scores"] == [
         {"scorer": "x.flag", "value": True, "details": {}, "version": "1"},
@@ -39,7 +40,7 @@ def test_run_last_step_only_grows(store: Store) -> None:
     with store.begin() as conn:
         store.upsert_run(conn, "st-run", 50, ["helpfulness"])
         store.upsert_run(conn, "st-run", 10)
-    run = store.get_run("st-run")
+    run = read.get_run(store, "st-run")
     assert run is not None and run["last_step"] == 50 and run["rubrics"] == ["helpfulness"]
 
 
@@ -49,7 +50,7 @@ def test_aggregates_are_replaced_and_form_series(store: Store) -> None:
             store.upsert_run(conn, "st-run", step)
             store.save_aggregates(conn, "st-run", step, {"m": Aggregate(mean=mean, ci_low=0, ci_high=1, n=3)})
     store.save_metrics("st-run", 2, {"loss": 1.5})
-    series = store.metric_series("st-run")
+    series = read.metric_series(store, "st-run")
     assert [(p["step"], p["mean"]) for p in series["m"]] == [(1, 0.5), (2, 0.9)]
     assert series["train.loss"] == [{"step": 2, "mean": 1.5, "ci_low": None, "ci_high": None, "n": 1}]
 
@@ -59,10 +60,10 @@ def test_alerts_resolve_once(store: Store) -> None:
     assert aid is not None
     # A second open alert of the same rule (another worker, same moment) is not recorded.
     assert store.add_alert(Alert(run="st-run", step=4, rule="r", message="again")) is None
-    assert [a.id for a in store.list_alerts("st-run", "open")] == [aid]
+    assert [a.id for a in read.list_alerts(store, "st-run", "open")] == [aid]
     assert store.resolve_alert(aid) is True
     assert store.resolve_alert(aid) is False
-    resolved = store.list_alerts("st-run", "resolved")
+    resolved = read.list_alerts(store, "st-run", "resolved")
     assert resolved[0].resolved_at is not None and resolved[0].evidence == {"ids": ["s1"]}
     assert store.add_alert(Alert(run="st-run", step=9, rule="r", message="fires again")) is not None
 
@@ -71,8 +72,8 @@ def test_pagination(store: Store) -> None:
     with store.begin() as conn:
         store.upsert_run(conn, "st-run", 1)
         store.save_samples(conn, [sample(i) for i in range(25)])
-    assert store.count_samples("st-run", 1) == 25
-    pages = [store.step_samples("st-run", 1, limit=10, offset=o) for o in (0, 10, 20)]
+    assert read.count_step_samples(store, "st-run", 1) == 25
+    pages = [read.step_samples(store, "st-run", 1, limit=10, offset=o) for o in (0, 10, 20)]
     ids = [r["id"] for page in pages for r in page]
     assert len(ids) == 25 and len(set(ids)) == 25
 

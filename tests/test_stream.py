@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
+from judgeserve import read, stream
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.schema import Score
 from judgeserve.settings import Settings
@@ -41,10 +43,10 @@ def test_redelivered_sample_adds_no_rows(settings: Settings, make_worker: Callab
     # The same sample ids arrive again (an SDK retry, or a reclaim after a late ack).
     worker.queue.add([payload(i) for i in range(5)])
     worker.process(worker.queue.read(100, block_ms=100))
-    step = worker.store.step_samples("q-run", 1, limit=100)
+    step = read.step_samples(worker.store, "q-run", 1, limit=100)
     assert len(step) == 5
     assert all(len([s for s in x["scores"] if s["scorer"] == "length.tokens"]) == 1 for x in step)
-    assert worker.store.count_scored("q-run") == 5
+    assert read.count_scored(worker.store, "q-run") == 5
     assert worker.queue.backlog() == 0  # acknowledged entries are gone, nothing owed
 
 
@@ -61,7 +63,7 @@ def test_entries_of_a_dead_consumer_are_reclaimed(settings: Settings, make_worke
     assert sorted(e.payload["id"] for e in entries) == ["s0", "s1", "s2"]
     assert all(e.deliveries == 2 for e in entries)
     survivor.process(entries)
-    assert survivor.store.count_scored("q-run") == 3
+    assert read.count_scored(survivor.store, "q-run") == 3
     assert r.xpending(dead.keys.samples, "workers")["pending"] == 0
 
 
@@ -92,13 +94,13 @@ def test_worker_killed_before_ack_loses_nothing(
         proc.wait(timeout=10)
         log.close()
     store = Store(settings.database_url)
-    assert store.count_scored("q-run") == 0  # it died before storing anything
+    assert read.count_scored(store, "q-run") == 0  # it died before storing anything
     time.sleep(settings.claim_idle_ms / 1000 + 0.1)
     survivor = make_worker(consumer="survivor")
     while survivor.queue.backlog():
         survivor.process(survivor.queue.read(64, block_ms=50))
-    assert store.count_scored("q-run") == 20
-    assert len(store.step_samples("q-run", 1, limit=100)) == 20
+    assert read.count_scored(store, "q-run") == 20
+    assert len(read.step_samples(store, "q-run", 1, limit=100)) == 20
     store.close()
 
 
@@ -114,7 +116,7 @@ def test_poison_sample_is_dead_lettered_after_max_deliveries(settings: Settings,
         if worker.queue.backlog() == 0:
             break
         time.sleep(0.02)
-    rows = {r["id"]: {sc["scorer"] for sc in r["scores"]} for r in worker.store.step_samples("q-run", 1)}
+    rows = {r["id"]: {sc["scorer"] for sc in r["scores"]} for r in read.step_samples(worker.store, "q-run", 1)}
     # The poison cost only the failing scorer's verdict: its other scores are stored.
     assert rows == {"s0": {"length.tokens", "poison.ok"}, "s1": {"length.tokens"},
                     "s2": {"length.tokens", "poison.ok"}}
@@ -127,7 +129,7 @@ def test_poison_sample_is_dead_lettered_after_max_deliveries(settings: Settings,
     worker.sample_scorers = [LengthScorer(), FixedPoison()]
     worker.process(worker.queue.read(10, block_ms=50))
     assert worker.queue.deadletters() == []
-    s1 = worker.store.get_sample("q-run", "s1")
+    s1 = read.get_sample(worker.store, "q-run", "s1")
     assert s1 is not None and {sc["scorer"] for sc in s1["scores"]} == {"length.tokens", "poison.ok"}
 
 
@@ -150,7 +152,7 @@ def test_failed_scorer_is_retried_after_a_delay(settings: Settings, make_worker:
     entries = worker.queue.read(10, block_ms=50)
     assert entries[0].payload["only"] == ["flaky"] and entries[0].payload["attempt"] == 1
     worker.process(entries)
-    s1 = worker.store.get_sample("q-run", "s1")
+    s1 = read.get_sample(worker.store, "q-run", "s1")
     assert s1 is not None and {sc["scorer"] for sc in s1["scores"]} == {"length.tokens", "flaky.ok"}
     assert flaky.calls == 3 and worker.queue.backlog() == 0
 
@@ -183,13 +185,13 @@ def test_worker_survives_the_stream_being_deleted(settings: Settings, make_worke
     assert worker.queue.read(10, block_ms=50) == []  # NOGROUP: recreated, not raised
     worker.queue.add([payload(1)])
     worker.process(worker.queue.read(10, block_ms=50))
-    assert worker.store.count_scored("q-run") == 1
+    assert read.count_scored(worker.store, "q-run") == 1
 
 
 def test_dead_letters_are_visible_through_the_api(settings: Settings, make_worker: Callable[..., Worker]) -> None:
     from fastapi.testclient import TestClient
 
-    from judgeserve.api import create_app
+    from judgeserve.app import create_app
 
     s = settings.model_copy(update={"max_deliveries": 1})
     worker = make_worker(settings=s, scorers=[PoisonScorer()])
@@ -216,6 +218,27 @@ def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Call
     assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1
 
 
+def test_dead_letters_requeue_by_id_and_all(
+    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "DEADLETTER_PAGE", 2)
+    s = settings.model_copy(update={"max_deliveries": 1})
+    worker = make_worker(settings=s, scorers=[PoisonScorer()])
+    worker.queue.add([payload(i, text="POISON") for i in range(5)])
+    worker.process(worker.queue.read(10, block_ms=50))
+    dead = worker.queue.deadletters()
+    assert [d["payload"]["id"] for d in dead] == [f"s{i}" for i in range(5)]
+    assert worker.queue.deadletter(dead[2]["id"]) == dead[2]
+    assert worker.queue.deadletter("1-1") is None
+    # By id: only those move, whatever their place in the stream.
+    assert worker.queue.requeue_deadletters([dead[2]["id"], dead[4]["id"], "1-1"]) == 2
+    assert [d["payload"]["id"] for d in worker.queue.deadletters()] == ["s0", "s1", "s3"]
+    assert worker.queue.backlog() == 2
+    # All: page by page, to the end.
+    assert worker.queue.requeue_deadletters() == 3
+    assert worker.queue.deadletters() == [] and worker.queue.backlog() == 5
+
+
 def test_entry_redelivered_past_the_limit_is_dead_lettered(settings: Settings, make_worker: Callable[..., Worker]) -> None:
     # A sample whose processing kills its worker is never acknowledged: each reclaim
     # delivers it again. Past max_deliveries it is set aside, not processed forever.
@@ -233,4 +256,4 @@ def test_entry_redelivered_past_the_limit_is_dead_lettered(settings: Settings, m
     assert result.dead == 1 and result.stored == 0
     dead = survivor.queue.deadletters()
     assert dead[0]["payload"]["id"] == "s1" and "delivered 4 times" in dead[0]["error"]
-    assert survivor.queue.backlog() == 0 and survivor.store.count_scored("q-run") == 0
+    assert survivor.queue.backlog() == 0 and read.count_scored(survivor.store, "q-run") == 0

@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 def history_from_store(store: Store, run: str) -> History:
     """A run's history: aggregates, ``train.*`` metrics and ``flag.*`` series (0/1)."""
+    from .. import read  # SQLAlchemy only when a history is read: rules lint without it
+
     series: dict[str, list[Point]] = {
         metric: [Point(p["step"], p["mean"], p["ci_low"], p["ci_high"], p["n"]) for p in points]
-        for metric, points in store.metric_series(run).items()
+        for metric, points in read.metric_series(store, run).items()
     }
     raised = store.run_flags(run)
     if raised:

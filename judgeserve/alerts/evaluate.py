@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..aggregates import bootstrap_means
 from .rules import DivergenceRule, RegressionRule, ThresholdRule, TrendRule
 
 __all__ = ["Point", "History", "Finding", "evaluate", "compare_samples"]
@@ -309,10 +310,13 @@ def mann_whitney_worse(current: np.ndarray, baseline: np.ndarray, worse: str) ->
 def bootstrap_diff_ci(
     current: np.ndarray, baseline: np.ndarray, confidence: float, resamples: int = 2000
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(current) - mean(baseline)``; deterministic."""
+    """Percentile bootstrap CI of ``mean(current) - mean(baseline)``; deterministic, and
+    memory bounded whatever the sample sizes (the aggregates' bootstrap, per side)."""
     rng = np.random.default_rng(0)
-    a = current[rng.integers(0, len(current), size=(resamples, len(current)))].mean(axis=1)
-    b = baseline[rng.integers(0, len(baseline), size=(resamples, len(baseline)))].mean(axis=1)
+    a = bootstrap_means(np.asarray(current, dtype=np.float64), resamples, rng)
+    b = bootstrap_means(np.asarray(baseline, dtype=np.float64), resamples, rng)
+    k = min(len(a), len(b))  # a large side may have been given fewer resamples
+    a, b = a[:k], b[:k]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(a - b, [alpha, 1 - alpha])
     return float(low), float(high)

@@ -18,12 +18,12 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from ..exceptions import RETRYABLE_STATUS
 from ..schema import Alert
 
 __all__ = ["Notifier", "LogNotifier", "WebhookNotifier", "alert_payload", "slack_payload"]
 
 log = logging.getLogger("judgeserve.alerts")
-RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
 
 class Notifier(Protocol):
@@ -119,7 +119,7 @@ class WebhookNotifier:
                 continue
             if resp.status_code < 300:
                 return True
-            if resp.status_code not in RETRYABLE:
+            if resp.status_code not in RETRYABLE_STATUS:
                 log.error("webhook %s refused alert %s: HTTP %d %s", self.url, alert.id,
                           resp.status_code, resp.text[:200])
                 return False

@@ -1,5 +1,9 @@
-"""The HTTP API: validates what trainers send, queues it, and serves what was scored."""
+"""The JSON API (``/v1``): validates what trainers send, queues it, serves what was scored.
 
-from .app import create_app
+Reads go through :mod:`judgeserve.read`, who may call through :mod:`judgeserve.auth`;
+:func:`judgeserve.app.create_app` composes this router with the web view's.
+"""
 
-__all__ = ["create_app"]
+from .routes import BacklogGauge, router
+
+__all__ = ["router", "BacklogGauge"]

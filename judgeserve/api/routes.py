@@ -6,15 +6,16 @@ import json
 import time
 from typing import Annotated, Any
 
-import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from ..exceptions import QueueError
+from .. import read
+from ..auth import Caller, ReadRun, WriteRun, check_run, may_read
+from ..exceptions import Backpressure
 from ..schema import Alert, MetricsIn, SampleBatch
 from ..store import Store
-from ..stream import AsyncProducer, Keys, read_deadletters
-from .errors import Backpressure
-from .security import Caller, ReadRun, WriteRun, check_run
+from ..stream import AsyncProducer
+
+__all__ = ["router", "BacklogGauge"]
 
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -84,11 +85,11 @@ def submit_metrics(run: WriteRun, body: MetricsIn, request: Request) -> dict[str
 
 @router.get("/v1/runs", tags=["read"])
 def list_runs(request: Request, who: Caller, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-    return {"runs": _store(request).list_runs(limit, offset, project=who.project)}
+    return {"runs": read.list_runs(_store(request), limit, offset, project=who.project)}
 
 
-def _run_or_404(store: Store, run: str) -> dict[str, Any]:
-    found = store.get_run(run)
+def _run_or_404(source: read.Source, run: str) -> dict[str, Any]:
+    found = read.get_run(source, run)
     if found is None:
         raise HTTPException(404, f"run {run!r} not found")
     return found
@@ -108,21 +109,21 @@ def get_step(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """A checkpoint: its samples with scores, aggregates and checkpoint-level flags."""
-    store = _store(request)
-    _run_or_404(store, run)
-    return {
-        "run": run,
-        "step": step,
-        "total": store.count_samples(run, step),
-        "samples": store.step_samples(run, step, limit, offset),
-        "aggregates": store.step_aggregates(run, step),
-        "flags": store.step_flags(run, step),
-    }
+    with read.connect(_store(request)) as conn:
+        _run_or_404(conn, run)
+        return {
+            "run": run,
+            "step": step,
+            "total": read.count_step_samples(conn, run, step),
+            "samples": read.step_samples(conn, run, step, limit=limit, offset=offset),
+            "aggregates": read.step_aggregates(conn, run, step),
+            "flags": read.step_flags(conn, run, step),
+        }
 
 
 @router.get("/v1/runs/{run}/samples/{sample_id}", tags=["read"])
 def get_sample(run: ReadRun, sample_id: str, request: Request) -> dict[str, Any]:
-    found = _store(request).get_sample(run, sample_id)
+    found = read.get_sample(_store(request), run, sample_id)
     if found is None:
         raise HTTPException(404, f"sample {sample_id!r} not found in run {run!r}")
     return found
@@ -131,9 +132,9 @@ def get_sample(run: ReadRun, sample_id: str, request: Request) -> dict[str, Any]
 @router.get("/v1/runs/{run}/metrics", tags=["read"])
 def get_metrics(run: ReadRun, request: Request) -> dict[str, Any]:
     """Every metric's series over steps: detector aggregates and trainer metrics."""
-    store = _store(request)
-    _run_or_404(store, run)
-    return {"run": run, "metrics": store.metric_series(run)}
+    with read.connect(_store(request)) as conn:
+        _run_or_404(conn, run)
+        return {"run": run, "metrics": read.metric_series(conn, run)}
 
 
 @router.get("/v1/runs/{run}/alerts", tags=["alerts"])
@@ -144,35 +145,23 @@ def get_alerts(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, list[Alert]]:
-    return {"alerts": _store(request).list_alerts(run, state, limit, offset)}
+    return {"alerts": read.list_alerts(_store(request), run, state, limit, offset)}
 
 
 @router.get("/v1/deadletter", tags=["ops"])
 def list_deadletters(request: Request, who: Caller, limit: Limit = 100) -> dict[str, Any]:
     """Samples whose scoring failed on every delivery, with the last error."""
-    settings = request.app.state.settings
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        items = read_deadletters(client, Keys(settings.stream_prefix), limit)
-    except redis.ConnectionError as e:
-        raise QueueError(f"Redis unreachable: {e}") from e
-    finally:
-        client.close()
-    visible = []
-    for item in items:
-        try:
-            check_run(request, who, str(item["payload"].get("run")), write=False)
-        except HTTPException:
-            continue  # another project's sample
-        visible.append(item)
-    return {"deadletters": visible}
+    items = read.deadletters(
+        request.app.state.queue, limit, lambda run: may_read(request, who, run)
+    )
+    return {"deadletters": items}
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"])
 def resolve_alert(
     alert_id: Annotated[int, Path(ge=1, le=2**62)], request: Request, who: Caller
 ) -> dict[str, Any]:
-    run = _store(request).alert_run(alert_id)
+    run = read.alert_run(_store(request), alert_id)
     if run is None:
         raise HTTPException(404, f"no alert {alert_id}")
     check_run(request, who, run, write=True)

@@ -4,8 +4,9 @@
 * :class:`judgeserve.callbacks.lightning.JudgeLightningCallback` — Lightning ``Trainer``.
 
 Both share :mod:`.probes` (probe files, generation) and :mod:`.runner` (schedule,
-submission, alert watching). Importing this package imports neither transformers nor
-lightning; each callback module imports its framework when it is imported.
+submission, alert watching, and :class:`~.runner.ProbeOptions`, the options both take).
+Importing this package imports neither transformers nor lightning; each callback module
+imports its framework when it is imported.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from .probes import Completion, GenerationConfig, Probe, generate, load_probes
-from .runner import ProbeRunner
+from .runner import ProbeOptions, ProbeRunner
 
 __all__ = [
     "JudgeCallback",
     "JudgeLightningCallback",
     "ProbeRunner",
+    "ProbeOptions",
     "Probe",
     "GenerationConfig",
     "Completion",

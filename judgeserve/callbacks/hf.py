@@ -22,14 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import require
-from ..schema import Alert
-from .probes import GenerationConfig, Probe
-from .runner import ProbeRunner
+from .probes import Probe
+from .runner import ProbeOptions, ProbeRunner
 
 require("transformers", "train")
 
@@ -52,53 +51,23 @@ class JudgeCallback(TrainerCallback):
         self,
         probes: str | Path | Sequence[Probe | dict[str, Any] | str],
         *,
-        client: Any = None,
-        url: str | None = None,
-        run: str | None = None,
-        every_n_steps: int | None = 100,
+        tokenizer: Any = None,
         on_evaluate: bool = False,
         on_save: bool = False,
-        probe_at_start: bool = True,
-        probe_at_end: bool = True,
-        max_new_tokens: int = 48,
-        generation: GenerationConfig | None = None,
-        tokenizer: Any = None,
-        poll_interval_s: float = 2.0,
-        stop_on_alert: bool = True,
-        log_back: bool = True,
-        on_alert: Callable[[Alert], None] | None = None,
+        options: ProbeOptions | None = None,
+        **probe_options: Any,
     ) -> None:
         """
         Args:
             probes: a JSONL probe file, or probes / dicts / prompt strings.
-            client: a ``JudgeClient``; by default one is made for ``url`` and ``run``
-                (``run`` defaults to ``args.run_name``, else the output directory's name).
-            every_n_steps: probe at every multiple of this global step (None: only on
-                the events below).
-            on_evaluate / on_save: also probe after each evaluation / checkpoint save.
-            probe_at_start / probe_at_end: probe before the first and after the last step.
-            max_new_tokens: bound on each completion (ignored when ``generation`` is set).
-            generation: greedy and/or sampled decoding settings.
             tokenizer: used when the trainer has no ``processing_class``.
-            poll_interval_s: how often the watcher thread fetches open alerts.
-            stop_on_alert: honour ``action: stop`` alerts.
-            log_back: log aggregates to W&B / TensorBoard when active.
-            on_alert: called (on the watcher thread) with each new alert.
+            on_evaluate / on_save: also probe after each evaluation / checkpoint save.
+            options, probe_options: when and how to probe, submit and watch alerts
+                (:class:`~judgeserve.callbacks.runner.ProbeOptions`: ``every_n_steps``,
+                ``client``, ``url``, ``run``, ``max_new_tokens``, ``stop_on_alert`` ...),
+                as one object and/or keyword arguments.
         """
-        self.runner = ProbeRunner(
-            probes,
-            client=client,
-            url=url,
-            run=run,
-            every_n_steps=every_n_steps,
-            probe_at_start=probe_at_start,
-            probe_at_end=probe_at_end,
-            generation=generation or GenerationConfig(max_new_tokens=max_new_tokens),
-            poll_interval_s=poll_interval_s,
-            stop_on_alert=stop_on_alert,
-            log_back=log_back,
-            on_alert=on_alert,
-        )
+        self.runner = ProbeRunner(probes, options, **probe_options)
         self.on_evaluate_probe = on_evaluate
         self.on_save_probe = on_save
         self.tokenizer = tokenizer

@@ -17,14 +17,13 @@ every logger of the trainer (W&B, TensorBoard, CSV ...) as ``judgeserve/<metric>
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import MissingExtraError
-from ..schema import Alert
-from .probes import GenerationConfig, Probe
-from .runner import ProbeRunner
+from .probes import Probe
+from .runner import ProbeOptions, ProbeRunner
 
 try:
     import lightning.pytorch as pl
@@ -48,35 +47,14 @@ class JudgeLightningCallback(pl.Callback):
         *,
         tokenizer: Any,
         model_attr: str = "model",
-        client: Any = None,
-        url: str | None = None,
-        run: str | None = None,
-        every_n_steps: int | None = 100,
         on_validation: bool = False,
-        probe_at_start: bool = True,
-        probe_at_end: bool = True,
-        max_new_tokens: int = 48,
-        generation: GenerationConfig | None = None,
-        poll_interval_s: float = 2.0,
-        stop_on_alert: bool = True,
-        log_back: bool = True,
-        on_alert: Callable[[Alert], None] | None = None,
+        options: ProbeOptions | None = None,
+        **probe_options: Any,
     ) -> None:
+        """``options`` / ``probe_options``: see :class:`~judgeserve.callbacks.runner.ProbeOptions`
+        (``every_n_steps``, ``client``, ``url``, ``run``, ``max_new_tokens`` ...)."""
         super().__init__()
-        self.runner = ProbeRunner(
-            probes,
-            client=client,
-            url=url,
-            run=run,
-            every_n_steps=every_n_steps,
-            probe_at_start=probe_at_start,
-            probe_at_end=probe_at_end,
-            generation=generation or GenerationConfig(max_new_tokens=max_new_tokens),
-            poll_interval_s=poll_interval_s,
-            stop_on_alert=stop_on_alert,
-            log_back=log_back,
-            on_alert=on_alert,
-        )
+        self.runner = ProbeRunner(probes, options, **probe_options)
         self.tokenizer = tokenizer
         self.model_attr = model_attr
         self.on_validation_probe = on_validation

@@ -5,6 +5,10 @@ trainer metrics, and watches the run's alerts from a background thread. The trai
 thread never waits on scoring: ``submit`` and ``log_metrics`` only append to the SDK's
 journal, and the alert poll happens on the watcher thread, which leaves a flag the
 callback reads at the end of each step (an attribute read).
+
+:class:`ProbeOptions` is the one list of the options both callbacks and the runner take:
+pass them as keyword arguments (``JudgeCallback(probes, every_n_steps=200)``) or as one
+``options=ProbeOptions(...)``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from ..exceptions import ClientError
 from ..schema import Alert
 from .probes import Completion, GenerationConfig, Probe, generate, load_probes
 
-__all__ = ["ProbeRunner", "run_name"]
+__all__ = ["ProbeRunner", "ProbeOptions", "run_name"]
 
 log = logging.getLogger("judgeserve.callbacks")
 _RUN_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -39,39 +44,77 @@ def run_name(*candidates: str | None) -> str:
     return "default"
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    """When to probe, how to generate, where to submit, how to watch alerts.
+
+    Attributes:
+        client: a ``JudgeClient``; by default one is made for ``url`` and ``run`` (``run``
+            defaults to the trainer's run name, else its output directory's name) and
+            closed after training.
+        url, run: where, and under which run name, when no client is given.
+        every_n_steps: probe at every multiple of this global step (None: only on the
+            callback's events).
+        probe_at_start / probe_at_end: probe before the first and after the last step.
+        max_new_tokens: bound on each completion (ignored when ``generation`` is set).
+        generation: greedy and/or sampled decoding settings.
+        poll_interval_s: how often the watcher thread fetches open alerts.
+        stop_on_alert: honour ``action: stop`` alerts.
+        log_back: log scored aggregates back to the trainer's loggers when active.
+        on_alert: called (on the watcher thread) with each new alert.
+    """
+
+    client: JudgeClient | None = None
+    url: str | None = None
+    run: str | None = None
+    every_n_steps: int | None = 100
+    probe_at_start: bool = True
+    probe_at_end: bool = True
+    max_new_tokens: int = 48
+    generation: GenerationConfig | None = None
+    poll_interval_s: float = 2.0
+    stop_on_alert: bool = True
+    log_back: bool = True
+    on_alert: Callable[[Alert], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.every_n_steps is not None and self.every_n_steps < 1:
+            raise ValueError("every_n_steps must be at least 1 (or None: probe on events only)")
+
+    @classmethod
+    def of(cls, options: ProbeOptions | None = None, **overrides: Any) -> ProbeOptions:
+        """``options`` (or the defaults) with ``overrides``; an unknown name is a TypeError."""
+        return replace(options or cls(), **overrides)
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        return self.generation or GenerationConfig(max_new_tokens=self.max_new_tokens)
+
+
 class ProbeRunner:
     """Probe schedule, submission, alert watching and metric log-back for one training run."""
 
     def __init__(
         self,
         probes: str | Path | Sequence[Probe | dict[str, Any] | str],
-        *,
-        client: JudgeClient | None = None,
-        url: str | None = None,
-        run: str | None = None,
-        every_n_steps: int | None = 100,
-        probe_at_start: bool = True,
-        probe_at_end: bool = True,
-        generation: GenerationConfig | None = None,
-        poll_interval_s: float = 2.0,
-        stop_on_alert: bool = True,
-        log_back: bool = True,
-        on_alert: Callable[[Alert], None] | None = None,
+        options: ProbeOptions | None = None,
+        **overrides: Any,
     ) -> None:
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError("every_n_steps must be at least 1 (or None: probe on events only)")
+        """``options`` and/or keyword ``overrides``: see :class:`ProbeOptions`."""
+        opts = ProbeOptions.of(options, **overrides)
+        self.options = opts
         self.probes = load_probes(probes)
-        self.client = client
-        self._own_client = client is None
-        self.url, self.run = url, run
-        self.every_n_steps = every_n_steps
-        self.probe_at_start = probe_at_start
-        self.probe_at_end = probe_at_end
-        self.generation = generation or GenerationConfig()
-        self.poll_interval_s = poll_interval_s
-        self.stop_on_alert = stop_on_alert
-        self.log_back = log_back
-        self.on_alert = on_alert
+        self.client = opts.client
+        self._own_client = opts.client is None
+        self.url, self.run = opts.url, opts.run
+        self.every_n_steps = opts.every_n_steps
+        self.probe_at_start = opts.probe_at_start
+        self.probe_at_end = opts.probe_at_end
+        self.generation = opts.generation_config
+        self.poll_interval_s = opts.poll_interval_s
+        self.stop_on_alert = opts.stop_on_alert
+        self.log_back = opts.log_back  # a callback turns it off when it has nowhere to log
+        self.on_alert = opts.on_alert
         self.probed: list[int] = []
         self.generation_s = 0.0  # time spent generating completions
         self.submit_s = 0.0  # time spent handing samples and metrics to the SDK

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from ..exceptions import RETRYABLE_STATUS
 from .journal import paths, read_offset, write_offset
 
 log = logging.getLogger("judgeserve.agent")
@@ -29,7 +30,6 @@ log = logging.getLogger("judgeserve.agent")
 MAX_SAMPLES = 1000
 MAX_CHARS = 8 * 1024 * 1024  # keep each request well under the API's body cap
 MAX_LINES = 256
-RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 IDLE_MIN_S = 0.02
 IDLE_MAX_S = 0.25
 
@@ -90,7 +90,7 @@ class Agent:
             raise Retry() from e
         if resp.status_code < 300:
             return
-        if resp.status_code in RETRYABLE:
+        if resp.status_code in RETRYABLE_STATUS:
             after = resp.headers.get("retry-after", "")
             raise Retry(float(after) if after.isdigit() else None)
         # Refused for good (4xx): retrying cannot help; record it for the client to report.

@@ -21,9 +21,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 __all__ = ["run_demo", "DemoResult"]
 
@@ -89,9 +92,9 @@ def run_demo(
 
     from ..launch import background_stack
 
-    with background_stack(settings):
+    with background_stack(settings) as worker:
         say(f"stack up: API {url}  store {settings.database_url}  redis {settings.redis_url}")
-        result = _train(settings, run, url, tmp, train_path, probe_path, steps, every, say, out)
+        result = _train(worker.store, run, url, tmp, train_path, probe_path, steps, every, say, out)
         result.seconds = time.monotonic() - started
         _summary(result, say)
         if serve if serve is not None else (out is sys.stdout and sys.stdin.isatty()):
@@ -109,7 +112,7 @@ def run_demo(
 
 
 def _train(
-    settings: Settings,
+    store: Store,
     run: str,
     url: str,
     tmp: Path,
@@ -132,7 +135,6 @@ def _train(
 
     from ..callbacks.hf import JudgeCallback
     from ..client import JudgeClient
-    from ..store import Store
     from .model import TextDataset, collate, tiny_gpt2, train_tokenizer
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -148,7 +150,6 @@ def _train(
     say(f"model: GPT-2, 3 layers x 128 wide, {n_params / 1e6:.2f}M parameters, from scratch; "
         f"{steps} steps, probes every {every}")
     result = DemoResult(run=run, url=url)
-    store = Store(settings.database_url)
     client = JudgeClient(url, run=run, spool_dir=tmp / "spool")
     # No probe at step 0: a randomly initialised model is no baseline (a pretrained one is).
     judge = JudgeCallback(probe_path, client=client, every_n_steps=every, max_new_tokens=48,
@@ -186,7 +187,6 @@ def _train(
         progress.finish(timeout=60)
     finally:
         client.close(10)
-        store.close()
     return result
 
 
@@ -196,7 +196,7 @@ class _Progress:
     Mixed into a ``TrainerCallback`` subclass where transformers is imported.
     """
 
-    def __init__(self, judge: Any, store: Any, result: DemoResult, out: Any) -> None:
+    def __init__(self, judge: Any, store: Store, result: DemoResult, out: Any) -> None:
         from tqdm.auto import tqdm
 
         self.judge, self.store, self.result, self.out = judge, store, result, out
@@ -246,13 +246,15 @@ class _Progress:
         self._show(final=True)
 
     def _show(self, final: bool = False) -> None:
+        from .. import read
+
         with self._lock:
             run = self.result.run
             expected = self.judge.runner.expected_samples
             for step in sorted(set(self.judge.runner.probed) - self.shown):
                 # Per-sample and set-level aggregates are written in one transaction, after
                 # every sample of the step is scored: n tells when the checkpoint is whole.
-                aggs = self.store.step_aggregates(run, step)
+                aggs = read.step_aggregates(self.store, run, step)
                 n = aggs.get("length.tokens", {}).get("n", 0)
                 if n < expected and not (final and aggs):
                     break  # lines appear in step order
@@ -260,7 +262,7 @@ class _Progress:
                 self.result.checkpoints[step] = metrics
                 self.shown.add(step)
                 self.write(_line(step, self._loss_at(step), metrics))
-            for alert in sorted(self.store.list_alerts(run), key=lambda a: a.id or 0):
+            for alert in sorted(read.list_alerts(self.store, run), key=lambda a: a.id or 0):
                 if alert.id not in self.alerts_shown:
                     self.alerts_shown.add(alert.id or 0)
                     self.result.alerts.append(alert)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ def run(
     serve.start(http_options=http)
     handles: dict[str, Any] = {}
     for app in schema.applications:
-        builder = _import(app.import_path)
+        builder = pkgutil.resolve_name(app.import_path)
         if builder is build_app:
             options: dict[str, Any] = {}
             for dep in app.deployments:
@@ -236,10 +237,3 @@ def run(
         except KeyboardInterrupt:
             serve.shutdown()  # type: ignore[no-untyped-call]
     return handles
-
-
-def _import(ref: str) -> Any:
-    import importlib
-
-    module, _, attr = ref.replace(":", ".").rpartition(".")
-    return getattr(importlib.import_module(module), attr)

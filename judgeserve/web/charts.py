@@ -10,11 +10,12 @@ the same step axis, so quality falling while loss falls shows at a glance. The b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["family_of", "chart_payload", "sparkline", "LOSS"]
 
+TRAIN = "train."  # the trainer's own metrics (loss, learning rate) in a metric series
 LOSS = "train.loss"
 # Families drawn first, in this order; the rest follow alphabetically.
 FAMILY_ORDER = ("judge", "reference", "memorization", "repetition", "diversity", "truncation", "length")
@@ -41,11 +42,10 @@ def _num(x: Any) -> float | None:
 
 
 def chart_payload(
-    agg_rows: Iterable[Sequence[Any]],
-    train: Iterable[Sequence[Any]],
-    markers: Sequence[dict[str, Any]],
+    series: Mapping[str, Sequence[Mapping[str, Any]]], markers: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """JSON for ``charts.js`` from :func:`queries.chart_rows`, ``train_rows`` and ``alert_markers``.
+    """JSON for ``charts.js`` from :func:`judgeserve.read.metric_series` (aggregates, and the
+    trainer's metrics as ``train.*``) and :func:`judgeserve.read.alert_markers`.
 
     Columns, not points (flat lists are smaller and faster to encode)::
 
@@ -53,29 +53,29 @@ def chart_payload(
                                             "lo": [...], "hi": [...]}]}],
          "train": [{"name", "steps": [...], "value": [...]}], "alerts": [...]}
     """
-    by_metric: dict[str, dict[str, list[Any]]] = {}
-    for metric, step, mean, lo, hi in agg_rows:
-        cols = by_metric.get(metric)
-        if cols is None:
-            cols = by_metric[metric] = {"steps": [], "mean": [], "lo": [], "hi": []}
-        cols["steps"].append(int(step))
-        cols["mean"].append(_num(mean))
-        cols["lo"].append(_num(lo))
-        cols["hi"].append(_num(hi))
     families: dict[str, list[dict[str, Any]]] = {}
-    for metric in sorted(by_metric):
-        families.setdefault(family_of(metric), []).append({"name": metric, **by_metric[metric]})
-    by_train: dict[str, dict[str, list[Any]]] = {}
-    for name, step, value in train:
-        cols = by_train.setdefault(f"train.{name}", {"steps": [], "value": []})
-        cols["steps"].append(int(step))
-        cols["value"].append(_num(value))
+    train: list[dict[str, Any]] = []
+    for metric in sorted(series):
+        points = series[metric]
+        steps = [int(p["step"]) for p in points]
+        if metric.startswith(TRAIN):
+            train.append({"name": metric, "steps": steps, "value": [_num(p["mean"]) for p in points]})
+            continue
+        families.setdefault(family_of(metric), []).append(
+            {
+                "name": metric,
+                "steps": steps,
+                "mean": [_num(p["mean"]) for p in points],
+                "lo": [_num(p["ci_low"]) for p in points],
+                "hi": [_num(p["ci_high"]) for p in points],
+            }
+        )
     return {
         "loss": LOSS,
         "families": [
             {"name": name, "metrics": families[name]} for name in sorted(families, key=_family_key)
         ],
-        "train": [{"name": n, **by_train[n]} for n in sorted(by_train)],
+        "train": train,
         "alerts": [
             {k: m[k] for k in ("id", "step", "severity", "rule", "state")} for m in markers
         ],

@@ -28,12 +28,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from .. import read
 from ..schema import RUN_NAME_PATTERN
-from . import queries as q
-from .auth import viewer_project
+from ..store import Store
+from .login import viewer_project
 
 __all__ = ["router", "POLL_S", "MAX_STREAM_S", "changes"]
 
@@ -66,23 +66,18 @@ def changes(before: str, after: str) -> list[str]:
 
 
 def _payload(
-    engine: Engine, run: str | None, kind: str, before: str, project: str | None
+    store: Store, run: str | None, kind: str, before: str, project: str | None
 ) -> dict[str, Any]:
-    with q.read(engine) as conn:
+    with read.connect(store) as conn:
         if kind == "alert":
-            return {"alerts": q.alerts_after(conn, run, _parts(before)[1], project=project)}
+            return {"alerts": read.alerts_after(conn, run, _parts(before)[1], project=project)}
         if kind == "step":
             if run is not None:
-                found = q.get_run(conn, run)
+                found = read.get_run(conn, run)
                 return {"run": run, "last_step": found["last_step"] if found else None}
             return {"runs": [{"run": r["name"], "last_step": r["last_step"]}
-                             for r in q.list_runs(conn, 5, 0, project)]}
+                             for r in read.list_runs(conn, 5, 0, project)]}
     return {}
-
-
-def _stamp(engine: Engine, run: str | None, project: str | None) -> str:
-    with q.read(engine) as conn:
-        return q.live_stamp(conn, run, project)
 
 
 def _event(kind: str, stamp: str, data: dict[str, Any]) -> str:
@@ -91,17 +86,17 @@ def _event(kind: str, stamp: str, data: dict[str, Any]) -> str:
 
 
 async def _stream(
-    request: Request, engine: Engine, run: str | None, since: str | None, project: str | None
+    request: Request, store: Store, run: str | None, since: str | None, project: str | None
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
-    stamp = await run_in_threadpool(_stamp, engine, run, project)
+    stamp = await run_in_threadpool(read.live_stamp, store, run, project)
     seen = since if since is not None else stamp
     yield _event("hello", seen, {"run": run})
     started = beat = time.monotonic()
     while time.monotonic() - started < MAX_STREAM_S:
         if stamp != seen:
             for kind in changes(seen, stamp):
-                data = await run_in_threadpool(_payload, engine, run, kind, seen, project)
+                data = await run_in_threadpool(_payload, store, run, kind, seen, project)
                 yield _event(kind, stamp, data)
             seen = stamp
             beat = time.monotonic()
@@ -111,7 +106,7 @@ async def _stream(
         await asyncio.sleep(POLL_S)
         if await request.is_disconnected():
             return
-        stamp = await run_in_threadpool(_stamp, engine, run, project)
+        stamp = await run_in_threadpool(read.live_stamp, store, run, project)
 
 
 @router.get("/live")
@@ -125,7 +120,7 @@ async def live(
     if last is not None:
         last = last.replace("\r", "").replace("\n", "")[:200]
     return StreamingResponse(
-        _stream(request, q.engine_of(request), run, last, viewer_project(request)),
+        _stream(request, request.app.state.store, run, last, viewer_project(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

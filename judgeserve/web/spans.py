@@ -18,9 +18,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Span", "Segment", "spans_of", "segments", "css_family"]
+__all__ = ["Span", "Segment", "by_scorer", "flags_of", "spans_of", "segments", "css_family"]
 
 MAX_SPANS_PER_SCORE = 1000
+
+
+def by_scorer(scores: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A sample's scores as the read path gives them (a list) keyed by scorer, as the pages
+    use them: ``{scorer: {"value", "is_bool", "details"}}`` (details always a dict)."""
+    return {
+        sc["scorer"]: {
+            "value": sc["value"],
+            "is_bool": isinstance(sc["value"], bool),
+            "details": sc["details"] if isinstance(sc["details"], dict) else {},
+        }
+        for sc in scores
+    }
+
+
+def flags_of(scores: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The scorers that flagged a sample (a true boolean score), sorted."""
+    return sorted(k for k, v in scores.items() if v["is_bool"] and v["value"])
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from judgeserve import read
 from judgeserve.aggregates import aggregate
 from judgeserve.alerts import AlertEngine, WebhookNotifier, parse_rules
-from judgeserve.api import create_app
+from judgeserve.app import create_app
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.schema import Sample, Score
 from judgeserve.scorers import Flag
@@ -79,7 +80,7 @@ def test_fires_once_while_open_and_again_after_resolve(store: Store) -> None:
     assert engine.check(store, "r", 200) == []  # the checkpoint the resolved alert was about
     (again,) = engine.check(store, "r", 300)  # a later one may fire again
     assert again.step == 300 and again.id != alert.id
-    assert [a.state for a in store.list_alerts("r")] == ["open", "resolved"]
+    assert [a.state for a in read.list_alerts(store, "r")] == ["open", "resolved"]
     assert engine.check(store, "other-run", 400) == []
 
 
@@ -94,7 +95,7 @@ def test_divergence_from_stored_loss_and_scores(store: Store) -> None:
     assert alert.evidence["loss"]["current"] == {"step": 300, "value": 0.4}
     assert alert.evidence["p_value"] < 0.05 and len(alert.evidence["sample_ids"]) == 5
     # Reads back through the API model with its evidence intact.
-    (stored,) = store.list_alerts("r", "open")
+    (stored,) = read.list_alerts(store, "r", "open")
     assert stored.evidence == alert.evidence | {"baseline": alert.evidence["baseline"]}
 
 

@@ -145,6 +145,22 @@ def test_statistics() -> None:
     assert 0.6 < low < 0.7 < high < 0.8
 
 
+def test_bootstrap_diff_ci_memory_is_bounded_for_large_checkpoints() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n = 100_000  # a resamples x n index matrix would be 1.6 GB
+    worse, base = rng.normal(0.6, 0.2, n), rng.normal(0.5, 0.2, n)
+    tracemalloc.start()
+    try:
+        low, high = bootstrap_diff_ci(worse, base, 0.95)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, peak
+    assert 0.095 < low < 0.1 < high < 0.105
+
+
 # --- trend --------------------------------------------------------------------------------
 
 TREND = "name: t\ntype: trend\nmetric: reference.chrf\nworse: lower\ncheckpoints: 3\nmin_change: 0.5"

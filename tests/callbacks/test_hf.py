@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from judgeserve import JudgeClient
+from judgeserve import JudgeClient, read
 from judgeserve.callbacks.hf import JudgeCallback
 from judgeserve.settings import Settings
 from judgeserve.store import Store
@@ -69,7 +69,7 @@ def test_probes_are_scored_and_a_stop_alert_halts_training(
         client.close(10)
     store = Store(settings.database_url)
     try:
-        (alert,) = store.list_alerts("hf-stop")
+        (alert,) = read.list_alerts(store, "hf-stop")
         assert alert.rule == "answers_exist" and alert.action == "stop" and alert.step == 10
         # Stopped after the alert, well before max_steps; the trainer really ended there.
         assert cb.stopped_at is not None and alert.step < cb.stopped_at < max_steps
@@ -77,14 +77,14 @@ def test_probes_are_scored_and_a_stop_alert_halts_training(
         assert cb.runner.stop_alert is not None and cb.runner.stop_alert.id == alert.id
         # The probes of each checkpoint were generated, submitted and scored.
         assert cb.runner.probed[:2] == [0, 10] and cb.runner.probed[-1] == cb.stopped_at
-        wait_for(lambda: store.count_samples("hf-stop", cb.stopped_at or 0) == 6)
+        wait_for(lambda: read.count_step_samples(store, "hf-stop", cb.stopped_at or 0) == 6)
         for step in (0, 10):
-            rows = store.step_samples("hf-stop", step)
+            rows = read.step_samples(store, "hf-stop", step)
             assert len(rows) == 6 and all(r["scores"] for r in rows)
             assert {r["tags"]["kind"] for r in rows} == {"heldout", "training_prefix"}
-            assert store.step_aggregates("hf-stop", step)["length.tokens"]["n"] == 6
+            assert read.step_aggregates(store, "hf-stop", step)["length.tokens"]["n"] == 6
         # Trainer metrics went along: loss and learning rate next to quality.
-        series = store.metric_series("hf-stop")
+        series = read.metric_series(store, "hf-stop")
         assert series["train.loss"][0]["step"] == 5 and "train.learning_rate" in series
     finally:
         store.close()

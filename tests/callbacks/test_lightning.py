@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from judgeserve import JudgeClient
+from judgeserve import JudgeClient, read
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 
@@ -79,14 +79,14 @@ def test_lightning_probes_scored_and_stop_alert_halts(
         client.close(10)
     store = Store(settings.database_url)
     try:
-        (alert,) = store.list_alerts("pl-stop")
+        (alert,) = read.list_alerts(store, "pl-stop")
         assert alert.action == "stop" and alert.step == 10
         assert cb.stopped_at is not None and alert.step < cb.stopped_at < max_steps
         assert trainer.global_step == cb.stopped_at
         assert cb.runner.probed[:2] == [0, 10]
-        wait_for(lambda: store.count_samples("pl-stop", 10) == 6)
-        assert all(r["scores"] for r in store.step_samples("pl-stop", 10))
-        series = store.metric_series("pl-stop")
+        wait_for(lambda: read.count_step_samples(store, "pl-stop", 10) == 6)
+        assert all(r["scores"] for r in read.step_samples(store, "pl-stop", 10))
+        series = read.metric_series(store, "pl-stop")
         assert series["train.loss"][0]["step"] == 5 and "train.learning_rate" in series
     finally:
         store.close()

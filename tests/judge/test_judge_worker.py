@@ -7,7 +7,7 @@ import random
 import threading
 from pathlib import Path
 
-from judgeserve import JudgeClient
+from judgeserve import JudgeClient, read
 from judgeserve.detectors.length import LengthScorer
 from judgeserve.judge.scorer import JudgeScorer
 from judgeserve.settings import Settings
@@ -38,12 +38,12 @@ def test_run_rubrics_reach_the_judge_through_the_worker(
         with JudgeClient(api.url, run="unjudged", spool_dir=settings.spool_dir) as c:
             c.submit(1, good)
         store = Store(settings.database_url)
-        wait_for(lambda: store.count_scored("judged") == 8 and store.count_scored("unjudged") == 4, timeout=120)
+        wait_for(lambda: read.count_scored(store, "judged") == 8 and read.count_scored(store, "unjudged") == 4, timeout=120)
 
         def verdicts(run: str) -> dict[str, dict]:
             return {
                 r["id"]: sc
-                for r in store.step_samples(run, 1)
+                for r in read.step_samples(store, run, 1)
                 for sc in r["scores"]
                 if sc["scorer"] == "judge.toy.marker"
             }
@@ -54,7 +54,7 @@ def test_run_rubrics_reach_the_judge_through_the_worker(
         assert all(v[f"b{i}"]["value"] < 2.0 for i in range(4))
         details = v["g0"]["details"]
         assert details["rubric_version"] and details["judge_model"] and details["prompt_hash"]
-        assert store.get_run("judged")["rubrics"] == ["toy"]  # type: ignore[index]
+        assert read.get_run(store, "judged")["rubrics"] == ["toy"]  # type: ignore[index]
         assert verdicts("unjudged") == {}  # no rubric named, none by default: not judged
         store.close()
     finally:

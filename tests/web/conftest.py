@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from judgeserve import read
 from judgeserve.schema import Aggregate, Alert, Score
 from judgeserve.scorers import load_scorers
 from judgeserve.settings import Settings
@@ -90,8 +91,8 @@ def seed_run(url: str, run: str, steps: tuple[int, ...] = STEPS, probes: int = P
 
 
 def scored(store: Store, run: str, step: int, n: int) -> bool:
-    rows = store.step_samples(run, step, limit=1000)
-    return len(rows) == n and all(r["scores"] for r in rows) and bool(store.step_aggregates(run, step))
+    rows = read.step_samples(store, run, step, limit=1000)
+    return len(rows) == n and all(r["scores"] for r in rows) and bool(read.step_aggregates(store, run, step))
 
 
 def add_judge(store: Store, run: str, step: int, sid: str) -> None:

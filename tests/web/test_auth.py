@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from judgeserve.api import create_app
+from judgeserve import read
+from judgeserve.app import create_app
 from judgeserve.auth import create_token
 from judgeserve.schema import Alert
 from judgeserve.settings import Settings
@@ -74,9 +75,9 @@ def test_next_cannot_leave_the_site(setup: tuple[TestClient, str, str]) -> None:
 def test_resolve_another_projects_alert_is_refused(setup: tuple[TestClient, str, str], settings: Settings) -> None:
     client, a, _ = setup
     store = Store(settings.database_url)
-    other = next(x for x in store.list_alerts("run-b") if x.rule == "rule-b")
+    other = next(x for x in read.list_alerts(store, "run-b") if x.rule == "rule-b")
     client.cookies.set("judgeserve_token", a)
     r = client.post(f"/alerts/{other.id}/resolve", headers={"accept": "application/json"})
     assert r.status_code == 403
-    assert store.list_alerts("run-b")[0].state == "open"
+    assert read.list_alerts(store, "run-b")[0].state == "open"
     store.close()

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import httpx
 
+from judgeserve import read
+
 from ..conftest import wait_for
 from .conftest import (
     LOOP_TEXT,
@@ -163,7 +165,7 @@ def test_resolve_from_the_alerts_page(stack: Stack, seeded: dict[str, Any], page
         f"() => !document.querySelector('tr[data-alert=\"{alert_id}\"]')"
         f" || document.querySelector('tr[data-alert=\"{alert_id}\"]').className === 'state-resolved'"
     )
-    states = {a.id: a.state for a in stack.store.list_alerts(RUN, None, 100, 0)}
+    states = {a.id: a.state for a in read.list_alerts(stack.store, RUN, None, 100, 0)}
     assert states[alert_id] == "resolved"
     page.goto(f"{stack.url}/alerts?state=resolved")
     assert page.locator(f'tr[data-alert="{alert_id}"]').count() == 1

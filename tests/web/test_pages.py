@@ -12,7 +12,7 @@ import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
-from judgeserve.api import create_app
+from judgeserve.app import create_app
 from judgeserve.schema import Aggregate, Alert, Sample, Score
 from judgeserve.settings import Settings
 from judgeserve.store import Store
@@ -326,3 +326,19 @@ def test_dead_letters_page_shows_and_requeues(settings: Settings) -> None:
         assert worker.queue.backlog() == 1
     finally:
         worker.close()
+
+
+def test_dead_letter_reads_leave_the_consumer_group_to_the_workers(settings: Settings) -> None:
+    """The API's dead-letter routes use the app's one stream client: no XGROUP CREATE (which
+    would make the stream) at start-up nor per request."""
+    import redis
+
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/deadletter").status_code == 200
+        assert c.get("/v1/deadletter").json() == {"deadletters": []}
+        assert c.post("/deadletter/1-1/requeue", follow_redirects=False).status_code == 404
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        assert not r.exists(f"{settings.stream_prefix}:samples")
+    finally:
+        r.close()

@@ -67,9 +67,12 @@ def test_sparkline_and_families() -> None:
     assert family_of("judge.helpfulness.clarity") == "judge.helpfulness"
     assert family_of("repetition.loop") == "repetition"
     assert family_of("loss") == "other"
+    def point(step: int, mean: float, lo: float | None, hi: float | None) -> dict[str, Any]:
+        return {"step": step, "mean": mean, "ci_low": lo, "ci_high": hi, "n": 3}
+
     payload = chart_payload(
-        [("length.tokens", 1, 2.0, 1.0, 3.0), ("judge.h.c", 1, float("nan"), None, None)],
-        [("loss", 0, 1.5)],
+        {"length.tokens": [point(1, 2.0, 1.0, 3.0)], "judge.h.c": [point(1, float("nan"), None, None)],
+         "train.loss": [point(0, 1.5, None, None)]},
         [{"id": 1, "step": 1, "severity": "info", "rule": "r", "state": "open", "run": "x"}],
     )
     assert [f["name"] for f in payload["families"]] == ["judge.h", "length"]

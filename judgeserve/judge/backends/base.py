@@ -14,6 +14,7 @@ exactly as a user's package would; :func:`register_backend` adds one at run time
 from __future__ import annotations
 
 import logging
+import pkgutil
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -93,13 +94,7 @@ def _discover() -> None:
 
 def _lazy(ref: str) -> BackendFactory:
     def factory(*args: Any, **kwargs: Any) -> JudgeBackend:
-        import importlib
-
-        module, _, attr = ref.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        backend: JudgeBackend = obj(*args, **kwargs)
+        backend: JudgeBackend = pkgutil.resolve_name(ref)(*args, **kwargs)
         return backend
 
     return factory

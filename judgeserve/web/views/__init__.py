@@ -17,7 +17,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from .. import live
-from ..auth import require_viewer
+from ..login import require_viewer
 from . import alerts, deadletter, rubrics, run, runs, sample, step
 
 __all__ = ["router"]

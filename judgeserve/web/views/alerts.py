@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from ...api.security import check_run
+from ... import read
+from ...auth import check_run
 from ...schema import RUN_NAME_PATTERN
 from ...store import Store
-from .. import queries as q
-from ..auth import viewer, viewer_project
+from ..login import viewer, viewer_project
 from ..paging import PageParam, Pager
 from ..templating import Urls, render
 
@@ -31,13 +31,14 @@ def alerts_page(
     pager = Pager.start(request, page, PER_PAGE)
     which = None if state == "all" else state
     project = viewer_project(request)
-    with q.read(q.engine_of(request)) as conn:
-        total = q.count_alerts(conn, run, which, project)
-        items = q.list_alerts(conn, run, which, PER_PAGE, pager.offset, project)
-        counts = {s: q.count_alerts(conn, run, s, project) for s in ("open", "resolved")}
-        stamp = q.live_stamp(conn, run, project)
+    with read.connect(request.app.state.store) as conn:
+        total = read.count_alerts(conn, run, which, project)
+        found = read.list_alerts(conn, run, which, PER_PAGE, pager.offset, project)
+        counts = {s: read.count_alerts(conn, run, s, project) for s in ("open", "resolved")}
+        stamp = read.live_stamp(conn, run, project)
+    items = [a.model_dump() for a in found]
     for a in items:
-        evidence = a["evidence"] if isinstance(a["evidence"], dict) else {}
+        evidence = a["evidence"]
         ids = evidence.get("sample_ids")
         ids = [str(i) for i in ids] if isinstance(ids, list) else []
         a["sample_ids"] = ids[:EVIDENCE_LINKS]
@@ -68,7 +69,7 @@ def resolve(
     """Resolve from the page: a form post (redirects back to ``?state=``) or a fetch asking
     for JSON. The form carries nothing in its body, so no form parser is needed."""
     store: Store = request.app.state.store
-    run = store.alert_run(alert_id)
+    run = read.alert_run(store, alert_id)
     if run is not None:
         check_run(request, viewer(request), run, write=True)
     done = store.resolve_alert(alert_id)

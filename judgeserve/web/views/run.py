@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ... import read
 from ...schema import RUN_NAME_PATTERN
-from .. import queries as q
 from ..charts import chart_payload
 from ..paging import PageParam, Pager
 from ..templating import Urls, not_found, render
@@ -22,17 +22,17 @@ ALERTS_SHOWN = 10
 @router.get("/runs/{run}", response_class=HTMLResponse)
 def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLResponse:
     pager = Pager.start(request, page, PER_PAGE)
-    with q.read(q.engine_of(request)) as conn:
-        found = q.get_run(conn, run)
+    with read.connect(request.app.state.store) as conn:
+        found = read.get_run(conn, run)
         if found is None:
             return not_found(request, f"No run named {run!r}.")
-        steps = q.run_steps(conn, run, PER_PAGE, pager.offset)
-        flagged = q.flagged_counts(conn, run, [s["step"] for s in steps])
+        steps = read.run_steps(conn, run, PER_PAGE, pager.offset)
+        flagged = read.flagged_counts(conn, run, [s["step"] for s in steps])
         for s in steps:
             s["flagged"] = flagged.get(s["step"], 0)
-        open_alerts = q.list_alerts(conn, run, "open", ALERTS_SHOWN, 0)
-        n_open = q.count_alerts(conn, run, "open")
-        stamp = q.live_stamp(conn, run)
+        open_alerts = read.list_alerts(conn, run, "open", ALERTS_SHOWN, 0)
+        n_open = read.count_alerts(conn, run, "open")
+        stamp = read.live_stamp(conn, run)
     return render(
         request,
         "run.html",
@@ -54,13 +54,11 @@ def run_charts(
     request: Request, run: RunPath, from_step: Annotated[int, Query(ge=0, le=2**53)] = 0
 ) -> Response:
     """The run page's chart data (``charts.chart_payload``); ``from_step`` for live updates."""
-    with q.read(q.engine_of(request)) as conn:
-        if q.get_run(conn, run) is None:
+    with read.connect(request.app.state.store) as conn:
+        if read.get_run(conn, run) is None:
             return JSONResponse({"detail": f"run {run!r} not found"}, status_code=404)
         payload: dict[str, Any] = chart_payload(
-            q.chart_rows(conn, run, from_step),
-            q.train_rows(conn, run, from_step),
-            q.alert_markers(conn, run),
+            read.metric_series(conn, run, from_step), read.alert_markers(conn, run)
         )
     payload["run"] = run
     payload["from_step"] = from_step
@@ -72,8 +70,7 @@ def goto_step(
     request: Request, run: RunPath, step: Annotated[int, Query(ge=0, le=2**53)]
 ) -> Response:
     """The step selector: the step page of the nearest step that has samples."""
-    with q.read(q.engine_of(request)) as conn:
-        nearest = q.nearest_step(conn, run, step)
+    nearest = read.nearest_step(request.app.state.store, run, step)
     if nearest is None:
         return not_found(request, f"Run {run!r} has no samples.")
     urls = Urls(request.scope.get("root_path", ""))

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
+from ... import read
 from ...schema import RUN_NAME_PATTERN
-from .. import queries as q
-from ..spans import segments, spans_of
+from ..spans import by_scorer, flags_of, segments, spans_of
 from ..templating import not_found, render
 from ..textdiff import word_diff
 
@@ -52,15 +52,16 @@ def judge_verdicts(scores: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 @router.get("/runs/{run}/samples/{sample_id:path}", response_class=HTMLResponse)
 def sample_page(request: Request, run: RunPath, sample_id: str) -> HTMLResponse:
-    with q.read(q.engine_of(request)) as conn:
-        sample = q.get_sample(conn, run, sample_id)
+    with read.connect(request.app.state.store) as conn:
+        sample = read.get_sample(conn, run, sample_id)
         if sample is None:
             return not_found(request, f"No sample {sample_id!r} in run {run!r}.")
-        scores = q.scores_for(conn, run, [sample_id]).get(sample_id, {})
+        scores = by_scorer(sample["scores"])
         previous = None
         if sample["probe_id"] is not None:
-            previous = q.previous_of_probe(conn, run, sample["probe_id"], sample["step"])
-        stamp = q.live_stamp(conn, run)
+            probe = sample["probe_id"]
+            previous = read.previous_samples(conn, run, sample["step"], [probe]).get(probe)
+        stamp = read.live_stamp(conn, run)
     completion: str = sample["completion"]
     spans = spans_of(scores, len(completion))
     context = {
@@ -70,7 +71,7 @@ def sample_page(request: Request, run: RunPath, sample_id: str) -> HTMLResponse:
         "segments": segments(completion, spans),
         "spans": spans,
         "span_scorers": sorted({s.scorer for s in spans}),
-        "flags": sorted(k for k, v in scores.items() if v["is_bool"] and v["value"]),
+        "flags": flags_of(scores),
         "judge": judge_verdicts(scores),
         "other_scores": {k: v for k, v in sorted(scores.items()) if not k.startswith("judge.")},
         "previous": previous,

@@ -1,50 +1,70 @@
-"""The web view's read queries: SQLAlchemy Core over the store's tables, one page at a time.
+"""The one read path: every read the JSON API and the web view make, once.
 
-Every query is bounded (``LIMIT``) and walks an index the store already has, so a page
-costs the same for a run of ten steps as for one of thousands of steps and 100k+ samples:
+The API routes (``api/``) and the pages (``web/views/``) call these same functions; a
+page adds only presentation (datasette's one ``data()`` feeding JSON and HTML). The
+store (:mod:`judgeserve.store`) owns the tables, the engine and the writes.
 
-* runs, newest first, by page; a run's steps by page (``ix_samples_run_step``);
-* a step's samples by page, sorted by any score and filtered (flagged, probe, detector);
-* a sample and its probe's completion at the previous checkpoint (``ix_samples_run_probe``);
-* alerts by page; the series the run page charts (one pass over the run's aggregates).
+Every function takes a :class:`~sqlalchemy.engine.Connection` first, so a page makes
+all its reads on one connection (``with connect(store) as conn: ...``); a
+:class:`~judgeserve.store.Store` or an ``Engine`` works too, for a single read on a
+connection of its own. Database errors become :class:`StoreError` (HTTP 503 in one
+place). Every list is bounded (``LIMIT``) and walks an index the store has, so a page
+costs the same for a run of ten steps as for one of thousands and 100k+ samples.
 
-The store module owns the tables and the writes; these are only reads.
+Dead letters live in Redis, not the database: :func:`deadletters` reads them through
+the process's :class:`~judgeserve.stream.Queue`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from fastapi import Request
 from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
-from ..exceptions import StoreError
-from ..store import aggregates, alerts, flags, run_metrics, runs, samples, scores
+from .exceptions import StoreError
+from .schema import Alert
+from .store import (
+    Store,
+    aggregates,
+    alerts,
+    flags,
+    plain,
+    run_metrics,
+    runs,
+    samples,
+    scores,
+    tokens,
+)
+
+if TYPE_CHECKING:
+    from .stream import Queue
 
 __all__ = [
     "SEVERITY_RANK",
     "HEADLINE_PREFERENCE",
+    "Source",
     "StepFilter",
-    "read",
-    "engine_of",
+    "connect",
+    # runs
     "list_runs",
     "count_runs",
+    "get_run",
     "open_alerts_by_run",
     "headline_series",
-    "get_run",
     "run_steps",
     "flagged_counts",
     "step_neighbours",
     "nearest_step",
-    "chart_rows",
-    "train_rows",
+    "metric_series",
     "alert_markers",
+    # one step
     "step_scorers",
     "step_probes",
     "step_samples",
@@ -52,12 +72,20 @@ __all__ = [
     "scores_for",
     "step_aggregates",
     "step_flags",
+    # samples
     "get_sample",
-    "previous_of_probe",
+    "previous_samples",
+    "count_scored",
+    # alerts
     "list_alerts",
     "count_alerts",
-    "live_stamp",
+    "alert_run",
     "alerts_after",
+    "live_stamp",
+    # tokens, dead letters
+    "token",
+    "list_tokens",
+    "deadletters",
 ]
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -71,16 +99,18 @@ HEADLINE_PREFERENCE = (
     "length.tokens",
 )
 
-
-def engine_of(request: Request) -> Engine:
-    """The store's engine, shared with the API routes."""
-    engine: Engine = request.app.state.store.engine
-    return engine
+Source = Connection | Engine | Store
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @contextmanager
-def read(engine: Engine) -> Iterator[Connection]:
-    """A read connection; database errors become :class:`StoreError` (HTTP 503 in one place)."""
+def connect(source: Source) -> Iterator[Connection]:
+    """A read connection; database errors become :class:`StoreError`."""
+    if isinstance(source, Connection):
+        yield source
+        return
+    engine = source.engine if isinstance(source, Store) else source
     try:
         with engine.connect() as conn:
             yield conn
@@ -88,37 +118,53 @@ def read(engine: Engine) -> Iterator[Connection]:
         raise StoreError(str(e)) from e
 
 
+def _reads(fn: Callable[Concatenate[Connection, P], R]) -> Callable[Concatenate[Source, P], R]:
+    # A read called with a store or engine gets a connection of its own.
+    @functools.wraps(fn)
+    def wrapper(source: Source, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with connect(source) as conn:
+            return fn(conn, *args, **kwargs)
+
+    return wrapper
+
+
 # -- runs ---------------------------------------------------------------------------------
 
 
 def _project_runs(project: str | None) -> list[ColumnElement[bool]]:
-    # ``project`` is the viewer's (auth on) or None (auth off: every run is visible).
+    # ``project`` is the caller's (auth on) or None (auth off: every run is visible).
     return [] if project is None else [runs.c.project == project]
 
 
+@_reads
 def list_runs(
-    conn: Connection, limit: int, offset: int, project: str | None = None
+    conn: Connection, limit: int = 100, offset: int = 0, project: str | None = None
 ) -> list[dict[str, Any]]:
+    """Runs, most recently updated first."""
     q = (
-        select(runs.c.name, runs.c.last_step, runs.c.updated, runs.c.rubrics)
+        select(runs)
         .where(*_project_runs(project))
         .order_by(runs.c.updated.desc(), runs.c.name)
         .limit(limit)
         .offset(offset)
     )
-    return [dict(r) for r in conn.execute(q).mappings()]
+    return [plain(r) for r in conn.execute(q).mappings()]
 
 
+@_reads
 def count_runs(conn: Connection, project: str | None = None) -> int:
     q = select(func.count()).select_from(runs).where(*_project_runs(project))
     return int(conn.execute(q).scalar_one())
 
 
+@_reads
 def get_run(conn: Connection, name: str) -> dict[str, Any] | None:
+    """The run's row (``name``, ``project``, ``rubrics``, ``last_step`` ...), or None."""
     row = conn.execute(select(runs).where(runs.c.name == name)).mappings().first()
-    return dict(row) if row else None
+    return plain(row) if row else None
 
 
+@_reads
 def open_alerts_by_run(conn: Connection, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{run: {"count": n, "worst": severity}}`` of open alerts, for the given runs."""
     out: dict[str, dict[str, Any]] = {}
@@ -145,6 +191,7 @@ def _headline_metric(metrics: Sequence[str]) -> str | None:
     return min(metrics) if metrics else None
 
 
+@_reads
 def headline_series(conn: Connection, run: str, points: int) -> tuple[str | None, list[float]]:
     """The run's headline metric and its last ``points`` means, oldest first."""
     last = conn.execute(
@@ -177,9 +224,7 @@ def headline_series(conn: Connection, run: str, points: int) -> tuple[str | None
     return metric, values[::-1]
 
 
-# -- a run's steps ------------------------------------------------------------------------
-
-
+@_reads
 def run_steps(conn: Connection, run: str, limit: int, offset: int) -> list[dict[str, Any]]:
     """Steps that have samples, newest first: step, sample count, checkpoint."""
     q = (
@@ -202,6 +247,7 @@ def _flag_clause() -> ColumnElement[bool]:
     return and_(scores.c.is_bool.is_(True), scores.c.value == 1.0)
 
 
+@_reads
 def flagged_counts(conn: Connection, run: str, steps: Sequence[int]) -> dict[int, int]:
     """Samples with at least one flag, per step."""
     if not steps:
@@ -214,6 +260,7 @@ def flagged_counts(conn: Connection, run: str, steps: Sequence[int]) -> dict[int
     return {int(s): int(n) for s, n in conn.execute(q)}
 
 
+@_reads
 def step_neighbours(conn: Connection, run: str, step: int) -> tuple[int | None, int | None]:
     """The previous and next steps that have samples."""
     prev = conn.execute(
@@ -231,6 +278,7 @@ def step_neighbours(conn: Connection, run: str, step: int) -> tuple[int | None, 
     return prev, nxt
 
 
+@_reads
 def nearest_step(conn: Connection, run: str, step: int) -> int | None:
     """The step with samples closest to ``step`` (the later one on a tie)."""
     before, after = step_neighbours(conn, run, step + 1)
@@ -241,33 +289,35 @@ def nearest_step(conn: Connection, run: str, step: int) -> int | None:
     return before
 
 
-def chart_rows(conn: Connection, run: str, from_step: int = 0) -> list[tuple[Any, ...]]:
-    """``(metric, step, mean, ci_low, ci_high)`` of every aggregate from ``from_step`` on."""
+@_reads
+def metric_series(conn: Connection, run: str, from_step: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Every aggregate and trainer metric (``train.<name>``) of a run as series over steps,
+    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on."""
+    out: dict[str, list[dict[str, Any]]] = {}
     q = (
-        select(
-            aggregates.c.metric,
-            aggregates.c.step,
-            aggregates.c.mean,
-            aggregates.c.ci_low,
-            aggregates.c.ci_high,
-        )
+        select(aggregates)
         .where(and_(aggregates.c.run == run, aggregates.c.step >= from_step))
-        .order_by(aggregates.c.step)
+        .order_by(aggregates.c.metric, aggregates.c.step)
     )
-    return [tuple(r) for r in conn.execute(q)]
-
-
-def train_rows(conn: Connection, run: str, from_step: int = 0) -> list[tuple[Any, ...]]:
-    """``(name, step, value)`` of the trainer's metrics from ``from_step`` on."""
-    q = (
-        select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.value)
+    for r in conn.execute(q).mappings():
+        out.setdefault(r["metric"], []).append(
+            {k: r[k] for k in ("step", "mean", "ci_low", "ci_high", "n")}
+        )
+    q2 = (
+        select(run_metrics)
         .where(and_(run_metrics.c.run == run, run_metrics.c.step >= from_step))
-        .order_by(run_metrics.c.step)
+        .order_by(run_metrics.c.name, run_metrics.c.step)
     )
-    return [tuple(r) for r in conn.execute(q)]
+    for r in conn.execute(q2).mappings():
+        out.setdefault(f"train.{r['name']}", []).append(
+            {"step": r["step"], "mean": r["value"], "ci_low": None, "ci_high": None, "n": 1}
+        )
+    return out
 
 
+@_reads
 def alert_markers(conn: Connection, run: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """``{"id", "step", "severity", "rule", "state"}`` of a run's alerts, newest first."""
     q = (
         select(alerts.c.id, alerts.c.step, alerts.c.severity, alerts.c.rule, alerts.c.state)
         .where(alerts.c.run == run)
@@ -282,15 +332,16 @@ def alert_markers(conn: Connection, run: str, limit: int = 1000) -> list[dict[st
 
 @dataclass(frozen=True)
 class StepFilter:
-    """Which of a step's samples to show, in which order."""
+    """Which of a step's samples to read, in which order."""
 
     flagged: bool = False
     probe: str | None = None
     detector: str | None = None  # a scorer family ("repetition") or a scorer name
-    sort: str | None = None  # a scorer name, "id" or "probe"
-    descending: bool = True
+    sort: str | None = None  # None: in arrival order; or a scorer name, "id" or "probe"
+    descending: bool = True  # for an explicit ``sort``
 
 
+@_reads
 def step_scorers(conn: Connection, run: str, step: int) -> list[tuple[str, bool]]:
     """``(scorer, is_bool)`` of every scorer that scored a sample at this step."""
     q = (
@@ -302,6 +353,7 @@ def step_scorers(conn: Connection, run: str, step: int) -> list[tuple[str, bool]
     return [(str(s), bool(b)) for s, b in conn.execute(q)]
 
 
+@_reads
 def step_probes(conn: Connection, run: str, step: int, limit: int = 1000) -> list[str]:
     q = (
         select(samples.c.probe_id)
@@ -331,20 +383,22 @@ def _step_where(run: str, step: int, f: StepFilter) -> list[ColumnElement[bool]]
     return where
 
 
+@_reads
 def step_samples(
-    conn: Connection, run: str, step: int, f: StepFilter, limit: int, offset: int
+    conn: Connection,
+    run: str,
+    step: int,
+    f: StepFilter = StepFilter(),
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """One page of a step's samples (without scores: see :func:`scores_for`)."""
-    cols = [
-        samples.c.id,
-        samples.c.probe_id,
-        samples.c.checkpoint,
-        func.substr(samples.c.completion, 1, 120).label("preview"),
-        func.length(samples.c.completion).label("chars"),
-    ]
-    q = select(*cols).where(and_(*_step_where(run, step, f)))
-    if f.sort in (None, "id"):
-        order = [samples.c.id.desc() if f.descending and f.sort else samples.c.id]
+    """One page of a step's samples, filtered and sorted, each with its ``scores``."""
+    q = select(samples).where(and_(*_step_where(run, step, f)))
+    order: list[ColumnElement[Any]]
+    if f.sort is None:
+        order = [samples.c.created, samples.c.id]
+    elif f.sort == "id":
+        order = [samples.c.id.desc() if f.descending else samples.c.id]
     elif f.sort == "probe":
         probe = samples.c.probe_id.desc() if f.descending else samples.c.probe_id.asc()
         order = [probe.nulls_last(), samples.c.id]
@@ -361,47 +415,63 @@ def step_samples(
         value = sort_scores.c.value.desc() if f.descending else sort_scores.c.value.asc()
         order = [value.nulls_last(), samples.c.id]
     q = q.order_by(*order).limit(limit).offset(offset)
-    return [dict(r) for r in conn.execute(q).mappings()]
+    rows = [plain(r) for r in conn.execute(q).mappings()]
+    by_id = scores_for(conn, run, [r["id"] for r in rows])
+    for r in rows:
+        r["scores"] = by_id.get(r["id"], [])
+    return rows
 
 
-def count_step_samples(conn: Connection, run: str, step: int, f: StepFilter) -> int:
+@_reads
+def count_step_samples(
+    conn: Connection,
+    run: str,
+    step: int,
+    f: StepFilter = StepFilter(),
+) -> int:
     q = select(func.count()).select_from(samples).where(and_(*_step_where(run, step, f)))
     return int(conn.execute(q).scalar_one())
 
 
-def scores_for(
-    conn: Connection, run: str, ids: Sequence[str]
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{sample_id: {scorer: {"value", "is_bool", "details"}}}`` for the given samples."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+@_reads
+def scores_for(conn: Connection, run: str, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """``{sample_id: [{"scorer", "value", "details", "version"}, ...]}`` by scorer name; a
+    boolean score's value is a bool."""
+    out: dict[str, list[dict[str, Any]]] = {}
     if not ids:
         return out
-    q = select(
-        scores.c.sample_id, scores.c.scorer, scores.c.value, scores.c.is_bool, scores.c.details
-    ).where(and_(scores.c.run == run, scores.c.sample_id.in_(ids)))
-    for sid, scorer, value, is_bool, details in conn.execute(q):
-        v: float | bool | None = value
-        if is_bool and value is not None:
-            v = bool(value)
-        out.setdefault(sid, {})[scorer] = {
-            "value": v,
-            "is_bool": bool(is_bool),
-            "details": details if isinstance(details, dict) else {},
-        }
+    q = (
+        select(scores)
+        .where(and_(scores.c.run == run, scores.c.sample_id.in_(ids)))
+        .order_by(scores.c.scorer)
+    )
+    for r in conn.execute(q).mappings():
+        value: float | bool | None = r["value"]
+        if r["is_bool"] and value is not None:
+            value = bool(value)
+        out.setdefault(r["sample_id"], []).append(
+            {"scorer": r["scorer"], "value": value, "details": r["details"], "version": r["version"]}
+        )
     return out
 
 
-def step_aggregates(conn: Connection, run: str, step: int) -> list[dict[str, Any]]:
+@_reads
+def step_aggregates(conn: Connection, run: str, step: int) -> dict[str, dict[str, Any]]:
+    """``{metric: {"mean", "ci_low", "ci_high", "n"}}`` of a checkpoint, by metric name."""
     q = (
-        select(aggregates.c.metric, aggregates.c.mean, aggregates.c.ci_low, aggregates.c.ci_high,
-               aggregates.c.n)
+        select(aggregates)
         .where(and_(aggregates.c.run == run, aggregates.c.step == step))
         .order_by(aggregates.c.metric)
     )
-    return [dict(r) for r in conn.execute(q).mappings()]
+    return {
+        r["metric"]: {k: r[k] for k in ("mean", "ci_low", "ci_high", "n")}
+        for r in conn.execute(q).mappings()
+    }
 
 
+@_reads
 def step_flags(conn: Connection, run: str, step: int) -> list[dict[str, Any]]:
+    """Checkpoint-level flags (``diversity.collapse`` ...): name, severity, message, details."""
     q = (
         select(flags.c.name, flags.c.severity, flags.c.message, flags.c.details)
         .where(and_(flags.c.run == run, flags.c.step == step))
@@ -410,28 +480,65 @@ def step_flags(conn: Connection, run: str, step: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-# -- one sample ---------------------------------------------------------------------------
+# -- samples ------------------------------------------------------------------------------
 
 
+@_reads
 def get_sample(conn: Connection, run: str, sample_id: str) -> dict[str, Any] | None:
+    """One sample with its ``scores``, or None."""
     row = (
         conn.execute(select(samples).where(and_(samples.c.run == run, samples.c.id == sample_id)))
         .mappings()
         .first()
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    out = plain(row)
+    out["scores"] = scores_for(conn, run, [sample_id]).get(sample_id, [])
+    return out
 
 
-def previous_of_probe(conn: Connection, run: str, probe_id: str, step: int) -> dict[str, Any] | None:
-    """The same probe's sample at the latest earlier step (the previous checkpoint)."""
-    q = (
-        select(samples.c.id, samples.c.step, samples.c.checkpoint, samples.c.completion)
-        .where(and_(samples.c.run == run, samples.c.probe_id == probe_id, samples.c.step < step))
-        .order_by(samples.c.step.desc(), samples.c.id)
-        .limit(1)
+@_reads
+def previous_samples(
+    conn: Connection, run: str, step: int, probes: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each probe's sample at its latest step before ``step`` (the previous checkpoint):
+    ``{probe: {"id", "step", "checkpoint", "completion"}}``; the lowest id when a probe
+    was drawn more than once there."""
+    if not probes:
+        return {}
+    last = (
+        select(samples.c.probe_id, func.max(samples.c.step).label("step"))
+        .where(and_(samples.c.run == run, samples.c.step < step, samples.c.probe_id.in_(probes)))
+        .group_by(samples.c.probe_id)
+        .subquery()
     )
-    row = conn.execute(q).mappings().first()
-    return dict(row) if row else None
+    q = (
+        select(
+            samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
+            samples.c.completion,
+        )
+        .join(
+            last,
+            and_(
+                samples.c.run == run,
+                samples.c.probe_id == last.c.probe_id,
+                samples.c.step == last.c.step,
+            ),
+        )
+        .order_by(samples.c.id)
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for r in conn.execute(q).mappings():
+        out.setdefault(str(r["probe_id"]), {k: r[k] for k in ("id", "step", "checkpoint", "completion")})
+    return out
+
+
+@_reads
+def count_scored(conn: Connection, run: str) -> int:
+    """Samples of a run with at least one score."""
+    q = select(func.count(func.distinct(scores.c.sample_id))).where(scores.c.run == run)
+    return int(conn.execute(q).scalar_one())
 
 
 # -- alerts -------------------------------------------------------------------------------
@@ -450,36 +557,59 @@ def _alert_where(
     return where
 
 
+@_reads
 def list_alerts(
     conn: Connection,
-    run: str | None,
-    state: str | None,
-    limit: int,
-    offset: int,
+    run: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
     project: str | None = None,
-) -> list[dict[str, Any]]:
-    q = select(alerts).order_by(alerts.c.id.desc()).limit(limit).offset(offset)
-    where = _alert_where(run, state, project)
-    if where:
-        q = q.where(and_(*where))
-    return [dict(r) for r in conn.execute(q).mappings()]
+) -> list[Alert]:
+    """Alerts, newest first: of one run or all, by state, of one project's runs."""
+    q = (
+        select(alerts)
+        .where(*_alert_where(run, state, project))
+        .order_by(alerts.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [Alert.model_validate(plain(r)) for r in conn.execute(q).mappings()]
 
 
+@_reads
 def count_alerts(
-    conn: Connection, run: str | None, state: str | None, project: str | None = None
+    conn: Connection, run: str | None = None, state: str | None = None, project: str | None = None
 ) -> int:
-    q = select(func.count()).select_from(alerts)
-    where = _alert_where(run, state, project)
-    if where:
-        q = q.where(and_(*where))
+    q = select(func.count()).select_from(alerts).where(*_alert_where(run, state, project))
     return int(conn.execute(q).scalar_one())
 
 
-# -- live updates -------------------------------------------------------------------------
+@_reads
+def alert_run(conn: Connection, alert_id: int) -> str | None:
+    """The run an alert belongs to, or None when there is no such alert."""
+    row = conn.execute(select(alerts.c.run).where(alerts.c.id == alert_id)).first()
+    return str(row.run) if row else None
 
 
+@_reads
+def alerts_after(
+    conn: Connection, run: str | None, after_id: int, limit: int = 20, project: str | None = None
+) -> list[dict[str, Any]]:
+    """Alerts newer than ``after_id``, oldest first (what a live page has not seen)."""
+    q = (
+        select(alerts.c.id, alerts.c.run, alerts.c.step, alerts.c.rule, alerts.c.severity,
+               alerts.c.message)
+        .where(and_(alerts.c.id > after_id, *_alert_where(run, None, project)))
+        .order_by(alerts.c.id)
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+@_reads
 def live_stamp(conn: Connection, run: str | None, project: str | None = None) -> str:
-    """A string that changes whenever a step, a score or an alert the page shows changes.
+    """A string that changes whenever a step, a score or an alert a page shows changes.
 
     For one run it also covers the aggregates of its last step, which the worker writes
     after the samples (one primary-key lookup); for all runs, the runs' last update.
@@ -501,22 +631,39 @@ def live_stamp(conn: Connection, run: str | None, project: str | None = None) ->
                 )
             ).scalar()
         part = f"{row.updated if row else None}/{agg}"
-    where = _alert_where(run, None, project)
-    last_alert = conn.execute(select(func.max(alerts.c.id)).where(*where)).scalar()
+    last_alert = conn.execute(
+        select(func.max(alerts.c.id)).where(*_alert_where(run, None, project))
+    ).scalar()
     open_alerts = conn.execute(
         select(func.count()).select_from(alerts).where(*_alert_where(run, "open", project))
     ).scalar()
     return f"{part}|{last_alert or 0}|{open_alerts or 0}"
 
 
-def alerts_after(
-    conn: Connection, run: str | None, after_id: int, limit: int = 20, project: str | None = None
+# -- tokens, dead letters ------------------------------------------------------------------
+
+
+@_reads
+def token(conn: Connection, token_id: str) -> tuple[str, str] | None:
+    """``(project, secret hash)`` of a token that is not revoked, or None."""
+    row = conn.execute(
+        select(tokens.c.project, tokens.c.hash).where(
+            and_(tokens.c.id == token_id, tokens.c.revoked.is_(False))
+        )
+    ).first()
+    return (str(row.project), str(row.hash)) if row else None
+
+
+@_reads
+def list_tokens(conn: Connection) -> list[dict[str, Any]]:
+    """Every token's id, project, name, created and revoked (never a secret)."""
+    q = select(tokens.c.id, tokens.c.project, tokens.c.name, tokens.c.created, tokens.c.revoked)
+    return [plain(r) for r in conn.execute(q).mappings()]
+
+
+def deadletters(
+    queue: Queue, limit: int, visible: Callable[[str], bool] = lambda run: True
 ) -> list[dict[str, Any]]:
-    q = (
-        select(alerts.c.id, alerts.c.run, alerts.c.step, alerts.c.rule, alerts.c.severity,
-               alerts.c.message)
-        .where(and_(alerts.c.id > after_id, *_alert_where(run, None, project)))
-        .order_by(alerts.c.id)
-        .limit(limit)
-    )
-    return [dict(r) for r in conn.execute(q).mappings()]
+    """Dead letters, oldest first, of the runs ``visible(run)`` lets the caller see: the
+    sample (``payload``), its last ``error`` and how many ``deliveries`` it had."""
+    return [d for d in queue.deadletters(limit) if visible(str(d["payload"].get("run")))]

@@ -1,11 +1,12 @@
-"""Who may look: the one hook every page, chart feed and live stream of the view goes through.
+"""Logging in to the view, and the one gate every page, chart feed and live stream passes.
 
-``require_viewer`` is a dependency of the whole web router (see ``views/__init__.py``), so
-no page can be added without it. With auth off it lets everyone in. With auth on it takes
-the same tokens as the API — the ``judgeserve_token`` cookie set by the login form, or an
-``Authorization: Bearer`` header — through the same check (:mod:`judgeserve.api.security`):
-no token sends a browser to ``/login`` (and a feed or stream gets 401); a run of another
-project is a 403; lists show only the viewer's project. The static files stay public.
+``require_viewer`` is a dependency of the whole pages router (see ``views/__init__.py``),
+so no page can be added without it. With auth off it lets everyone in. With auth on it
+takes the same tokens as the API — the ``judgeserve_token`` cookie set by the login
+form, or an ``Authorization: Bearer`` header — through the same check
+(:mod:`judgeserve.auth`): no token sends a browser to ``/login`` (and a feed or stream
+gets 401); a run of another project is a 403; lists show only the viewer's project. The
+static files stay public.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..api.security import check_run, principal
-from ..auth import ANYONE, COOKIE, Principal
+from ..auth import ANYONE, COOKIE, Principal, check_run, principal
 from .templating import Urls, render
 
 __all__ = ["require_viewer", "viewer", "viewer_project", "TOKEN_COOKIE", "login_router"]

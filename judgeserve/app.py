@@ -1,0 +1,179 @@
+"""The application: one FastAPI app composing the JSON API (``api/``) and the web view
+(``web/``), as starlette composes apps.
+
+``api/`` and ``web/`` never import each other: both read through :mod:`judgeserve.read`
+and authenticate through :mod:`judgeserve.auth`, and this factory puts them side by side.
+It also owns what applies to every route: the clients built once per process (store,
+stream, producer), the one place where judgeserve's exceptions become HTTP responses,
+and the cap on request bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__, api, web
+from .auth import TokenCache, auth_enabled
+from .exceptions import Backpressure, QueueError, StoreError
+from .settings import Settings, get_settings
+from .store import Store
+from .stream import AsyncProducer, Queue
+
+__all__ = ["create_app", "BodySizeLimit"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, store: Store | None = None, queue: Queue | None = None
+) -> FastAPI:
+    """Build the app; ``store`` and ``queue`` may be shared with an in-process worker
+    (``judgeserve up``), else they are built from ``settings`` when the app starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.store = store or Store.from_settings(settings)
+        app.state.queue = queue or Queue.from_settings(settings, create_group=False)
+        app.state.producer = AsyncProducer.from_settings(settings)
+        app.state.backlog = api.BacklogGauge(app.state.producer, settings.max_backlog)
+        app.state.auth = auth_enabled(settings.auth, settings.host)
+        app.state.tokens = TokenCache()
+        _warn_durability(app.state.queue)
+        try:
+            yield
+        finally:
+            await app.state.producer.close()
+            if queue is None:
+                app.state.queue.close()
+            if store is None:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="judgeserve",
+        version=__version__,
+        description="Evaluate fine-tuning runs beside the training loop.",
+        lifespan=lifespan,
+    )
+    _install_errors(app)
+    app.include_router(api.router)
+    for router in web.routers:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _warn_durability(queue: Queue) -> None:
+    try:
+        for warning in queue.durability_warnings():
+            log.warning(warning)
+    except QueueError as e:
+        log.warning("%s (the API answers 503 until it is back)", e)
+
+
+# -- errors → HTTP, in exactly one place ---------------------------------------------------
+
+
+def _safe_error(e: dict[str, Any]) -> dict[str, Any]:
+    # The rejected input is not echoed: it may be 64 KiB of text, or a float JSON can't encode.
+    out: dict[str, Any] = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
+    return out
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": [_safe_error(e) for e in exc.errors()]}, status_code=422)
+
+    @app.exception_handler(QueueError)
+    async def _queue(_req: Request, exc: QueueError) -> JSONResponse:
+        # Nothing was accepted: the SDK keeps the batch and retries.
+        return JSONResponse(
+            {"detail": f"queue unavailable: {exc}"}, status_code=503, headers={"Retry-After": "2"}
+        )
+
+    @app.exception_handler(StoreError)
+    async def _store(_req: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(Backpressure)
+    async def _backpressure(_req: Request, exc: Backpressure) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"too many samples waiting to be scored ({exc})"},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+
+# -- the body cap ---------------------------------------------------------------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Answers 413 when a body is over ``max_bytes``, by header or while streaming it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = f'{{"detail":"request body exceeds {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
