@@ -526,18 +526,6 @@ class Store:
         with self.begin() as conn:
             return [(str(r), int(s)) for r, s in conn.execute(q)]
 
-    def checkpoint_state(self, run: str, step: int) -> dict[str, Any] | None:
-        """``expected``, ``last_sample``, ``evaluated`` and ``evaluated_n`` of a checkpoint."""
-        q = select(checkpoints).where(and_(checkpoints.c.run == run, checkpoints.c.step == step))
-        with self.begin() as conn:
-            r = conn.execute(q).mappings().first()
-        if r is None:
-            return None
-        out = {k: r[k] for k in ("expected", "last_sample", "evaluated", "evaluated_n")}
-        for k in ("last_sample", "evaluated"):
-            out[k] = _utc(out[k])
-        return out
-
     def step_score_ids(self, run: str, step: int, scorer: str) -> list[tuple[str, float]]:
         """``(sample id, value)`` of one scorer at one step: evidence for alerts. Values of
         boolean scorers (``repetition.loop``) come back as bools."""
@@ -556,7 +544,7 @@ class Store:
 def plain(r: Any) -> dict[str, Any]:
     """A result row as a dict, its times in UTC (SQLite drops the zone)."""
     d = dict(r)
-    for k in ("created", "updated", "resolved_at"):
+    for k in ("created", "updated", "resolved_at", "last_sample", "evaluated"):
         if k in d:
             d[k] = _utc(d[k])
     return d

@@ -118,6 +118,7 @@ def get_step(
             "samples": read.step_samples(conn, run, step, limit=limit, offset=offset),
             "aggregates": read.step_aggregates(conn, run, step),
             "flags": read.step_flags(conn, run, step),
+            "evaluation": read.step_evaluation(conn, run, step),
         }
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from judgeserve import read
 from judgeserve.aggregates import aggregate
 from judgeserve.alerts import AlertEngine, parse_rules
 from judgeserve.client.agent import plan
@@ -37,7 +38,7 @@ class Calls:
         self.calls: list[tuple[str, int, int]] = []
 
     def __call__(self, store: Store, run: str, step: int) -> None:
-        agg = store.step_aggregates(run, step)["length.tokens"]
+        agg = read.step_aggregates(store, run, step)["length.tokens"]
         self.calls.append((run, step, agg["n"]))
 
 
@@ -58,19 +59,19 @@ def test_rules_wait_for_every_expected_sample(make_worker: Callable[..., Worker]
     worker = make_worker(scorers=[LengthScorer()], hooks=[engine, calls])
     # The first third of the checkpoint is long answers: its mean (10) is over the bound.
     send(worker, "r", 10, [10] * 4, expected=12)
-    assert calls.calls == [] and worker.store.list_alerts("r") == []
-    assert worker.store.step_aggregates("r", 10)["length.tokens"]["n"] == 4  # progress shows
+    assert calls.calls == [] and read.list_alerts(worker.store, "r") == []
+    assert read.step_aggregates(worker.store, "r", 10)["length.tokens"]["n"] == 4  # progress shows
     # The whole checkpoint's mean is 4: no alert, and the rules ran once, on all 12.
     send(worker, "r", 10, [1] * 8, expected=12, start=4)
     assert calls.calls == [("r", 10, 12)]
-    assert worker.store.list_alerts("r") == []
-    state = worker.store.checkpoint_state("r", 10)
-    assert state is not None and state["expected"] == 12 and state["evaluated_n"] == 12
+    assert read.list_alerts(worker.store, "r") == []
+    state = read.step_evaluation(worker.store, "r", 10)
+    assert state["expected"] == 12 and state["n"] == 12 and state["evaluated"] is not None
     # A sample arriving late updates the aggregate but does not run the rules again.
     send(worker, "r", 10, [30], start=12)
     worker.flush_checkpoints()
     assert calls.calls == [("r", 10, 12)]
-    assert worker.store.step_aggregates("r", 10)["length.tokens"]["n"] == 13
+    assert read.step_aggregates(worker.store, "r", 10)["length.tokens"]["n"] == 13
 
 
 def test_without_expected_count_rules_run_once_idle(settings: Settings, make_worker: Callable[..., Worker]) -> None:
@@ -123,12 +124,12 @@ def test_an_aggregate_is_never_replaced_by_one_from_fewer_samples(database_url: 
             store.save_aggregates(conn, "r", 1, {"m": full})
         with store.begin() as conn:  # a worker that saw only the first two samples
             store.save_aggregates(conn, "r", 1, {"m": aggregate([1.0, 2.0]), "other": aggregate([5.0])})
-        got = store.step_aggregates("r", 1)
+        got = read.step_aggregates(store, "r", 1)
         assert got["m"] == full.model_dump() and got["other"]["n"] == 1
         more = Aggregate(mean=3.0, ci_low=2.0, ci_high=4.0, n=6)  # as many samples: replaces
         with store.begin() as conn:
             store.save_aggregates(conn, "r", 1, {"m": more})
-        assert store.step_aggregates("r", 1)["m"] == more.model_dump()
+        assert read.step_aggregates(store, "r", 1)["m"] == more.model_dump()
     finally:
         store.close()
 
