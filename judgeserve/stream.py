@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 import redis.asyncio as aredis
@@ -33,13 +33,22 @@ from .exceptions import QueueError
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Keys", "Entry", "Queue", "AsyncProducer", "RETRYABLE", "durability_warnings"]
+__all__ = [
+    "Keys",
+    "StreamName",
+    "Entry",
+    "Queue",
+    "AsyncProducer",
+    "RETRYABLE",
+    "durability_warnings",
+]
 
 log = logging.getLogger(__name__)
 
 # Redis is not reachable now (down, restarting, a network blip): try again later.
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
+StreamName = Literal["samples", "checkpoints"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,21 @@ class Keys:
     def retry(self) -> str:
         # A sorted set: failed scorers of a sample, scored by when to try them again.
         return f"{self.prefix}:retry"
+
+    @property
+    def checkpoints(self) -> str:
+        # Checkpoint mode: "checkpoint saved at PATH" jobs for the generation workers.
+        return f"{self.prefix}:checkpoints"
+
+    @property
+    def checkpoint_deadletter(self) -> str:
+        return f"{self.prefix}:checkpoints:deadletter"
+
+    def of(self, stream: StreamName) -> tuple[str, str, str]:
+        """(stream, dead letters, retries) of the ``samples`` or the ``checkpoints`` stream."""
+        if stream == "checkpoints":
+            return self.checkpoints, self.checkpoint_deadletter, f"{self.prefix}:checkpoints:retry"
+        return self.samples, self.deadletter, self.retry
 
 
 @dataclass
@@ -83,8 +107,10 @@ def default_consumer_name() -> str:
 class Queue:
     """The worker's side of the stream (synchronous redis-py), and the dead letters.
 
-    ``create_group`` makes the consumer group at once (a worker's queue); a process
-    that only reads or requeues dead letters (the API) leaves it to the workers.
+    ``stream`` picks the sample stream (scoring workers) or the checkpoint-job stream
+    (generation workers); both have the same guarantees. ``create_group`` makes the
+    consumer group at once (a worker's queue); a process that only reads or requeues
+    dead letters (the API) leaves it to the workers.
     """
 
     def __init__(
@@ -98,9 +124,12 @@ class Queue:
         claim_idle_ms: int = 60_000,
         retry_delay_s: float = 5.0,
         create_group: bool = True,
+        stream: StreamName = "samples",
     ) -> None:
         self.redis: redis.Redis = redis.Redis.from_url(url)
         self.keys = Keys(prefix)
+        self.stream = stream
+        self.stream_key, self.dead_key, self.retry_key = self.keys.of(stream)
         self.group = group
         self.consumer = consumer or default_consumer_name()
         self.max_deliveries = max_deliveries
@@ -112,7 +141,12 @@ class Queue:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, consumer: str | None = None, *, create_group: bool = True
+        cls,
+        settings: Settings,
+        consumer: str | None = None,
+        *,
+        create_group: bool = True,
+        stream: StreamName = "samples",
     ) -> Queue:
         """The stream of ``settings``; build one per process and pass it down."""
         return cls(
@@ -124,11 +158,12 @@ class Queue:
             claim_idle_ms=settings.claim_idle_ms,
             retry_delay_s=settings.retry_delay_s,
             create_group=create_group,
+            stream=stream,
         )
 
     def ensure_group(self) -> None:
         try:
-            self.redis.xgroup_create(self.keys.samples, self.group, id="0", mkstream=True)
+            self.redis.xgroup_create(self.stream_key, self.group, id="0", mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise QueueError(f"cannot create consumer group: {e}") from e
@@ -139,7 +174,7 @@ class Queue:
         """Append entries (used by tests and tools; the API uses :class:`AsyncProducer`)."""
         pipe = self.redis.pipeline(transaction=False)
         for p in payloads:
-            pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
+            pipe.xadd(self.stream_key, {"data": json.dumps(p)})
         return [i.decode() for i in pipe.execute()]
 
     def read(self, count: int, block_ms: int = 1000) -> list[Entry]:
@@ -168,7 +203,7 @@ class Queue:
 
     def _read_group(self, last_id: str, count: int, block_ms: int | None) -> list[Entry]:
         resp: Any = self.redis.xreadgroup(
-            self.group, self.consumer, {self.keys.samples: last_id}, count=count, block=block_ms
+            self.group, self.consumer, {self.stream_key: last_id}, count=count, block=block_ms
         )
         out: list[Entry] = []
         for _stream, messages in resp or []:
@@ -176,13 +211,13 @@ class Queue:
                 if fields:  # a deleted entry still pending shows as empty
                     out.append(Entry(mid.decode(), _decode(fields)))
                 else:
-                    self.redis.xack(self.keys.samples, self.group, mid)
+                    self.redis.xack(self.stream_key, self.group, mid)
         return out
 
     def claim_stale(self, count: int) -> list[Entry]:
         """Take over entries another consumer left pending longer than ``claim_idle_ms``."""
         resp: Any = self.redis.xautoclaim(
-            self.keys.samples,
+            self.stream_key,
             self.group,
             self.consumer,
             min_idle_time=self.claim_idle_ms,
@@ -199,7 +234,7 @@ class Queue:
         if not entries:
             return entries
         info: Any = self.redis.xpending_range(
-            self.keys.samples, self.group, min=entries[0].id, max=entries[-1].id,
+            self.stream_key, self.group, min=entries[0].id, max=entries[-1].id,
             count=len(entries) * 2 + 10,
         )
         counts = {
@@ -215,9 +250,35 @@ class Queue:
         if not ids:
             return
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.keys.samples, self.group, *ids)
-        pipe.xdel(self.keys.samples, *ids)
+        pipe.xack(self.stream_key, self.group, *ids)
+        pipe.xdel(self.stream_key, *ids)
         pipe.execute()
+
+    def heartbeat(self, ids: list[Any]) -> None:
+        """Reset the idle time of entries this consumer is still working on, so that a long
+        job (generating a checkpoint's completions) is not reclaimed by another consumer
+        after ``claim_idle_ms``; entries of a consumer that died stop being touched."""
+        if ids:
+            try:
+                self.redis.xclaim(
+                    self.stream_key, self.group, self.consumer, 0, ids, justid=True
+                )
+            except RETRYABLE as e:
+                raise QueueError(f"Redis unreachable: {e}") from e
+
+    def hand_off(self, entry: Entry, samples: list[dict[str, Any]]) -> None:
+        """Append ``samples`` to the sample stream and acknowledge ``entry`` (a checkpoint
+        job) in one transaction: a worker killed at any point leaves either the job
+        pending (it is generated again, under the same sample ids) or both done."""
+        pipe = self.redis.pipeline(transaction=True)
+        for p in samples:
+            pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
+        pipe.xack(self.stream_key, self.group, entry.id)
+        pipe.xdel(self.stream_key, entry.id)
+        try:
+            pipe.execute()
+        except RETRYABLE as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
 
     def dead_letter(
         self, entry: Entry, error: str, tries: int, payload: dict[str, Any] | None = None
@@ -225,7 +286,7 @@ class Queue:
         """Move an entry to the dead-letter stream with why, and take it off the stream."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.xadd(
-            self.keys.deadletter,
+            self.dead_key,
             {
                 "data": json.dumps(payload if payload is not None else entry.payload),
                 "error": error[:4000],
@@ -233,8 +294,8 @@ class Queue:
                 "deliveries": str(tries),
             },
         )
-        pipe.xack(self.keys.samples, self.group, entry.id)
-        pipe.xdel(self.keys.samples, entry.id)
+        pipe.xack(self.stream_key, self.group, entry.id)
+        pipe.xdel(self.stream_key, entry.id)
         pipe.execute()
         log.warning("dead-lettered %s after %d tries: %s", entry.id, tries, error[:200])
 
@@ -251,19 +312,19 @@ class Queue:
             return True
         due = time.time() + self.retry_delay_s * 2 ** (attempt - 1)
         member = json.dumps({"nonce": uuid.uuid4().hex, "payload": payload})
-        self.redis.zadd(self.keys.retry, {member: due})
+        self.redis.zadd(self.retry_key, {member: due})
         return False
 
     def promote_due_retries(self, limit: int = 100) -> int:
         """Move retries whose time has come back onto the stream (once, across workers)."""
         try:
-            due: Any = self.redis.zrangebyscore(self.keys.retry, 0, time.time(), start=0, num=limit)
+            due: Any = self.redis.zrangebyscore(self.retry_key, 0, time.time(), start=0, num=limit)
             moved = 0
             for member in due:
                 # ZREM answers 1 to exactly one worker: that one re-queues it.
-                if self.redis.zrem(self.keys.retry, member):
+                if self.redis.zrem(self.retry_key, member):
                     payload = json.loads(member)["payload"]
-                    self.redis.xadd(self.keys.samples, {"data": json.dumps(payload)})
+                    self.redis.xadd(self.stream_key, {"data": json.dumps(payload)})
                     moved += 1
             return moved
         except RETRYABLE as e:
@@ -272,14 +333,14 @@ class Queue:
     def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
         """Dead letters, oldest first (see :func:`read_deadletters`)."""
         try:
-            return read_deadletters(self.redis, self.keys, count)
+            return read_deadletters(self.redis, self.dead_key, count)
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
     def deadletter(self, entry_id: str) -> dict[str, Any] | None:
         """One dead letter by id (one ``XRANGE id id``), or None."""
         try:
-            found = read_deadletters(self.redis, self.keys, 1, start=entry_id, end=entry_id)
+            found = read_deadletters(self.redis, self.dead_key, 1, start=entry_id, end=entry_id)
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
         return found[0] if found else None
@@ -291,7 +352,7 @@ class Queue:
             found = [self.deadletter(i) for i in ids]
             return sum(self._requeue(d) for d in found if d is not None)
         moved, start = 0, "-"
-        while page := read_deadletters(self.redis, self.keys, DEADLETTER_PAGE, start=start):
+        while page := read_deadletters(self.redis, self.dead_key, DEADLETTER_PAGE, start=start):
             moved += sum(self._requeue(d) for d in page)
             start = "(" + page[-1]["id"]  # exclusive: after the last one seen
         return moved
@@ -299,8 +360,8 @@ class Queue:
     def _requeue(self, item: dict[str, Any]) -> int:
         payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.keys.samples, {"data": json.dumps(payload)})
-        pipe.xdel(self.keys.deadletter, item["id"])
+        pipe.xadd(self.stream_key, {"data": json.dumps(payload)})
+        pipe.xdel(self.dead_key, item["id"])
         pipe.execute()
         return 1
 
@@ -311,8 +372,8 @@ class Queue:
     def backlog(self) -> int:
         """Entries still owed: in the stream, plus retries waiting for their time."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xlen(self.keys.samples)
-        pipe.zcard(self.keys.retry)
+        pipe.xlen(self.stream_key)
+        pipe.zcard(self.retry_key)
         n: Any = pipe.execute()
         return int(n[0]) + int(n[1])
 
@@ -321,10 +382,10 @@ class Queue:
 
 
 def read_deadletters(
-    client: redis.Redis, keys: Keys, count: int = 100, *, start: str = "-", end: str = "+"
+    client: redis.Redis, key: str, count: int = 100, *, start: str = "-", end: str = "+"
 ) -> list[dict[str, Any]]:
-    """Dead letters, oldest first: the sample, its last error and how often it was tried."""
-    items: Any = client.xrange(keys.deadletter, min=start, max=end, count=count)
+    """Dead letters, oldest first: the entry, its last error and how often it was tried."""
+    items: Any = client.xrange(key, min=start, max=end, count=count)
     return [
         {
             "id": mid.decode(),
@@ -383,6 +444,14 @@ class AsyncProducer:
                 await pipe.execute()
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
+
+    async def add_job(self, payload: str) -> str:
+        """Append a checkpoint job (pre-serialised JSON) to the checkpoint stream."""
+        try:
+            entry_id: Any = await self.redis.xadd(self.keys.checkpoints, {"data": payload})
+        except RETRYABLE as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def backlog(self) -> int:
         try:
