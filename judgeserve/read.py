@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select
+from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
@@ -294,25 +294,29 @@ def metric_series(conn: Connection, run: str, from_step: int = 0) -> dict[str, l
     """Every aggregate and trainer metric (``train.<name>``) of a run as series over steps,
     ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on."""
     out: dict[str, list[dict[str, Any]]] = {}
+    # In step order, which the primary keys (run, step, ...) give without a sort.
     q = (
-        select(aggregates)
+        select(
+            aggregates.c.metric, aggregates.c.step, aggregates.c.mean, aggregates.c.ci_low,
+            aggregates.c.ci_high, aggregates.c.n,
+        )
         .where(and_(aggregates.c.run == run, aggregates.c.step >= from_step))
-        .order_by(aggregates.c.metric, aggregates.c.step)
+        .order_by(aggregates.c.step)
     )
-    for r in conn.execute(q).mappings():
-        out.setdefault(r["metric"], []).append(
-            {k: r[k] for k in ("step", "mean", "ci_low", "ci_high", "n")}
+    for metric, step, mean, ci_low, ci_high, n in conn.execute(q):
+        out.setdefault(metric, []).append(
+            {"step": step, "mean": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n}
         )
     q2 = (
-        select(run_metrics)
+        select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.value)
         .where(and_(run_metrics.c.run == run, run_metrics.c.step >= from_step))
-        .order_by(run_metrics.c.name, run_metrics.c.step)
+        .order_by(run_metrics.c.step)
     )
-    for r in conn.execute(q2).mappings():
-        out.setdefault(f"train.{r['name']}", []).append(
-            {"step": r["step"], "mean": r["value"], "ci_low": None, "ci_high": None, "n": 1}
+    for name, step, value in conn.execute(q2):
+        out.setdefault(f"train.{name}", []).append(
+            {"step": step, "mean": value, "ci_low": None, "ci_high": None, "n": 1}
         )
-    return out
+    return dict(sorted(out.items()))
 
 
 @_reads
@@ -508,28 +512,18 @@ def previous_samples(
     if not probes:
         return {}
     last = (
-        select(samples.c.probe_id, func.max(samples.c.step).label("step"))
+        select(samples.c.probe_id, func.max(samples.c.step))
         .where(and_(samples.c.run == run, samples.c.step < step, samples.c.probe_id.in_(probes)))
         .group_by(samples.c.probe_id)
-        .subquery()
     )
-    q = (
-        select(
-            samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
-            samples.c.completion,
-        )
-        .join(
-            last,
-            and_(
-                samples.c.run == run,
-                samples.c.probe_id == last.c.probe_id,
-                samples.c.step == last.c.step,
-            ),
-        )
-        .order_by(samples.c.id)
-    )
+    # A row-value IN (not a join, no ORDER BY) lets SQLite walk ix_samples_run_probe both
+    # ways instead of scanning the run's samples.
+    q = select(
+        samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
+        samples.c.completion,
+    ).where(samples.c.run == run, tuple_(samples.c.probe_id, samples.c.step).in_(last))
     out: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(q).mappings():
+    for r in sorted(conn.execute(q).mappings(), key=lambda r: str(r["id"])):
         out.setdefault(str(r["probe_id"]), {k: r[k] for k in ("id", "step", "checkpoint", "completion")})
     return out
 
