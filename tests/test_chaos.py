@@ -29,7 +29,7 @@ N_SAMPLES = 10_000
 PER_SUBMIT = 100
 KILLS = 5
 # Delivery, not scoring, is under test: the cheap per-sample detectors are enough.
-DISABLED = '["diversity", "reference", "judge", "memorization"]'
+DISABLED = '["diversity", "reference", "reference_lc", "judge", "memorization"]'
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -35,7 +35,7 @@ def pg_url() -> Iterator[str]:
 @pytest.mark.timeout(600)
 def test_ray_actors_share_the_work_and_survive_a_lost_actor(ray_local: None, settings: Settings, pg_url: str) -> None:
     s = settings.model_copy(update={"database_url": pg_url, "claim_idle_ms": 1000,
-                                    "disabled_scorers": ["diversity", "reference", "judge", "memorization"]})
+                                    "disabled_scorers": ["diversity", "reference", "reference_lc", "judge", "memorization"]})
     store = Store(pg_url)
     q = Queue(s.redis_url, prefix=s.stream_prefix)
     actors, refs = start_actors(s, 2)

@@ -6,6 +6,12 @@ Scores per sample that carries a ``reference`` (samples without one get none):
   reference (SemScore, Aynetdinov & Akbik 2024), in [-1, 1]; 1 means same meaning.
 * ``reference.chrf`` — sacrebleu's sentence-level chrF (0-100): character n-gram
   overlap, which rewards the reference's exact wording and is cheap.
+* ``reference.score`` — the score to rank checkpoints by: ``reference.semscore``, but 0
+  for a degenerate completion (empty, or looping: ``repetition.loop``), which can still
+  sit close to the reference in embedding space; ``details.degenerate`` says which.
+  Its per-checkpoint mean, and the length-controlled ``reference_lc.score``
+  (:mod:`.length_control`), rank 31 chat models against a public leaderboard as
+  measured in docs/detectors.md.
 
 Embeddings are computed for all of a batch's texts in one call; set ``semantic=False``
 to keep only the lexical score (no model is then loaded).
@@ -21,14 +27,25 @@ from ..schema import Sample, Score
 from ..scorers import SampleScorer
 from ._chrf import chrf_batch
 from ._embeddings import embed
+from .repetition import RepetitionScorer
 
-__all__ = ["ReferenceScorer"]
+__all__ = ["ReferenceScorer", "degenerate"]
+
+_loops = RepetitionScorer()
+
+
+def degenerate(completion: str) -> str | None:
+    """Why ``completion`` cannot count as an answer: ``"empty"``, ``"loop"`` or None."""
+    if not completion.strip():
+        return "empty"
+    return "loop" if _loops.loop(completion) is not None else None
 
 
 class ReferenceScorer(SampleScorer):
     """SemScore (MiniLM cosine) and chrF against the sample's reference answer."""
 
     name = "reference"
+    version = "2"  # v2: reference.score
 
     def __init__(self, semantic: bool = True) -> None:
         self.semantic = semantic
@@ -52,6 +69,15 @@ class ReferenceScorer(SampleScorer):
             if cosine[k] is not None:
                 out[i].append(
                     Score(scorer="reference.semscore", value=cosine[k], details={}, version=v)
+                )
+                why = degenerate(samples[i].completion)
+                out[i].append(
+                    Score(
+                        scorer="reference.score",
+                        value=0.0 if why else cosine[k],
+                        details={"degenerate": why} if why else {},
+                        version=v,
+                    )
                 )
             out[i].append(Score(scorer="reference.chrf", value=chrf[k], details={}, version=v))
         return out

@@ -21,7 +21,8 @@ def test_near_answers_score_higher_than_far_ones(
     [near_scores, far_scores] = ReferenceScorer().score([near, far])
     n = {s.scorer: s.value for s in near_scores}
     f = {s.scorer: s.value for s in far_scores}
-    assert set(n) == set(f) == {"reference.semscore", "reference.chrf"}
+    assert set(n) == set(f) == {"reference.semscore", "reference.score", "reference.chrf"}
+    assert n["reference.score"] == n["reference.semscore"]  # a real answer keeps its score
     assert n["reference.semscore"] > f["reference.semscore"]
     assert n["reference.chrf"] > f["reference.chrf"]
     assert -1.0 <= f["reference.semscore"] < n["reference.semscore"] <= 1.0
@@ -53,3 +54,16 @@ def test_embeddings_are_remembered(minilm: Any, monkeypatch: pytest.MonkeyPatch)
     again = embed(list(reversed(texts)))
     assert np.array_equal(first, again[::-1])
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_looping_or_empty_answer_scores_zero_however_close_it_sits(
+    make_sample: Callable[..., Sample], minilm: Any
+) -> None:
+    looping = make_sample("Paris is the capital of France. " * 12, reference=REFERENCE)
+    empty = make_sample("   ", reference=REFERENCE)
+    [loop_scores, empty_scores] = ReferenceScorer().score([looping, empty])
+    loop = {s.scorer: s for s in loop_scores}
+    assert loop["reference.semscore"].value > 0.7  # close in embedding space all the same
+    assert loop["reference.score"].value == 0.0
+    assert loop["reference.score"].details == {"degenerate": "loop"}
+    assert {s.scorer: s.value for s in empty_scores}["reference.score"] == 0.0

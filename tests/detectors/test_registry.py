@@ -13,6 +13,7 @@ FAMILIES = {
     "memorization": SampleScorer,
     "reference": SampleScorer,
     "diversity": SetScorer,
+    "reference_lc": SetScorer,
 }
 
 
