@@ -34,6 +34,7 @@ from .store import (
     Store,
     aggregates,
     alerts,
+    checkpoints,
     flags,
     plain,
     run_metrics,
@@ -71,6 +72,7 @@ __all__ = [
     "count_step_samples",
     "scores_for",
     "step_aggregates",
+    "step_evaluation",
     "step_flags",
     # samples
     "get_sample",
@@ -471,6 +473,19 @@ def step_aggregates(conn: Connection, run: str, step: int) -> dict[str, dict[str
         r["metric"]: {k: r[k] for k in ("mean", "ci_low", "ci_high", "n")}
         for r in conn.execute(q).mappings()
     }
+
+
+@_reads
+def step_evaluation(conn: Connection, run: str, step: int) -> dict[str, Any]:
+    """Whether a checkpoint's alert rules ran: ``{"expected", "evaluated", "n"}`` — the
+    samples its sender said it will have, when the rules ran (None: not yet, the
+    checkpoint is still filling) and on how many samples."""
+    q = select(checkpoints).where(and_(checkpoints.c.run == run, checkpoints.c.step == step))
+    r = conn.execute(q).mappings().first()
+    if r is None:
+        return {"expected": None, "evaluated": None, "n": None}
+    state = plain(r)
+    return {"expected": state["expected"], "evaluated": state["evaluated"], "n": state["evaluated_n"]}
 
 
 @_reads

@@ -69,6 +69,14 @@ class SampleBatch(_Strict):
     step: int = Field(ge=0, le=2**53, description="Training step the samples were generated at.")
     checkpoint: ShortText | None = Field(None, description="Checkpoint name or path, if saved.")
     rubrics: list[ShortText] | None = Field(None, description="Rubrics to judge this run with.")
+    expected: int | None = Field(
+        None,
+        ge=1,
+        le=10**7,
+        description="How many samples this step will have in all (probe set x draws), when "
+        "known: its alert rules then run as soon as they are scored, instead of after the "
+        "checkpoint has been idle for checkpoint_idle_s.",
+    )
     samples: list[SampleIn] = Field(
         min_length=1,
         max_length=MAX_SAMPLES_PER_REQUEST,

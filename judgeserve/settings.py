@@ -43,8 +43,14 @@ class Settings(BaseSettings):
     checkpoint_delay_s: float = Field(
         2.0,
         ge=0,
-        description="While a checkpoint's samples keep arriving, its set-level metrics and "
-        "alerts are recomputed at most this often (at once when the stream is idle).",
+        description="While a checkpoint's samples keep arriving, its aggregates and set-level "
+        "metrics are recomputed at most this often (at once when the stream is idle).",
+    )
+    checkpoint_idle_s: float = Field(
+        30.0,
+        ge=0,
+        description="A checkpoint whose sender did not say how many samples it will have is "
+        "complete once none arrived for this long; its alert rules then run, once.",
     )
     max_backlog: int = Field(
         1_000_000, ge=1, description="Unprocessed entries above which the API answers 429."

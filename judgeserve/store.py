@@ -10,9 +10,9 @@ history), which nothing else makes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -32,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    or_,
     select,
     text,
     update,
@@ -123,6 +124,26 @@ flags = Table(
     Column("severity", String(16), nullable=False),
     Column("message", Text, nullable=False),
     Column("details", JSON, nullable=False),
+)
+
+# When a checkpoint is complete, so that its alert rules run once, on all of its samples:
+# `expected` is how many samples it will have (set by whoever knows: the trainer's probe
+# runner, the generation worker), `last_sample` when the worker last stored one of them.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("expected", Integer, nullable=True),
+    Column("last_sample", DateTime(timezone=True), nullable=True),
+    Column("evaluated", DateTime(timezone=True), nullable=True),
+    Column("evaluated_n", Integer, nullable=True),
+    Index(
+        "ix_checkpoints_pending",
+        "last_sample",
+        sqlite_where=text("evaluated IS NULL"),
+        postgresql_where=text("evaluated IS NULL"),
+    ),
 )
 
 run_metrics = Table(
@@ -307,9 +328,58 @@ class Store:
             ins.on_conflict_do_update(
                 index_elements=["run", "step", "metric"],
                 set_={k: ins.excluded[k] for k in ("mean", "ci_low", "ci_high", "n", "updated")},
+                # A recompute that saw fewer samples (a worker behind another one, a partial
+                # checkpoint finishing late) must not replace a fuller aggregate.
+                where=ins.excluded.n >= aggregates.c.n,
             ),
             rows,
         )
+
+    def touch_checkpoints(
+        self, conn: Connection, expected: Mapping[tuple[str, int], int | None]
+    ) -> None:
+        """Samples of these ``(run, step)`` checkpoints were just stored; each maps to the
+        number of samples its sender said it will have (None: not said)."""
+        if not expected:
+            return
+        now = _now()
+        ins = self._insert(checkpoints)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step"],
+                set_={
+                    "last_sample": now,
+                    "expected": func.coalesce(ins.excluded.expected, checkpoints.c.expected),
+                },
+            ),
+            [
+                {"run": run, "step": step, "expected": n, "last_sample": now}
+                for (run, step), n in sorted(expected.items())
+            ],
+        )
+
+    def set_expected(self, run: str, step: int, n: int) -> None:
+        """Say how many samples checkpoint ``step`` of ``run`` will have (probe set x draws):
+        its alert rules then run as soon as that many are stored, not after an idle wait."""
+        ins = self._insert(checkpoints).values(run=run, step=step, expected=n)
+        with self.begin() as conn:
+            conn.execute(
+                ins.on_conflict_do_update(index_elements=["run", "step"], set_={"expected": n})
+            )
+
+    def mark_evaluated(self, run: str, step: int) -> None:
+        """The checkpoint's alert rules ran (on the samples it has now): not again."""
+        stored = (
+            select(func.count())
+            .where(and_(samples.c.run == run, samples.c.step == step))
+            .scalar_subquery()
+        )
+        with self.begin() as conn:
+            conn.execute(
+                update(checkpoints)
+                .where(and_(checkpoints.c.run == run, checkpoints.c.step == step))
+                .values(evaluated=_now(), evaluated_n=stored)
+            )
 
     def save_flags(self, conn: Connection, run: str, step: int, items: Iterable[Any]) -> None:
         conn.execute(flags.delete().where(and_(flags.c.run == run, flags.c.step == step)))
@@ -429,9 +499,37 @@ class Store:
                 out.setdefault(name, []).append(int(step))
         return out
 
+    def complete_checkpoints(self, idle_s: float, limit: int = 100) -> list[tuple[str, int]]:
+        """Checkpoints not yet evaluated that are complete: as many samples stored as
+        expected, or none stored for ``idle_s`` seconds. Oldest first."""
+        stored = (
+            select(func.count())
+            .where(and_(samples.c.run == checkpoints.c.run, samples.c.step == checkpoints.c.step))
+            .scalar_subquery()
+        )
+        quiet_since = _now() - timedelta(seconds=idle_s)
+        q = (
+            select(checkpoints.c.run, checkpoints.c.step)
+            .where(
+                and_(
+                    checkpoints.c.evaluated.is_(None),
+                    checkpoints.c.last_sample.is_not(None),
+                    or_(
+                        checkpoints.c.last_sample <= quiet_since,
+                        and_(checkpoints.c.expected.is_not(None), stored >= checkpoints.c.expected),
+                    ),
+                )
+            )
+            .order_by(checkpoints.c.last_sample)
+            .limit(limit)
+        )
+        with self.begin() as conn:
+            return [(str(r), int(s)) for r, s in conn.execute(q)]
+
     def step_score_ids(self, run: str, step: int, scorer: str) -> list[tuple[str, float]]:
-        """``(sample id, value)`` of one scorer at one step: evidence for alerts."""
-        q = select(scores.c.sample_id, scores.c.value).where(
+        """``(sample id, value)`` of one scorer at one step: evidence for alerts. Values of
+        boolean scorers (``repetition.loop``) come back as bools."""
+        q = select(scores.c.sample_id, scores.c.value, scores.c.is_bool).where(
             and_(
                 scores.c.run == run,
                 scores.c.step == step,
@@ -440,13 +538,13 @@ class Store:
             )
         )
         with self.begin() as conn:
-            return [(str(i), float(v)) for i, v in conn.execute(q)]
+            return [(str(i), bool(v) if b else float(v)) for i, v, b in conn.execute(q)]
 
 
 def plain(r: Any) -> dict[str, Any]:
     """A result row as a dict, its times in UTC (SQLite drops the zone)."""
     d = dict(r)
-    for k in ("created", "updated", "resolved_at"):
+    for k in ("created", "updated", "resolved_at", "last_sample", "evaluated"):
         if k in d:
             d[k] = _utc(d[k])
     return d

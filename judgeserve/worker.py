@@ -4,11 +4,19 @@ The one place that joins the queue, the scorers, the store and the alerts. A bat
 acknowledged only after its rows are committed; a scorer that fails on a sample costs
 only that scorer's scores of that sample, which are retried later and finally
 dead-lettered with the error.
+
+A checkpoint's aggregates are recomputed while its samples arrive (the web view shows
+progress), but its checkpoint hooks (the alert rules) run once, when the checkpoint is
+complete: as many samples stored as its sender said it will have (``expected``), or none
+arriving for ``checkpoint_idle_s``. The store decides, so any worker may evaluate a
+checkpoint whose samples another stored, and a restarted worker picks up where the
+dead one stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -71,6 +79,7 @@ class Worker:
         self.hooks = list(hooks) if hooks is not None else _default_hooks(settings)
         self._stop = threading.Event()
         self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
+        self._looked_for_complete = -math.inf
         self._rubrics_cache: dict[str, list[str] | None] = {}
 
     # -- loop -------------------------------------------------------------------------------
@@ -103,24 +112,39 @@ class Worker:
         self.flush_checkpoints(idle=True)
 
     def flush_checkpoints(self, *, idle: bool = True) -> None:
-        """Recompute the checkpoints touched since last time.
+        """Recompute the checkpoints touched since last time; evaluate the complete ones.
 
         While a checkpoint's samples keep arriving it is recomputed at most every
         ``checkpoint_delay_s`` (set-level scorers embed every sample of the step: doing
         that per batch would cost O(n²) per checkpoint); at once when the stream is idle.
+        The store is asked for complete checkpoints at most once a second (always when
+        ``idle``); each is recomputed a last time and handed to the hooks.
         """
         now = time.monotonic()
+        complete: list[tuple[str, int]] = []
+        if idle or now - self._looked_for_complete >= 1.0:
+            self._looked_for_complete = now
+            try:
+                complete = self.store.complete_checkpoints(self.settings.checkpoint_idle_s)
+            except StoreError as e:
+                log.error("cannot look for complete checkpoints: %s", e)
         due = [
             key
             for key, since in self._dirty.items()
             if idle or now - since >= self.settings.checkpoint_delay_s
         ]
-        for run, step in sorted(due):
+        for run, step in sorted(set(due) - set(complete)):
             del self._dirty[(run, step)]
             try:
                 self.update_checkpoint(run, step)
             except StoreError as e:
                 log.error("checkpoint %s@%d not updated: %s", run, step, e)
+        for run, step in complete:
+            self._dirty.pop((run, step), None)
+            try:
+                self.evaluate_checkpoint(run, step)
+            except StoreError as e:
+                log.error("checkpoint %s@%d not evaluated: %s", run, step, e)
 
     def close(self) -> None:
         every: list[AnyScorer] = [*self.sample_scorers, *self.set_scorers]
@@ -178,6 +202,7 @@ class Worker:
                 self.store.save_batch_scores(
                     conn, [(s.run, s.step, s.id, scored[s.id_key]) for s in samples]
                 )
+                self.store.touch_checkpoints(conn, _expected(good))
         except StoreError as err:
             # Nothing acknowledged: every entry comes back after claim_idle_ms.
             log.error("store failed, batch left pending: %s", err)
@@ -253,8 +278,20 @@ class Worker:
                     )
         return scored, errors
 
+    def evaluate_checkpoint(self, run: str, step: int) -> None:
+        """A complete checkpoint: recompute it a last time, run the hooks, mark it evaluated."""
+        self.update_checkpoint(run, step)
+        for hook in self.hooks:
+            try:
+                hook(self.store, run, step)
+            except Exception:
+                log.exception("checkpoint hook failed on %s@%d", run, step)
+        # After the hooks: a crash in between evaluates it again (alerts de-duplicate)
+        # rather than never.
+        self.store.mark_evaluated(run, step)
+
     def update_checkpoint(self, run: str, step: int) -> None:
-        """Recompute a checkpoint's aggregates and set-level metrics, then run the hooks."""
+        """Recompute a checkpoint's aggregates and set-level metrics."""
         from .aggregates import aggregate
 
         values = self.store.step_score_values(run, step)
@@ -277,11 +314,6 @@ class Worker:
             self.store.save_aggregates(conn, run, step, aggs)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
-        for hook in self.hooks:
-            try:
-                hook(self.store, run, step)
-            except Exception:
-                log.exception("checkpoint hook failed on %s@%d", run, step)
 
 
 def _default_hooks(settings: Settings) -> list[CheckpointHook]:
@@ -293,8 +325,21 @@ def _default_hooks(settings: Settings) -> list[CheckpointHook]:
 
 
 def _to_sample(payload: dict[str, Any]) -> Sample:
-    data = {k: v for k, v in payload.items() if k not in ("rubrics", "only", "attempt")}
+    data = {
+        k: v for k, v in payload.items() if k not in ("rubrics", "only", "attempt", "expected")
+    }
     return Sample.model_validate(data)
+
+
+def _expected(good: list[tuple[Entry, Sample]]) -> dict[tuple[str, int], int | None]:
+    """Each checkpoint of the batch, with the sample count its sender announced (if any)."""
+    out: dict[tuple[str, int], int | None] = {}
+    for e, s in good:
+        n = e.payload.get("expected")
+        said = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+        prev = out.get((s.run, s.step))
+        out[(s.run, s.step)] = max(prev or 0, said or 0) or None
+    return out
 
 
 def run_worker(settings: Settings, *, consumer: str | None = None) -> None:

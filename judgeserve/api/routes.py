@@ -64,6 +64,8 @@ async def submit_samples(run: WriteRun, batch: SampleBatch, request: Request) ->
     head = {"run": run, "step": batch.step, "checkpoint": batch.checkpoint}
     if batch.rubrics is not None:
         head["rubrics"] = batch.rubrics
+    if batch.expected is not None:
+        head["expected"] = batch.expected
     created = time.time()
     payloads = [
         json.dumps({**head, **s.model_dump(exclude_defaults=True), "created": created})
@@ -116,6 +118,7 @@ def get_step(
             "samples": read.step_samples(conn, run, step, limit=limit, offset=offset),
             "aggregates": read.step_aggregates(conn, run, step),
             "flags": read.step_flags(conn, run, step),
+            "evaluation": read.step_evaluation(conn, run, step),
         }
 
 

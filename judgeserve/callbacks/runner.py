@@ -25,8 +25,8 @@ from typing import Any
 
 from ..client import JudgeClient
 from ..exceptions import ClientError
+from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
 from ..schema import Alert
-from .probes import Completion, GenerationConfig, Probe, generate, load_probes
 
 __all__ = ["ProbeRunner", "ProbeOptions", "run_name"]
 
@@ -174,7 +174,12 @@ class ProbeRunner:
         completions = generate(model, tokenizer, self.probes, self.generation)
         generated = time.perf_counter()
         self.generation_s += generated - started
-        self.client.submit(step, [c.sample(step) for c in completions], checkpoint=checkpoint)
+        self.client.submit(
+            step,
+            [c.sample(step) for c in completions],
+            checkpoint=checkpoint,
+            expected=len(completions),
+        )
         self.submit_s += time.perf_counter() - generated
         return completions
 

@@ -55,7 +55,10 @@ def plan(lines: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
             cur = None
             out.append({"path": req["path"], "body": body, "end": end})
             continue
-        key = (req["path"], body["step"], body.get("checkpoint"), tuple(body.get("rubrics") or ()))
+        key = (
+            req["path"], body["step"], body.get("checkpoint"), tuple(body.get("rubrics") or ()),
+            body.get("expected"),
+        )
         for s in body["samples"]:
             size = len(s.get("prompt", "")) + len(s.get("completion", "")) + len(s.get("reference") or "")
             if (

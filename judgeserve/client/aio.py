@@ -21,9 +21,14 @@ class AsyncJudgeClient:
         self._client = JudgeClient(url, run, **kwargs)
 
     async def submit(
-        self, step: int, samples: Iterable[SampleLike], checkpoint: str | None = None
+        self,
+        step: int,
+        samples: Iterable[SampleLike],
+        checkpoint: str | None = None,
+        *,
+        expected: int | None = None,
     ) -> list[str]:
-        return self._client.submit(step, samples, checkpoint)
+        return self._client.submit(step, samples, checkpoint, expected=expected)
 
     async def log_metrics(self, step: int, **values: float) -> None:
         self._client.log_metrics(step, **values)

@@ -113,9 +113,19 @@ class JudgeClient:
         )
 
     def submit(
-        self, step: int, samples: Iterable[SampleLike], checkpoint: str | None = None
+        self,
+        step: int,
+        samples: Iterable[SampleLike],
+        checkpoint: str | None = None,
+        *,
+        expected: int | None = None,
     ) -> list[str]:
-        """Queue samples generated at ``step``; returns their ids (made here if absent)."""
+        """Queue samples generated at ``step``; returns their ids (made here if absent).
+
+        ``expected``: how many samples ``step`` will have in all (these and any sent
+        before), when known; its alert rules then run as soon as that many are scored,
+        rather than once no sample arrived for a while (``checkpoint_idle_s``).
+        """
         self._check_open()
         items = [_sample_dict(s, self._new_id) for s in samples]
         if not items:
@@ -123,6 +133,8 @@ class JudgeClient:
         body: dict[str, Any] = {"step": int(step), "samples": items}
         if checkpoint is not None:
             body["checkpoint"] = str(checkpoint)
+        if expected is not None:
+            body["expected"] = int(expected)
         if self.rubrics is not None:
             body["rubrics"] = self.rubrics
         self.journal.append({"path": f"/v1/runs/{self.run}/samples", "body": body})

@@ -129,10 +129,13 @@ def test_worker_wires_the_engine_from_settings(
     (engine,) = worker.hooks
     assert isinstance(engine, AlertEngine) and [r.name for r in engine.rules.rules] == ["long_answers"]
     with TestClient(create_app(s)) as api:
-        body = {"step": 5, "samples": [{"id": f"x{i}", "prompt": "p", "completion": "a b c d e"} for i in range(3)]}
+        body = {"step": 5, "expected": 3,
+                "samples": [{"id": f"x{i}", "prompt": "p", "completion": "a b c d e"} for i in range(3)]}
         assert api.post("/v1/runs/wired/samples", json=body).status_code == 202
         worker.process(worker.queue.read(10, block_ms=100))
         (alert,) = api.get("/v1/runs/wired/alerts", params={"state": "open"}).json()["alerts"]
+        evaluation = api.get("/v1/runs/wired/steps/5").json()["evaluation"]
+        assert evaluation["expected"] == 3 and evaluation["n"] == 3 and evaluation["evaluated"]
         assert alert["rule"] == "long_answers" and alert["action"] == "stop" and alert["step"] == 5
         assert api.post(f"/v1/alerts/{alert['id']}/resolve").status_code == 200
         assert api.get("/v1/runs/wired/alerts", params={"state": "open"}).json()["alerts"] == []
