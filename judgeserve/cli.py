@@ -85,7 +85,7 @@ def generate_worker(
 
         run_ray_workers(settings, ray, ray_address, kind="generate")
         return
-    from .generator.worker import run_generation_worker
+    from .generation_worker import run_generation_worker
 
     try:
         run_generation_worker(settings, consumer=name)

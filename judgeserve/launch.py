@@ -5,7 +5,7 @@ generator is configured (checkpoint mode).
 Workers as Ray actors (``judgeserve worker --ray N``, ``judgeserve generate-worker --ray
 N``) scale out on a Ray cluster: each actor is an ordinary
 :class:`~judgeserve.worker.Worker` (or
-:class:`~judgeserve.generator.worker.GenerationWorker`) in the shared consumer group, so
+:class:`~judgeserve.generation_worker.GenerationWorker`) in the shared consumer group, so
 Redis hands out the work and reclaims what a lost actor held; with several machines the
 store must be PostgreSQL (SQLite is one file on one machine).
 """
@@ -61,7 +61,7 @@ def background_stack(settings: Settings) -> Iterator[Worker]:
     worker = Worker(settings, store=store)
     generation: Any = None
     if settings.generator is not None:
-        from .generator.worker import GenerationWorker
+        from .generation_worker import GenerationWorker
 
         generation = GenerationWorker(settings, store=store)
     server = _Server(
@@ -125,7 +125,7 @@ def _actor_class() -> Any:
         def __init__(self, settings: dict[str, Any], name: str, kind: str = "score") -> None:
             self.worker: Any
             if kind == "generate":
-                from .generator.worker import GenerationWorker
+                from .generation_worker import GenerationWorker
 
                 self.worker = GenerationWorker(Settings(**settings), consumer=name)
             else:

@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from .exceptions import ConfigError
-from .schema import ShortText, Text
+from .schema import ShortText, Text, WireModel
 
 __all__ = [
     "MAX_PROBES",
@@ -60,7 +60,7 @@ MAX_COMPLETIONS = 100_000  # probes x draws: the samples one checkpoint adds
 _UNSAFE_ID = re.compile(r"[^\x21-\x7e]")
 
 
-class Probe(BaseModel):
+class Probe(WireModel):
     """One prompt the model is asked at every evaluation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -136,7 +136,7 @@ def load_probes(source: str | Path | Iterable[Probe | dict[str, Any] | str]) -> 
     return probes
 
 
-class GenerationConfig(BaseModel):
+class GenerationConfig(WireModel):
     """How completions are generated at each evaluation: part of a probe set, so it travels
     with it (to the server-side generator too)."""
 
@@ -186,7 +186,7 @@ class GenerationConfig(BaseModel):
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class ProbeSet(BaseModel):
+class ProbeSet(WireModel):
     """A run's probes and how to complete them: what checkpoint mode generates at every
     checkpoint (``client.set_probes``, ``PUT /v1/runs/{run}/probes``)."""
 

@@ -239,3 +239,40 @@ def httpx_get(url: str, path: str) -> Any:
     import httpx
 
     return httpx.get(url + path, timeout=10).json()
+
+
+def test_probe_sets_and_job_states_in_both_stores(database_url: str) -> None:
+    from judgeserve import read
+    from judgeserve.store import Store
+
+    store = Store(database_url)
+    try:
+        content = {"probes": PROBES[:1], "generation": {"max_new_tokens": 8}, "completions": 1}
+        store.save_probe_set("run-s", "a" * 16, content)
+        store.save_probe_set("run-s", "b" * 16, {**content, "completions": 2})
+        assert read.probe_set(store, "run-s")["version"] == "b" * 16  # type: ignore[index]
+        store.save_probe_set("run-s", "a" * 16, content)  # again: current again
+        assert read.probe_set(store, "run-s")["version"] == "a" * 16  # type: ignore[index]
+        job = {"path": "/c/1", "kind": "full", "probe_set": "a" * 16}
+        store.queue_checkpoint("run-s", 1, job)
+        store.update_checkpoint_job("run-s", 1, "generating")
+        store.update_checkpoint_job("run-s", 1, "retrying", reason="engine down")
+        store.update_checkpoint_job("run-s", 1, "generating")
+        store.update_checkpoint_job("run-s", 1, "generated", samples=3, generator={"backend": "x"})
+        # A job whose row the API never wrote gets one from its payload.
+        store.update_checkpoint_job("run-s", 2, "failed", job=job, reason="gone")
+        one, two = read.checkpoint_job(store, "run-s", 1), read.checkpoint_job(store, "run-s", 2)
+        assert one is not None and two is not None
+        assert (one["state"], one["attempts"], one["samples"]) == ("generated", 2, 3)
+        assert one["generator"] == {"backend": "x"} and one["finished"].tzinfo is not None
+        assert (two["state"], two["reason"], two["path"]) == ("failed", "gone", "/c/1")
+        assert [j["step"] for j in read.list_checkpoint_jobs(store, "run-s")] == [2, 1]
+        # Scored once the checkpoint's alert rules ran on its samples.
+        store.set_expected("run-s", 1, 3)
+        store.mark_evaluated("run-s", 1)
+        assert read.checkpoint_job(store, "run-s", 1)["state"] == "scored"  # type: ignore[index]
+        with pytest.raises(ValueError, match="unknown job state"):
+            store.update_checkpoint_job("run-s", 1, "done")
+    finally:
+        store.drop()
+        store.close()

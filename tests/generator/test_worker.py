@@ -23,7 +23,7 @@ import redis
 
 from judgeserve import read
 from judgeserve.detectors.length import LengthScorer
-from judgeserve.generator.worker import GenerationWorker
+from judgeserve.generation_worker import GenerationWorker
 from judgeserve.probes import GenerationConfig, Probe, ProbeSet
 from judgeserve.settings import Settings
 from judgeserve.store import Store

@@ -1,5 +1,9 @@
 """The generation worker: checkpoint jobs in, probe completions out onto the sample stream.
 
+The one place (like :mod:`judgeserve.worker` for scoring) that joins the checkpoint
+stream, the store and a generator; the generators themselves (:mod:`judgeserve.generator`)
+stay pure: a job in, completions out.
+
 It consumes the checkpoint stream (``<prefix>:checkpoints``, written by ``POST
 /v1/runs/{run}/checkpoints``) in its consumer group, with the sample stream's guarantees:
 a job is acknowledged only once its completions are on the sample stream, in the same
@@ -36,8 +40,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import read
-from ..exceptions import (
+from . import read
+from .exceptions import (
     CheckpointError,
     ConfigError,
     GeneratorError,
@@ -45,12 +49,12 @@ from ..exceptions import (
     QueueError,
     StoreError,
 )
-from ..probes import ProbeSet
-from ..schema import CheckpointKind
-from ..settings import Settings
-from ..store import Store
-from ..stream import Entry, Queue
-from .base import GenerationJob, GenerationResult, Generator, load_generator
+from .generator import GenerationJob, GenerationResult, Generator, load_generator
+from .probes import ProbeSet
+from .schema import CheckpointKind
+from .settings import Settings
+from .store import Store
+from .stream import Entry, Queue
 
 __all__ = ["CheckpointJob", "GenerationWorker", "make_generator", "run_generation_worker"]
 
