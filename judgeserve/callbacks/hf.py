@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import require
-from .probes import Probe
+from ..probes import Probe
 from .runner import ProbeOptions, ProbeRunner
 
 require("transformers", "train")

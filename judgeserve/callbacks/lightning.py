@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MissingExtraError
-from .probes import Probe
+from ..probes import Probe
 from .runner import ProbeOptions, ProbeRunner
 
 try:

@@ -25,8 +25,8 @@ from typing import Any
 
 from ..client import JudgeClient
 from ..exceptions import ClientError
+from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
 from ..schema import Alert
-from .probes import Completion, GenerationConfig, Probe, generate, load_probes
 
 __all__ = ["ProbeRunner", "ProbeOptions", "run_name"]
 

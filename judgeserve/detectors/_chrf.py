@@ -62,7 +62,10 @@ _codes = _ByteCodes()
 
 
 def _bytes(text: str) -> bytes | None:
-    coded = "".join(text.split()).translate(_codes).encode("latin-1")
+    squeezed = "".join(text.split())
+    if squeezed.isascii() and "\x00" not in squeezed and "\x01" not in squeezed:
+        return squeezed.encode("ascii")  # the table maps ASCII 2-127 to itself
+    coded = squeezed.translate(_codes).encode("latin-1")
     return None if b"\x00" in coded else coded
 
 

@@ -30,8 +30,16 @@ import numpy as np
 import numpy.typing as npt
 
 from ._jit import jit
+from ._tokens import token_spans, tokenize
 
-__all__ = ["Candidate", "NearLoopRule", "TokenClasses", "token_classes", "candidates"]
+__all__ = [
+    "Candidate",
+    "NearLoopRule",
+    "TokenClasses",
+    "token_classes",
+    "text_classes",
+    "candidates",
+]
 
 NGRAM = 4
 NUMBER_ID = -1  # Python's hash() never returns -1, so no token collides with it
@@ -64,19 +72,111 @@ _LT, _SLASH = _codes["<"], _codes["/"]
 
 @dataclass(frozen=True)
 class TokenClasses:
-    """Per token: an id (equal tokens, equal ids; per process), the id with numbers
-    folded into one, and whether the token is a word."""
+    """Per token of one text: an id (equal tokens, equal ids; per process), the id with
+    numbers folded into one, whether it is a word, and where it is."""
 
     ids: npt.NDArray[np.int64]
     norm: npt.NDArray[np.int64]
     word: npt.NDArray[np.bool_]
+    text: str
+    tokens: tuple[str, ...] | None = None  # the tokenizer's strings, or
+    spans: npt.NDArray[np.int64] | None = None  # (start, end) per token (ASCII fast path)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def token(self, i: int) -> str:
+        if self.tokens is not None:
+            return self.tokens[i]
+        assert self.spans is not None
+        return self.text[self.spans[i, 0] : self.spans[i, 1]]
+
+    def offsets(self, stop: int) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of the first ``stop`` tokens."""
+        if self.spans is not None:
+            return [(s, e) for s, e in self.spans[:stop].tolist()]
+        return token_spans(self.text, self.tokens, stop)
 
 
-def token_classes(tokens: tuple[str, ...] | list[str]) -> TokenClasses:
+def token_classes(tokens: tuple[str, ...] | list[str], text: str = "") -> TokenClasses:
     """Ids, folded ids and words (tokens with a letter, not lone ASCII letters or tag names)."""
     ids = np.fromiter(map(_codes.__getitem__, tokens), dtype=np.int64, count=len(tokens))
     norm, word = _classify(ids, _LT, _SLASH)
-    return TokenClasses(ids, norm, word)
+    return TokenClasses(ids, norm, word, text, tuple(tokens))
+
+
+def text_classes(text: str) -> TokenClasses:
+    """:func:`token_classes` of ``tokenize(text)``, without making strings for ASCII text.
+
+    For ASCII text the tokenizer's regex is replayed over the bytes in compiled code (the
+    tests check that both agree), which costs a tenth of splitting the text into Python
+    strings and looking each one up.
+    """
+    if not text.isascii():
+        return token_classes(tokenize(text), text)
+    spans, ids = _ascii_tokens(np.frombuffer(text.encode("ascii"), dtype=np.uint8), _ASCII_TABLE)
+    norm, word = _classify(ids, _ASCII_LT, _ASCII_SLASH)
+    return TokenClasses(ids, norm, word, text, None, spans)
+
+
+# The ASCII tokenizer's character classes (judgeserve.detectors._tokens): runs of \w are
+# tokens, other characters are one-character tokens, whitespace and 0x1c-0x1f separate.
+_SPACE, _WORDCHAR, _MARK = 0, 1, 2
+_ASCII_TABLE = np.full(128, _MARK, dtype=np.int8)
+for _c in range(128):
+    if chr(_c).isalnum() or chr(_c) == "_":
+        _ASCII_TABLE[_c] = _WORDCHAR
+    elif chr(_c) in " \t\n\r\x0b\x0c" or 0x1C <= _c <= 0x1F:
+        _ASCII_TABLE[_c] = _SPACE
+_FNV_OFFSET, _FNV_PRIME = -3750763034362895579, 1099511628211  # 64-bit FNV-1a
+
+
+@jit
+def _ascii_tokens(
+    data: npt.NDArray[np.uint8], table: npt.NDArray[np.int8]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Token spans and ids (class in the two low bits, as ``_Codes`` makes them)."""
+    n = len(data)
+    spans = np.empty((n, 2), dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    k = 0
+    i = 0
+    while i < n:
+        kind = table[data[i]]
+        if kind == _SPACE:
+            i += 1
+            continue
+        j = i + 1
+        if kind == _WORDCHAR:
+            while j < n and table[data[j]] == _WORDCHAR:
+                j += 1
+        h = _FNV_OFFSET
+        digits = True
+        letters = 0
+        for b in data[i:j]:
+            h = (h ^ int(b)) * _FNV_PRIME
+            if b < 48 or b > 57:
+                digits = False
+            if (65 <= b <= 90) or (97 <= b <= 122):
+                letters += 1
+        if kind == _WORDCHAR and digits:
+            cls = NUMBER
+        elif letters and j - i >= 2:  # a lone letter is not a word (see _Codes)
+            cls = WORD
+        else:
+            cls = OTHER
+        spans[k, 0], spans[k, 1] = i, j
+        ids[k] = (h & ~3) | cls
+        k += 1
+        i = j
+    return spans[:k], ids[:k]
+
+
+def _ascii_id(char: str) -> int:
+    return int(_ascii_tokens(np.frombuffer(char.encode(), dtype=np.uint8), _ASCII_TABLE)[1][0])
+
+
+_ASCII_LT, _ASCII_SLASH = _ascii_id("<"), _ascii_id("/")
 
 
 @jit
@@ -309,18 +409,16 @@ def _regions(
     return out[:found]
 
 
-def candidates(
-    tokens: tuple[str, ...] | list[str], classes: TokenClasses, max_distance: int = 512
-) -> list[Candidate]:
+def candidates(classes: TokenClasses, max_distance: int = 512) -> list[Candidate]:
     """The near-periodic regions of one text, one per candidate period."""
-    if len(tokens) < 4 * NGRAM:
+    if len(classes) < 4 * NGRAM:
         return []
     prev, periods = _prefilter(classes.norm, max_distance)
     if not len(periods):  # the common case: too little repetition to look further
         return []
-    values = np.zeros(len(tokens))
+    values = np.zeros(len(classes))
     for i in np.flatnonzero(classes.norm == NUMBER_ID).tolist():
-        values[i] = float(tokens[i])
+        values[i] = float(classes.token(i))
     rows = _regions(prev, periods, (classes.ids, classes.norm, classes.word), values)
     return [
         Candidate(p, s, e, covered / (e - s), covered, words / covered, data / covered)

@@ -30,6 +30,7 @@ found by :mod:`._near_periodic`.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,9 +48,8 @@ from ._near_periodic import (
     NearLoopRule,
     TokenClasses,
     candidates,
-    token_classes,
+    text_classes,
 )
-from ._tokens import token_spans, tokenize
 
 __all__ = ["RepetitionScorer", "Repeats", "Loop", "analyse"]
 
@@ -155,6 +155,11 @@ def _record(
     return best, best_at, best_p, found
 
 
+@functools.lru_cache(maxsize=16)
+def _orders(orders: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    return np.array(orders, dtype=np.int64)
+
+
 def analyse(
     ids: npt.NDArray[np.int64],
     *,
@@ -170,7 +175,7 @@ def analyse(
     for a word in the unit or, for wordless units, a long span.
     """
     length = len(ids)
-    distinct = _distinct(ids, np.array(orders, dtype=np.int64)).tolist()
+    distinct = _distinct(ids, _orders(tuple(orders))).tolist()
     rep = {
         n: 1.0 - d / (length - n + 1) if length >= n else 0.0
         for n, d in zip(orders, distinct, strict=True)
@@ -180,7 +185,7 @@ def analyse(
     loop = (0, 0, 0)
     rows = cand[:found]
     # Longest span first; among equal spans the shortest period (the true unit).
-    for p, s, span in rows[np.lexsort((rows[:, 0], -rows[:, 2]))].tolist():
+    for p, s, span in rows[np.lexsort((rows[:, 0], -rows[:, 2]))].tolist() if found else ():
         if loop_ok is None or loop_ok(s, s + p, s + span):
             loop = (p, s, s + span)
             break
@@ -239,9 +244,8 @@ class RepetitionScorer(SampleScorer):
 
     def loop(self, text: str) -> Loop | None:
         """The looping span of ``text``, if any (what ``repetition.loop`` reports)."""
-        tokens = tokenize(text)
-        classes = token_classes(tokens)
-        return self._loop(tokens, classes, self._exact(classes))
+        classes = text_classes(text)
+        return self._loop(classes, self._exact(classes))
 
     def _exact(self, classes: TokenClasses) -> Repeats:
         word = classes.word
@@ -262,7 +266,7 @@ class RepetitionScorer(SampleScorer):
             min_repeats=self.min_repeats,
         )
 
-    def _loop(self, tokens: tuple[str, ...], classes: TokenClasses, r: Repeats) -> Loop | None:
+    def _loop(self, classes: TokenClasses, r: Repeats) -> Loop | None:
         if r.loop_period:
             unit = classes.word[r.loop_start : r.loop_start + r.loop_period]
             kind = "exact" if unit.any() else "wordless"
@@ -270,7 +274,7 @@ class RepetitionScorer(SampleScorer):
         if self.near is None or not self._may_near_loop(classes, r):
             return None
         rule = self.near
-        found = [c for c in candidates(tokens, classes, self.max_distance) if rule(c)]
+        found = [c for c in candidates(classes, self.max_distance) if rule(c)]
         if not found:
             return None
         best: Candidate = max(found, key=lambda c: c.covered)
@@ -286,10 +290,9 @@ class RepetitionScorer(SampleScorer):
         return repeated + 4 * numbers >= MIN_STARTS - 0.5
 
     def _one(self, text: str) -> list[Score]:
-        tokens = tokenize(text)
-        classes = token_classes(tokens)
+        classes = text_classes(text)
         r = self._exact(classes)
-        loop = self._loop(tokens, classes, r)
+        loop = self._loop(classes, r)
         raw = text.encode("utf-8", "surrogatepass")
         v = self.version
         scores = [_score(f"repetition.rep{n}", r.rep[n], {}, v) for n in self.orders]
@@ -299,7 +302,7 @@ class RepetitionScorer(SampleScorer):
         show_repeat = r.longest >= 2 * self.min_tokens
         if show_repeat or loop:
             stop = max(r.longest_at[1] + r.longest if show_repeat else 0, loop.end if loop else 0)
-            spans = token_spans(text, tokens, stop)
+            spans = classes.offsets(stop)
             if show_repeat:
                 a, b = r.longest_at
                 details["first"] = [spans[a][0], spans[a + r.longest - 1][1]]

@@ -57,8 +57,8 @@ def serve(
     address: Annotated[str | None, typer.Option(help="Join a running Ray cluster.")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray.")] = None,
 ) -> None:
-    """Host the judge on Ray Serve as the config says (blocks until Ctrl-C)."""
-    from .serve import run
+    """Host the judge and the generator on Ray Serve as the config says (blocks until Ctrl-C)."""
+    from ..serve_config import run
 
     try:
         run(config, blocking=True, ray_address=address, num_cpus=num_cpus)

@@ -2,7 +2,8 @@
 
 ``deploy/serve.yaml`` is in Ray Serve's own config format (``serve run`` / ``serve deploy``
 and KubeRay's ``serveConfigV2`` read it unchanged); its ``import_path`` points at
-:func:`build_app`. ``judgeserve serve`` runs that file locally through :func:`run`.
+:func:`build_app`. ``judgeserve serve`` deploys that file (with the generator application
+beside this one) through :func:`judgeserve.serve_config.run`.
 
 Batching: for backends that run one forward pass per call (transformers), each prompt
 is one call to a ``@serve.batch`` method, so prompts from every client and request are
@@ -21,20 +22,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import pkgutil
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..exceptions import ConfigError, MissingExtraError, require
+from ..exceptions import MissingExtraError
 from .backends.base import AsyncJudgeBackend, load_backend
 from .prompt import JudgePrompt
 
-__all__ = ["DeploymentArgs", "JudgeDeployment", "build_app", "bind", "run", "DEFAULT_CONFIG"]
+__all__ = ["DeploymentArgs", "JudgeDeployment", "build_app", "bind"]
 
 log = logging.getLogger(__name__)
-DEFAULT_CONFIG = Path("deploy/serve.yaml")
 # In a replica, requests arrive concurrently on an event loop: the synchronous vLLM engine
 # would take them one batch at a time, its async engine takes them as they come.
 SERVE_VARIANTS = {"vllm": "vllm_async"}
@@ -186,54 +184,3 @@ def bind(
     if deployment_options:
         deployment = deployment.options(**deployment_options)
     return deployment.bind(cfg.model_dump())
-
-
-def run(
-    config: str | Path = DEFAULT_CONFIG,
-    *,
-    blocking: bool = True,
-    ray_address: str | None = None,
-    num_cpus: int | None = None,
-) -> dict[str, Any]:
-    """Start Ray (or join ``ray_address``) and deploy every application in a serve.yaml.
-
-    Returns deployment handles by application name; with ``blocking`` it serves until
-    interrupted.
-    """
-    import yaml
-
-    ray: Any = require("ray", "judge")
-    from ray.serve.schema import ServeDeploySchema
-
-    path = Path(config)
-    try:
-        schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
-    except Exception as e:  # pydantic / YAML errors, shown with the file name
-        raise ConfigError(f"{path}: not a valid Ray Serve config: {e}") from e
-    if not ray.is_initialized():
-        ray.init(address=ray_address, num_cpus=num_cpus, include_dashboard=False)
-    http = schema.http_options.model_dump(exclude_unset=True) if schema.http_options else {}
-    serve.start(http_options=http)
-    handles: dict[str, Any] = {}
-    for app in schema.applications:
-        builder = pkgutil.resolve_name(app.import_path)
-        if builder is build_app:
-            options: dict[str, Any] = {}
-            for dep in app.deployments:
-                options.update(dep.model_dump(exclude_unset=True, exclude={"name"}))
-            application = bind(app.args or {}, options or None)
-        else:  # someone else's application: Ray's own `serve run` applies its overrides
-            application = builder(app.args or {})
-        handles[app.name] = serve.run(application, name=app.name, route_prefix=app.route_prefix)
-        log.info("judge application %r serving at %s", app.name, app.route_prefix)
-    if blocking:
-        import time
-
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.shutdown()  # type: ignore[no-untyped-call]
-    return handles

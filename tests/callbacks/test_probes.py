@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from judgeserve.callbacks import GenerationConfig, Probe, generate, load_probes
-from judgeserve.callbacks.probes import sample_id
 from judgeserve.callbacks.runner import run_name
 from judgeserve.exceptions import ConfigError
+from judgeserve.probes import GenerationConfig, Probe, generate, load_probes, sample_id
 
 from .conftest import Tiny
 
@@ -65,8 +65,22 @@ def test_ids_and_run_names_are_valid() -> None:
     assert sample_id(3, "a probe/é", "greedy") == "s3-a_probe/_-greedy"
     assert run_name(None, "/tmp/out/my run!") == "my-run"
     assert run_name("", None) == "default"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValidationError, match="greedily"):
         GenerationConfig(greedy=False, samples=0)
+    with pytest.raises(ValidationError, match="max_new_tokens"):
+        GenerationConfig(max_new_tokens=0)
+    with pytest.raises(ValidationError, match="top_k"):
+        GenerationConfig.model_validate({"top_k": 5})  # unknown settings are refused
+
+
+def test_generation_config_travels_and_hashes_its_decoding() -> None:
+    config = GenerationConfig(samples=2, seed=7, stop=["\n\n"])
+    again = GenerationConfig.model_validate_json(config.model_dump_json())
+    assert again == config and again.stop == ("\n\n",)
+    assert config.draws() == [("greedy", None), ("sampled-0", 7), ("sampled-1", 8)]
+    # The decoding hash names what decides the text: the batch size does not, a seed does.
+    assert config.model_copy(update={"batch_size": 1}).decoding_hash() == config.decoding_hash()
+    assert config.model_copy(update={"seed": 8}).decoding_hash() != config.decoding_hash()
 
 
 def test_probe_model_round_trips(tmp_path: Path) -> None:

@@ -61,3 +61,24 @@ def test_the_ascii_fast_path_gives_the_same_tokens() -> None:
     texts = ["".join(alphabet), *("".join(rng.choices(alphabet, k=80)) for _ in range(200))]
     for text in texts:
         assert split_tokens(text) == TOKEN_RE.findall(text)
+
+
+def test_the_ascii_fast_path_tokenizes_exactly_like_the_regex() -> None:
+    import random
+
+    from judgeserve.detectors._near_periodic import text_classes, token_classes
+    from judgeserve.detectors._tokens import TOKEN_RE, tokenize
+
+    rng = random.Random(5)
+    alphabet = "ab Z9_ .,<>/\t\n\x0b\x1c\x1f\x00\x7f!" + "".join(chr(c) for c in range(32, 127))
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 60)))
+        fast, slow = text_classes(text), token_classes(tokenize(text), text)
+        expected = [m.span() for m in TOKEN_RE.finditer(text)]
+        assert fast.offsets(len(fast)) == expected, repr(text)
+        assert [fast.token(i) for i in range(len(fast))] == list(tokenize(text))
+        assert fast.word.tolist() == slow.word.tolist()
+        assert (fast.norm == -1).tolist() == (slow.norm == -1).tolist()
+        same_fast = fast.ids[:, None] == fast.ids[None, :]
+        same_slow = slow.ids[:, None] == slow.ids[None, :]
+        assert (same_fast == same_slow).all()

@@ -117,7 +117,7 @@ def serve_judge(directory: Path, args: dict[str, Any], deployment: dict[str, Any
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    from judgeserve.judge.serve import run
+    from judgeserve.serve_config import run
 
     # Ray's own processes bind random ports as it starts: start it before choosing ours.
     ray.init(num_cpus=2, include_dashboard=False)

@@ -88,7 +88,7 @@ def test_serve_config_is_valid() -> None:
     config = ServeDeploySchema.model_validate(
         yaml.safe_load((root / "deploy" / "serve.yaml").read_text())
     )
-    (app,) = config.applications
+    (app,) = [a for a in config.applications if a.name == "judge"]
     assert app.import_path == "judgeserve.judge.serve:build_app"
     from judgeserve.judge.serve import DeploymentArgs
 

@@ -28,6 +28,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ...exceptions import ConfigError, require
+from ...vllm_engine import close_llm, shutdown_core
 from ..prompt import JudgePrompt
 from .base import label_token_ids, prompt_text
 
@@ -36,20 +37,6 @@ __all__ = ["VLLMBackend", "AsyncVLLMBackend"]
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-def _shutdown_core(core: Any) -> None:
-    """Stop vLLM's engine-core processes now, not at interpreter exit (when its logging
-    writes to closed streams)."""
-    if core is None or not hasattr(core, "shutdown"):
-        return
-    core.shutdown()
-    # vLLM closes its sockets but leaves the ZeroMQ context for the garbage collector,
-    # which then warns; end it here (its sockets are closed by now). The async client's
-    # `ctx` is an asyncio shadow of the real one, kept in `resources`: end the real one.
-    ctx = getattr(getattr(core, "resources", None), "ctx", None) or getattr(core, "ctx", None)
-    if ctx is not None and not ctx.closed:
-        ctx.destroy(linger=0)
 
 
 class _VLLMCommon:
@@ -158,12 +145,8 @@ class VLLMBackend(_VLLMCommon):
         return [o.outputs[0].text for o in outputs]
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is None:
-            return
-        _shutdown_core(getattr(getattr(llm, "llm_engine", None), "engine_core", None))
+        close_llm(getattr(self, "llm", None))
         self.llm = None
-        gc.collect()
 
 
 class AsyncVLLMBackend(_VLLMCommon):
@@ -246,7 +229,7 @@ class AsyncVLLMBackend(_VLLMCommon):
             return
 
         async def stop() -> None:
-            _shutdown_core(getattr(engine, "engine_core", None))
+            shutdown_core(getattr(engine, "engine_core", None))
             engine.shutdown()
 
         self._on_engine_loop(stop()).result()

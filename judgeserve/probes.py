@@ -1,4 +1,10 @@
-"""Probe sets and generating completions for them from the model being trained.
+"""Probe sets, generation settings, and generating completions with a transformers model.
+
+One model of probes and generation for both sides: the trainer's callbacks generate in
+the training process with :func:`generate`; in checkpoint mode the server-side generator
+(:mod:`judgeserve.generator`) receives the same :class:`Probe` and
+:class:`GenerationConfig` objects in a job and returns the same :class:`Completion` objects.
+This module imports no server parts (and torch only inside :func:`generate`).
 
 A probe file is JSONL, one probe per line::
 
@@ -16,16 +22,16 @@ changes the model nor the training run's random stream.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..exceptions import ConfigError
+from .exceptions import ConfigError
 
 __all__ = ["Probe", "GenerationConfig", "Completion", "load_probes", "generate", "sample_id"]
 
@@ -100,34 +106,65 @@ def load_probes(source: str | Path | Iterable[Probe | dict[str, Any] | str]) -> 
     return probes
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How completions are generated at each evaluation."""
+class GenerationConfig(BaseModel):
+    """How completions are generated at each evaluation: part of a probe set, so it travels
+    with it (to the server-side generator too)."""
 
-    max_new_tokens: int = 48
-    greedy: bool = True  # one greedy completion per probe
-    samples: int = 0  # sampled completions per probe, in addition
-    temperature: float = 0.8
-    top_p: float = 0.95
-    batch_size: int = 32
-    seed: int = 0  # sampled completions use the same seed at every checkpoint
-    stop: tuple[str, ...] = ()  # cut a completion at the first of these strings
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError("max_new_tokens must be at least 1")
+    max_new_tokens: int = Field(48, ge=1, description="Most tokens generated per completion.")
+    greedy: bool = Field(True, description="One greedy completion per probe.")
+    samples: int = Field(
+        0, ge=0, le=64, description="Sampled completions per probe, in addition to the greedy one."
+    )
+    temperature: float = Field(0.8, gt=0, description="Temperature of the sampled completions.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass of the sampled completions.")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Sampled draw k uses seed + k at every checkpoint, so re-generating a "
+        "checkpoint gives the same completions.",
+    )
+    stop: tuple[str, ...] = Field((), description="Cut a completion at the first of these strings.")
+    batch_size: int = Field(
+        32,
+        ge=1,
+        description="Probes per forward pass when generating in the trainer (transformers); "
+        "not part of the decoding settings.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_generate(self) -> GenerationConfig:
         if not self.greedy and self.samples < 1:
-            raise ConfigError("generate greedily, or at least one sampled completion per probe")
+            raise ValueError("generate greedily, or at least one sampled completion per probe")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+        return self
+
+    def draws(self) -> list[tuple[str, int | None]]:
+        """Each completion made per probe: (decoding name, seed or None for greedy)."""
+        out: list[tuple[str, int | None]] = [("greedy", None)] if self.greedy else []
+        return out + [(f"sampled-{k}", self.seed + k) for k in range(self.samples)]
+
+    def decoding_hash(self) -> str:
+        """A short hash of the settings that decide the completions (batch size does not)."""
+        settings = self.model_dump(mode="json", exclude={"batch_size"})
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass
-class Completion:
-    probe: Probe
-    text: str
-    decoding: str  # "greedy" or "sampled-<k>"
-    tokens: int
-    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
-    tags: dict[str, str] = field(default_factory=dict)
+class Completion(BaseModel):
+    """One generated completion of one probe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probe: Probe = Field(description="The probe completed.")
+    text: str = Field(description="The completion, stripped, cut at a stop string.")
+    decoding: str = Field(description="'greedy' or 'sampled-<k>'.")
+    tokens: int = Field(description="Tokens generated (end of sequence not counted).")
+    finish_reason: Literal["stop", "length"] = Field(
+        description="'stop': end of sequence or a stop string; 'length': max_new_tokens reached."
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra sample tags.")
 
     def sample(self, step: int) -> dict[str, Any]:
         """The SDK sample for this completion (deterministic id: re-probing is idempotent)."""
@@ -139,6 +176,7 @@ class Completion:
             "probe_id": self.probe.id[:256],
             "tags": {
                 **self.probe.tags,
+                **self.tags,
                 "kind": self.probe.kind,
                 "decoding": self.decoding,
                 "finish_reason": self.finish_reason,
@@ -160,15 +198,14 @@ def generate(model: Any, tokenizer: Any, probes: Sequence[Probe], config: Genera
     eos_id = tokenizer.eos_token_id
     device = next(model.parameters()).device
     out: list[Completion] = []
-    modes: list[tuple[str, bool]] = [("greedy", False)] if config.greedy else []
-    modes += [(f"sampled-{k}", True) for k in range(config.samples)]
     try:
         model.eval()
         tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
         with torch.inference_mode(), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            for decoding, sampled in modes:
-                if sampled:
-                    torch.manual_seed(config.seed + int(decoding.rsplit("-", 1)[1]))
+            for decoding, seed in config.draws():
+                sampled = seed is not None
+                if seed is not None:
+                    torch.manual_seed(seed)
                 for start in range(0, len(probes), config.batch_size):
                     batch = probes[start : start + config.batch_size]
                     enc = tokenizer([p.prompt for p in batch], return_tensors="pt", padding=True)
@@ -215,4 +252,6 @@ def _completion(
         if cut >= 0:
             text, ended = text[:cut], True
     finish = "stop" if ended or len(ids) < config.max_new_tokens else "length"
-    return Completion(probe, text.strip(), decoding, len(ids), finish)
+    return Completion(
+        probe=probe, text=text.strip(), decoding=decoding, tokens=len(ids), finish_reason=finish
+    )
