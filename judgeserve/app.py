@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, api, web
 from .auth import TokenCache, auth_enabled
-from .exceptions import Backpressure, QueueError, StoreError
+from .exceptions import Backpressure, QueueError, StoreError, StoreUnavailable
 from .settings import Settings, get_settings
 from .store import Store
 from .stream import AsyncProducer, Queue
@@ -85,9 +85,21 @@ def _warn_durability(queue: Queue) -> None:
 # -- errors → HTTP, in exactly one place ---------------------------------------------------
 
 
+def _encodable(x: Any) -> Any:
+    # A location may hold a dict key the client sent: a lone surrogate in it must not make
+    # the error response itself fail to encode.
+    if isinstance(x, str):
+        return x.encode("utf-8", "backslashreplace").decode("utf-8")
+    return x
+
+
 def _safe_error(e: dict[str, Any]) -> dict[str, Any]:
     # The rejected input is not echoed: it may be 64 KiB of text, or a float JSON can't encode.
-    out: dict[str, Any] = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
+    out: dict[str, Any] = {
+        "loc": [_encodable(x) for x in e.get("loc", ())],
+        "msg": _encodable(str(e.get("msg"))),
+        "type": e.get("type"),
+    }
     return out
 
 
@@ -105,7 +117,16 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_req: Request, exc: StoreError) -> JSONResponse:
-        return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503)
+        if isinstance(exc, StoreUnavailable):
+            # Nothing was written: the client may send the same request again later.
+            return JSONResponse(
+                {"detail": f"store unavailable: {_encodable(str(exc))}"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        # The database refused this data: sending it again would be refused again.
+        detail = f"the store refused this request: {_encodable(str(exc))}"
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Backpressure)
     async def _backpressure(_req: Request, exc: Backpressure) -> JSONResponse:

@@ -6,7 +6,8 @@
     │   └── APIError           the API answered with an error status (.status, .detail)
     ├── QueueError             Redis is unreachable or misconfigured
     ├── Backpressure           too many samples wait to be scored: retry later (HTTP 429)
-    ├── StoreError             the database refused or is unreachable
+    ├── StoreError             the database refused a write (bad data: retrying will not help)
+    │   └── StoreUnavailable   the database is unreachable or locked now (retry later)
     ├── ScorerError            a scorer failed on a sample (the worker retries, then dead-letters)
     │   └── IndexFileError     a memorization index is missing or corrupt
     ├── GeneratorError         the generator's engine failed on a job (worth retrying)
@@ -29,6 +30,7 @@ __all__ = [
     "QueueError",
     "Backpressure",
     "StoreError",
+    "StoreUnavailable",
     "ScorerError",
     "IndexFileError",
     "GeneratorError",
@@ -79,6 +81,12 @@ class Backpressure(JudgeserveError):
 
 class StoreError(JudgeserveError):
     """The database refused a query or is unreachable."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (down, restarting, a locked SQLite file): the
+    same write may succeed later, so workers wait and retry instead of dead-lettering, and
+    the API answers 503 with ``Retry-After``."""
 
 
 class ScorerError(JudgeserveError):

@@ -7,9 +7,10 @@ store (:mod:`judgeserve.store`) owns the tables, the engine and the writes.
 Every function takes a :class:`~sqlalchemy.engine.Connection` first, so a page makes
 all its reads on one connection (``with connect(store) as conn: ...``); a
 :class:`~judgeserve.store.Store` or an ``Engine`` works too, for a single read on a
-connection of its own. Database errors become :class:`StoreError` (HTTP 503 in one
-place). Every list is bounded (``LIMIT``) and walks an index the store has, so a page
-costs the same for a run of ten steps as for one of thousands and 100k+ samples.
+connection of its own. Database errors become :class:`StoreUnavailable` (HTTP 503, in
+one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks an index
+the store has, so a page costs the same for a run of ten steps as for one of thousands
+and 100k+ samples.
 
 Dead letters live in Redis, not the database: :func:`deadletters` reads them through
 the process's :class:`~judgeserve.stream.Queue`.
@@ -23,12 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select
+from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
-from .exceptions import StoreError
 from .schema import Alert
 from .store import (
     Store,
@@ -41,6 +41,7 @@ from .store import (
     runs,
     samples,
     scores,
+    store_error,
     tokens,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "step_neighbours",
     "nearest_step",
     "metric_series",
+    "nonfinite_metrics",
     "alert_markers",
     # one step
     "step_scorers",
@@ -108,7 +110,8 @@ R = TypeVar("R")
 
 @contextmanager
 def connect(source: Source) -> Iterator[Connection]:
-    """A read connection; database errors become :class:`StoreError`."""
+    """A read connection; database errors become :class:`StoreUnavailable` or
+    :class:`StoreError` (:func:`judgeserve.store.store_error`)."""
     if isinstance(source, Connection):
         yield source
         return
@@ -117,7 +120,7 @@ def connect(source: Source) -> Iterator[Connection]:
         with engine.connect() as conn:
             yield conn
     except SQLAlchemyError as e:
-        raise StoreError(str(e)) from e
+        raise store_error(e) from e
 
 
 def _reads(fn: Callable[Concatenate[Connection, P], R]) -> Callable[Concatenate[Source, P], R]:
@@ -294,27 +297,49 @@ def nearest_step(conn: Connection, run: str, step: int) -> int | None:
 @_reads
 def metric_series(conn: Connection, run: str, from_step: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Every aggregate and trainer metric (``train.<name>``) of a run as series over steps,
-    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on."""
+    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on.
+    A trainer metric that was NaN or infinite has ``"mean": None`` and ``"nonfinite"``
+    ('nan', 'inf' or '-inf')."""
     out: dict[str, list[dict[str, Any]]] = {}
+    # In step order, which the primary keys (run, step, ...) give without a sort.
     q = (
-        select(aggregates)
+        select(
+            aggregates.c.metric, aggregates.c.step, aggregates.c.mean, aggregates.c.ci_low,
+            aggregates.c.ci_high, aggregates.c.n,
+        )
         .where(and_(aggregates.c.run == run, aggregates.c.step >= from_step))
-        .order_by(aggregates.c.metric, aggregates.c.step)
+        .order_by(aggregates.c.step)
     )
-    for r in conn.execute(q).mappings():
-        out.setdefault(r["metric"], []).append(
-            {k: r[k] for k in ("step", "mean", "ci_low", "ci_high", "n")}
+    for metric, step, mean, ci_low, ci_high, n in conn.execute(q):
+        out.setdefault(metric, []).append(
+            {"step": step, "mean": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n}
         )
     q2 = (
-        select(run_metrics)
+        select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.value, run_metrics.c.nonfinite)
         .where(and_(run_metrics.c.run == run, run_metrics.c.step >= from_step))
-        .order_by(run_metrics.c.name, run_metrics.c.step)
+        .order_by(run_metrics.c.step)
     )
-    for r in conn.execute(q2).mappings():
-        out.setdefault(f"train.{r['name']}", []).append(
-            {"step": r["step"], "mean": r["value"], "ci_low": None, "ci_high": None, "n": 1}
-        )
-    return out
+    for name, step, value, nonfinite in conn.execute(q2):
+        point = {"step": step, "mean": value, "ci_low": None, "ci_high": None, "n": 1}
+        if nonfinite is not None:
+            point["nonfinite"] = nonfinite
+        out.setdefault(f"train.{name}", []).append(point)
+    return dict(sorted(out.items()))
+
+
+@_reads
+def nonfinite_metrics(conn: Connection, run: str, limit: int = 5) -> list[dict[str, Any]]:
+    """``{"name", "step", "value"}`` of the run's trainer metrics that were NaN or infinite
+    (``value``: 'nan', 'inf' or '-inf'), earliest first: the first is where it diverged."""
+    q = (
+        select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.nonfinite)
+        .where(and_(run_metrics.c.run == run, run_metrics.c.nonfinite.is_not(None)))
+        .order_by(run_metrics.c.step, run_metrics.c.name)
+        .limit(limit)
+    )
+    return [
+        {"name": f"train.{n}", "step": int(s), "value": v} for n, s, v in conn.execute(q)
+    ]
 
 
 @_reads
@@ -523,28 +548,18 @@ def previous_samples(
     if not probes:
         return {}
     last = (
-        select(samples.c.probe_id, func.max(samples.c.step).label("step"))
+        select(samples.c.probe_id, func.max(samples.c.step))
         .where(and_(samples.c.run == run, samples.c.step < step, samples.c.probe_id.in_(probes)))
         .group_by(samples.c.probe_id)
-        .subquery()
     )
-    q = (
-        select(
-            samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
-            samples.c.completion,
-        )
-        .join(
-            last,
-            and_(
-                samples.c.run == run,
-                samples.c.probe_id == last.c.probe_id,
-                samples.c.step == last.c.step,
-            ),
-        )
-        .order_by(samples.c.id)
-    )
+    # A row-value IN (not a join, no ORDER BY) lets SQLite walk ix_samples_run_probe both
+    # ways instead of scanning the run's samples.
+    q = select(
+        samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
+        samples.c.completion,
+    ).where(samples.c.run == run, tuple_(samples.c.probe_id, samples.c.step).in_(last))
     out: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(q).mappings():
+    for r in sorted(conn.execute(q).mappings(), key=lambda r: str(r["id"])):
         out.setdefault(str(r["probe_id"]), {k: r[k] for k in ("id", "step", "checkpoint", "completion")})
     return out
 

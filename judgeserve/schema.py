@@ -5,9 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 __all__ = [
+    "WireModel",
+    "clean_text",
     "MAX_TEXT_BYTES",
     "MAX_SAMPLES_PER_REQUEST",
     "RunName",
@@ -30,14 +40,56 @@ RunName = Annotated[str, StringConstraints(pattern=RUN_NAME_PATTERN)]
 SampleId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 
 
+def clean_text(value: str) -> str:
+    """``value`` if every store can keep it: valid Unicode (no lone UTF-16 surrogate, which
+    JSON's ``\\ud800`` escapes can carry) and no NUL character (PostgreSQL refuses it)."""
+    if value.isascii():
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"text must be valid Unicode; a lone surrogate {value[e.start]!r} is at "
+            f"character {e.start}"
+        ) from None
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+def _clean_all(value: Any) -> None:
+    # Strings at any depth (dict keys too): what a request carries ends up in the store.
+    if isinstance(value, str):
+        clean_text(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _clean_all(k)
+            _clean_all(v)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            _clean_all(v)
+
+
+class WireModel(BaseModel):
+    """Base of every model a request carries: each string field, at any depth, must be
+    valid Unicode without NUL (:func:`clean_text`), or the request is a 422 naming the
+    field. One bad string must never reach a worker: it would make the store raise."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _clean(cls, value: Any, info: ValidationInfo) -> Any:
+        _clean_all(value)
+        return value
+
+
 def _within_text_limit(value: str) -> str:
     # Character counts undercount multi-byte text; the limit protects storage, so count bytes.
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise ValueError(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES} bytes (64 KiB)")
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    return value
+    return clean_text(value)
 
 
 Text = Annotated[str, AfterValidator(_within_text_limit)]
@@ -52,7 +104,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SampleIn(_Strict):
+class _Request(_Strict, WireModel):
+    pass
+
+
+class SampleIn(_Request):
     """One generation as the trainer sends it; run and step come from the request."""
 
     id: SampleId = Field(description="Client-made id; the idempotency key within the run.")
@@ -63,7 +119,7 @@ class SampleIn(_Strict):
     tags: dict[ShortText, ShortText] = Field(default_factory=dict, description="Free-form labels.")
 
 
-class SampleBatch(_Strict):
+class SampleBatch(_Request):
     """Body of ``POST /v1/runs/{run}/samples``."""
 
     step: int = Field(ge=0, le=2**53, description="Training step the samples were generated at.")
@@ -107,11 +163,17 @@ class Score(_Strict):
     version: str = Field("1", description="Version of the scorer that made it.")
 
 
-class MetricsIn(_Strict):
+class MetricsIn(_Request):
     """Body of ``POST /v1/runs/{run}/metrics``: trainer-side numbers such as loss."""
 
-    step: int = Field(ge=0, le=2**53)
-    values: dict[ShortText, float] = Field(min_length=1, max_length=MAX_METRICS_PER_REQUEST)
+    step: int = Field(ge=0, le=2**53, description="Training step the values belong to.")
+    values: dict[ShortText, float | None] = Field(
+        min_length=1,
+        max_length=MAX_METRICS_PER_REQUEST,
+        description="Metric name to value. NaN and ±infinity are accepted and kept as such "
+        "(a diverged loss is news): as JSON's NaN/Infinity, as the strings 'nan', 'inf', "
+        "'-inf', or as null (what JSON encoders make of NaN).",
+    )
 
 
 class RunMetric(_Strict):

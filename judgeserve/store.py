@@ -10,6 +10,7 @@ history), which nothing else makes.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -39,15 +40,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from .exceptions import StoreError
+from .exceptions import StoreError, StoreUnavailable
 from .schema import Aggregate, Alert, Sample, Score
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Store", "metadata", "plain"]
+__all__ = ["Store", "metadata", "plain", "store_error", "nonfinite_name"]
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -146,13 +153,17 @@ checkpoints = Table(
     ),
 )
 
+# A trainer metric that is NaN or infinite (a diverged loss) is kept as such: ``value`` is
+# NULL and ``nonfinite`` says which ('nan', 'inf', '-inf'). Neither SQLite (NaN becomes
+# NULL) nor comparisons in SQL or Python treat NaN as a number, so it never goes in one.
 run_metrics = Table(
     "run_metrics",
     metadata,
     Column("run", String(128), primary_key=True),
     Column("step", BigInteger, primary_key=True),
     Column("name", String(256), primary_key=True),
-    Column("value", Float, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("nonfinite", String(8), nullable=True),
     Column("created", DateTime(timezone=True), nullable=False),
 )
 
@@ -199,6 +210,29 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Errors that mean "the database cannot be reached now" (down, restarting, a dropped
+# connection, a locked SQLite file, a full pool): the same statement may succeed later.
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+
+
+def store_error(e: Exception) -> StoreError:
+    """The judgeserve error for a database error: :class:`StoreUnavailable` when trying
+    again later may work, else :class:`StoreError` (the data was refused)."""
+    if isinstance(e, _UNAVAILABLE):
+        return StoreUnavailable(f"database unavailable: {e}")
+    return StoreError(f"database refused the write: {type(e).__name__}: {e}")
+
+
+def nonfinite_name(value: float | None) -> str | None:
+    """'nan', 'inf' or '-inf' for a value that is not a finite number (None counts as NaN:
+    JSON encoders write NaN as null); None for a finite one."""
+    if value is None or math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return None
+
+
 class Store:
     """judgeserve's database: its engine and its writes (reads: :mod:`judgeserve.read`)."""
 
@@ -208,6 +242,9 @@ class Store:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
+            if url.startswith("postgresql") and "connect_timeout" not in url:
+                # A partitioned server must not hang a worker forever on connect.
+                kwargs["connect_args"] = {"connect_timeout": 10}
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except (SQLAlchemyError, ImportError, ValueError) as e:
@@ -227,7 +264,7 @@ class Store:
         try:
             metadata.create_all(self.engine)
         except SQLAlchemyError as e:
-            raise StoreError(f"cannot create tables: {e}") from e
+            raise store_error(e) from e
 
     def drop(self) -> None:
         metadata.drop_all(self.engine)
@@ -237,11 +274,16 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
+        """A transaction, committed when the block exits. Errors become
+        :class:`StoreUnavailable` (try later) or :class:`StoreError` (data refused, e.g. a
+        string the driver cannot encode)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as e:
-            raise StoreError(str(e)) from e
+            raise store_error(e) from e
+        except UnicodeError as e:  # sqlite3 raises it unwrapped for text it cannot encode
+            raise store_error(e) from e
 
     def _insert(self, table: Table) -> Any:
         dialect = postgresql if self.dialect == "postgresql" else sqlite
@@ -301,7 +343,10 @@ class Store:
                 "sample_id": sample_id,
                 "scorer": sc.scorer,
                 "step": step,
-                "value": None if sc.value is None else float(sc.value),
+                # NaN is no value (SQLite stores it as NULL anyway, PostgreSQL would average it).
+                "value": None
+                if sc.value is None or not math.isfinite(sc.value)
+                else float(sc.value),
                 "is_bool": isinstance(sc.value, bool),
                 "details": sc.details,
                 "version": sc.version,
@@ -397,20 +442,29 @@ class Store:
         if rows:
             conn.execute(flags.insert(), rows)
 
-    def save_metrics(self, run: str, step: int, values: dict[str, float]) -> None:
+    def save_metrics(self, run: str, step: int, values: Mapping[str, float | None]) -> None:
+        """Trainer metrics of one step; NaN, ±inf (and None, meaning NaN) are kept as such."""
         now = _now()
+        rows = []
+        for k, v in values.items():
+            bad = nonfinite_name(v)
+            rows.append(
+                {"run": run, "step": step, "name": k, "value": None if bad else v,
+                 "nonfinite": bad, "created": now}
+            )
         with self.begin() as conn:
             self.upsert_run(conn, run, step)
             ins = self._insert(run_metrics)
             conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["run", "step", "name"],
-                    set_={"value": ins.excluded.value, "created": now},
+                    set_={
+                        "value": ins.excluded.value,
+                        "nonfinite": ins.excluded.nonfinite,
+                        "created": now,
+                    },
                 ),
-                [
-                    {"run": run, "step": step, "name": k, "value": v, "created": now}
-                    for k, v in values.items()
-                ],
+                rows,
             )
 
     def add_alert(self, alert: Alert) -> int | None:

@@ -34,27 +34,54 @@ log = logging.getLogger(__name__)
 
 
 def history_from_store(store: Store, run: str) -> History:
-    """A run's history: aggregates, ``train.*`` metrics and ``flag.*`` series (0/1)."""
+    """A run's history: aggregates, ``train.*`` metrics, and at each checkpoint the
+    ``flag.*`` series (0/1) and ``nonfinite.train.*`` (1 when that trainer metric was NaN
+    or infinite at a step since the previous checkpoint)."""
     from .. import read  # SQLAlchemy only when a history is read: rules lint without it
 
+    raw = read.metric_series(store, run)
     series: dict[str, list[Point]] = {
         metric: [Point(p["step"], p["mean"], p["ci_low"], p["ci_high"], p["n"]) for p in points]
-        for metric, points in read.metric_series(store, run).items()
+        for metric, points in raw.items()
     }
+    sizes: dict[int, int] = {}  # checkpoint step -> its samples
+    for metric, points in series.items():
+        if not metric.startswith("train."):
+            for p in points:
+                sizes[p.step] = max(sizes.get(p.step, 0), p.n)
     raised = store.run_flags(run)
-    if raised:
-        # A flag is a checkpoint-level verdict: 1 where raised, 0 at the other checkpoints.
-        sizes: dict[int, int] = {}
-        for metric, points in series.items():
-            if not metric.startswith("train."):
-                for p in points:
-                    sizes[p.step] = max(sizes.get(p.step, 0), p.n)
-        for name, steps in raised.items():
-            on = set(steps)
-            series[f"flag.{name}"] = [
-                Point(s, 1.0 if s in on else 0.0, n=n) for s, n in sorted(sizes.items())
-            ]
+    # A flag is a checkpoint-level verdict: 1 where raised, 0 at the other checkpoints.
+    for name, steps in raised.items():
+        on = set(steps)
+        series[f"flag.{name}"] = [
+            Point(s, 1.0 if s in on else 0.0, n=n) for s, n in sorted(sizes.items())
+        ]
+    for metric, raw_points in raw.items():
+        bad = [(int(p["step"]), str(p["nonfinite"])) for p in raw_points if p.get("nonfinite")]
+        if bad and metric.startswith("train."):
+            series[f"nonfinite.{metric}"] = _nonfinite_series(metric, bad, sizes)
     return History(run, series, lambda step, metric: store.step_score_ids(run, step, metric))
+
+
+_SAID = {"nan": "NaN", "inf": "+inf", "-inf": "-inf"}
+
+
+def _nonfinite_series(
+    metric: str, bad: list[tuple[int, str]], sizes: dict[int, int]
+) -> list[Point]:
+    """1 at each checkpoint whose steps since the previous checkpoint had ``metric`` NaN
+    or infinite, with a note naming the first such step; else 0."""
+    out, prev = [], -1
+    for step in sorted(sizes):
+        hits = [(s, kind) for s, kind in bad if prev < s <= step]
+        note = ""
+        if hits:
+            first, kind = hits[0]
+            more = f" (and at {len(hits) - 1} later steps)" if len(hits) > 1 else ""
+            note = f"{metric} is {_SAID.get(kind, kind)} at step {first}{more}"
+        out.append(Point(step, 1.0 if hits else 0.0, n=sizes[step], note=note))
+        prev = step
+    return out
 
 
 class AlertEngine:

@@ -54,6 +54,9 @@ class Point:
     ci_low: float | None = None
     ci_high: float | None = None
     n: int = 1
+    # Said instead of the statistic when a threshold fires on this point, for derived series
+    # whose number means little to a reader ("train.loss is NaN at step 520").
+    note: str = ""
 
     def stat(self, name: str) -> float | None:
         value: float | None = getattr(self, name)
@@ -225,7 +228,11 @@ def _threshold(rule: ThresholdRule, history: History, step: int) -> Outcome | No
         "ci": [point.ci_low, point.ci_high],
         "sample_ids": _worst(history.samples(step, rule.metric), worst_high),
     }
-    message = f"{rule.metric} {rule.statistic} {_fmt(value)} is {word} {_fmt(bound)} at step {step}"
+    message = (
+        f"{point.note} (checkpoint {step})"
+        if point.note
+        else f"{rule.metric} {rule.statistic} {_fmt(value)} is {word} {_fmt(bound)} at step {step}"
+    )
     return Outcome(rule, Finding(rule, step, message, evidence))
 
 

@@ -9,7 +9,9 @@ names the file, the line and the field.
 Metric names are those of ``GET /v1/runs/{run}/metrics``: per-checkpoint aggregates such
 as ``repetition.loop`` (the share of looping samples), set-level metrics such as
 ``diversity.distinct2``, trainer metrics as ``train.<name>`` (``train.loss``), and
-checkpoint flags as ``flag.<name>`` (1 when raised at that checkpoint, else 0).
+checkpoint flags as ``flag.<name>`` (1 when raised at that checkpoint, else 0), and
+``nonfinite.train.<name>`` (1 when that trainer metric was NaN or infinite since the
+previous checkpoint, else 0).
 
 A rule's baseline is chosen before looking at the data (``first``, ``previous`` or a
 step): "the best checkpoint so far" is the one noise flattered most, and comparing with

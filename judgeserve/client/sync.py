@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -144,7 +145,7 @@ class JudgeClient:
         """Queue trainer metrics (loss, learning_rate, ...) for ``step``."""
         self._check_open()
         if values:
-            body = {"step": int(step), "values": {k: float(v) for k, v in values.items()}}
+            body = {"step": int(step), "values": {k: _metric(v) for k, v in values.items()}}
             self.journal.append({"path": f"/v1/runs/{self.run}/metrics", "body": body})
 
     @property
@@ -225,3 +226,12 @@ class JudgeClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _metric(value: float) -> float | str:
+    # JSON has no NaN or infinity (orjson writes null): send them by name, so a diverged
+    # loss arrives as what it is and the alert says "NaN".
+    f = float(value)
+    if math.isfinite(f):
+        return f
+    return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")

@@ -33,6 +33,7 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         open_alerts = read.list_alerts(conn, run, "open", ALERTS_SHOWN, 0)
         n_open = read.count_alerts(conn, run, "open")
         stamp = read.live_stamp(conn, run)
+        nonfinite = read.nonfinite_metrics(conn, run)
     return render(
         request,
         "run.html",
@@ -43,6 +44,7 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "pager": pager.done(len(steps)),
             "open_alerts": open_alerts,
             "n_open": n_open,
+            "nonfinite": nonfinite,
             "live_run": run,
             "live_since": stamp,
         },
