@@ -98,11 +98,20 @@ def generate_worker(
 def demo(
     port: Port = None,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
-    every: Annotated[int, typer.Option(help="Probe the model every N steps.")] = 100,
+    every: Annotated[
+        int, typer.Option(help="Evaluate every N steps (save a checkpoint, or probe).")
+    ] = 100,
     stop: Annotated[bool, typer.Option(help="Critical alerts stop training.")] = False,
     serve: Annotated[
         bool | None, typer.Option(help="Keep serving the web view afterwards (default: on a TTY).")
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="checkpoint: the trainer saves, a generator on a local Ray Serve generates; "
+            "generate: the callback generates in the trainer."
+        ),
+    ] = "checkpoint",
 ) -> None:
     """Train a tiny model on CPU until it memorizes, and watch judgeserve catch it."""
     from .demo import run_demo
@@ -112,7 +121,13 @@ def demo(
         # The demo prints each alert on its own line; the log notifier's copy would land
         # in the middle of the progress bar.
         logging.getLogger("judgeserve.alerts").setLevel(logging.CRITICAL + 1)
-    run_demo(_settings(port=port), steps=steps, every=every, stop=stop, serve=serve)
+    if mode not in ("checkpoint", "generate"):
+        typer.echo(f"--mode must be checkpoint or generate, not {mode!r}", err=True)
+        raise typer.Exit(2)
+    run_demo(
+        _settings(port=port), steps=steps, every=every, stop=stop, serve=serve,
+        mode=mode,  # type: ignore[arg-type]
+    )
 
 
 alerts_app = typer.Typer(help="Alert rules: check a rules file, print its schema.")
