@@ -211,29 +211,38 @@ def _store() -> Iterator[Any]:
 
 
 @contextmanager
-def _queue() -> Iterator[Any]:
+def _queue(checkpoints: bool = False) -> Iterator[Any]:
     from .stream import Queue
 
-    queue = Queue.from_settings(_settings(), create_group=False)
+    stream = "checkpoints" if checkpoints else "samples"
+    queue = Queue.from_settings(_settings(), create_group=False, stream=stream)
     try:
         yield queue
     finally:
         queue.close()
 
 
+Checkpoints = Annotated[
+    bool, typer.Option("--checkpoints", help="Checkpoint jobs (checkpoint mode), not samples.")
+]
+
+
 @dead_app.command("list")
-def deadletter_list(limit: int = 100) -> None:
-    with _queue() as queue:
+def deadletter_list(limit: int = 100, checkpoints: Checkpoints = False) -> None:
+    with _queue(checkpoints) as queue:
         for d in queue.deadletters(limit):
             p = d["payload"]
             err = d["error"].splitlines()[0] if d["error"] else ""
-            typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {p.get('id')}  x{d['deliveries']}  {err}")
+            what = p.get("path") if checkpoints else p.get("id")
+            typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {what}  x{d['deliveries']}  {err}")
 
 
 @dead_app.command("requeue")
-def deadletter_requeue(ids: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Put dead letters (all, or the given ids) back on the sample stream."""
-    with _queue() as queue:
+def deadletter_requeue(
+    ids: Annotated[list[str] | None, typer.Argument()] = None, checkpoints: Checkpoints = False
+) -> None:
+    """Put dead letters (all, or the given ids) back on their stream."""
+    with _queue(checkpoints) as queue:
         typer.echo(f"requeued {queue.requeue_deadletters(ids or None)}")
 
 
