@@ -214,8 +214,9 @@ def _store() -> Iterator[Any]:
 def _queue(checkpoints: bool = False) -> Iterator[Any]:
     from .stream import Queue
 
-    stream = "checkpoints" if checkpoints else "samples"
-    queue = Queue.from_settings(_settings(), create_group=False, stream=stream)
+    queue = Queue.from_settings(
+        _settings(), create_group=False, stream="checkpoints" if checkpoints else "samples"
+    )
     try:
         yield queue
     finally:
