@@ -276,3 +276,13 @@ def test_probe_sets_and_job_states_in_both_stores(database_url: str) -> None:
     finally:
         store.drop()
         store.close()
+
+
+def test_no_checkpoint_job_while_scoring_is_too_far_behind(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_backlog": 2}))) as api:
+        api.put("/v1/runs/r8/probes", json=probe_set())
+        api.post("/v1/runs/r8/samples", json={"step": 1, "samples": [
+            {"id": f"s{i}", "prompt": "p", "completion": "c"} for i in range(3)]})
+        r = api.post("/v1/runs/r8/checkpoints", json={"step": 2, "path": "/c"})
+        assert r.status_code == 429 and r.headers["retry-after"]
+    assert jobs(settings) == []
