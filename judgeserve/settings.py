@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     )
     spool_dir: Path = Field(
         Path.home() / ".cache" / "judgeserve" / "spool",
-        description="Where the SDK keeps batches it could not send yet.",
+        description="Where the SDK keeps its journals (what it has not delivered yet); must be "
+        "a local disk: its locks do not hold across the hosts of a network filesystem.",
     )
     judge_url: str | None = Field(
         None, description="The Ray Serve judge endpoint (e.g. http://host:8001/judge)."
