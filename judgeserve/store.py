@@ -586,6 +586,8 @@ class Store:
                 .where(and_(checkpoint_jobs.c.run == run, checkpoint_jobs.c.step == step))
                 .values(**set_)
             )
+            # A live run page re-reads itself when the run's `updated` moves.
+            conn.execute(update(runs).where(runs.c.name == run).values(updated=now))
 
     def add_alert(self, alert: Alert) -> int | None:
         """Insert an alert; None when its rule already has an open alert on the run."""
