@@ -225,3 +225,59 @@ def test_network_filesystem_is_detected(
         client = JudgeClient("http://127.0.0.1:9", run="nfs-run", spool_dir=settings.spool_dir)
         client.close(timeout=0.1)
     assert "network filesystem" in caplog.text and "nfs4" in caplog.text
+
+
+def test_journal_of_an_older_sdk_is_adopted(
+    live_api: LiveServer, worker_thread: Worker, settings: Settings
+) -> None:
+    """`<id>.jsonl` with a one-number offset, as SDKs before segments left them."""
+    import orjson
+
+    run_dir = settings.spool_dir / "old-run"
+    run_dir.mkdir(parents=True)
+    lines = [orjson.dumps({"path": "/v1/runs/old-run/samples", "body": {"step": 1, "samples": samples(t, 3)}}) + b"\n"
+             for t in ("sent", "unsent")]
+    (run_dir / "0123abcd.jsonl").write_bytes(b"".join(lines))
+    (run_dir / "0123abcd.offset").write_text(str(len(lines[0])))  # the first line was delivered
+    with JudgeClient(live_api.url, run="old-run", spool_dir=settings.spool_dir) as client:
+        assert client.flush(timeout=20)
+    wait_for(lambda: scored(settings, "old-run") == 3)
+    store = Store(settings.database_url)
+    assert {s["id"] for s in read.step_samples(store, "old-run", 1, limit=10)} == {f"unsent-{i}" for i in range(3)}
+    store.close()
+    assert leftovers(run_dir) == []
+
+
+def test_last_line_before_rotation_is_not_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer appends its last line to a segment and opens the next one just after the
+    agent found nothing new: the agent must read that line before moving on."""
+    import httpx
+    import orjson
+
+    from judgeserve.client import agent as agent_module
+
+    sent: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.extend(s["id"] for s in orjson.loads(request.content)["samples"])
+        return httpx.Response(202, json={})
+
+    files = Files(tmp_path, "race")
+    line = orjson.dumps({"path": "/v1/runs/r/samples", "body": {"step": 1, "samples": samples("last", 1)}}) + b"\n"
+    files.segment(0).write_bytes(b"")
+    real_segments = agent_module.segments
+
+    calls = []
+
+    def writer_moves_on(f: Files) -> list[int]:
+        calls.append(1)
+        if len(calls) == 2:  # the check that follows the agent's read which found nothing
+            with open(files.segment(0), "ab") as fh:
+                fh.write(line)
+            files.segment(1).touch()
+        return real_segments(f)
+
+    monkeypatch.setattr(agent_module, "segments", writer_moves_on)
+    agent = agent_module.Agent(httpx.Client(transport=httpx.MockTransport(api), base_url="http://api"), 1.0)
+    assert agent.deliver(files, follow=lambda: False)
+    assert sent == ["last-0"]

@@ -33,7 +33,15 @@ from typing import Any, BinaryIO
 import httpx
 
 from .delivery import Retry, Sender, plan
-from .journal import Files, read_position, record_error, remove, segments, write_position
+from .journal import (
+    Files,
+    create_locked,
+    read_position,
+    record_error,
+    remove,
+    segments,
+    write_position,
+)
 
 log = logging.getLogger("judgeserve.agent")
 
@@ -69,6 +77,7 @@ class Agent:
         off and the API is failing (the journal stays for later).
         """
         seg, offset = read_position(files)
+        sealed: int | None = None  # a segment known to be complete
         fh: BinaryIO | None = None
         backoff = 0.0
         idle = IDLE_MIN_S
@@ -94,9 +103,13 @@ class Agent:
                     pos += len(ln)
                     lines.append((pos, _parse(ln)))
                 if not lines:
+                    if sealed != seg and any(n > seg for n in segments(files)):
+                        # The writer has moved on, so nothing more comes to this segment:
+                        # read it once more for lines written just before it did.
+                        sealed = seg
+                        continue
                     tail = os.fstat(fh.fileno()).st_size - offset
-                    if any(n > seg for n in segments(files)):
-                        # The writer moved on: this segment is complete.
+                    if sealed == seg:
                         if tail:
                             _torn(files, seg, tail)
                         write_position(files, (seg + 1, 0))
@@ -152,8 +165,41 @@ def _torn(files: Files, seg: int, size: int) -> None:
     record_error(files, {"status": None, "detail": detail, "path": None, "samples": []})
 
 
+def _upgrade_legacy(directory: Path) -> None:
+    """Give journals written before segments and lock files (``<id>.jsonl``, locked by
+    their agent itself, with a one-number ``<id>.offset``) today's layout, so they are
+    adopted like any other instead of lying there forever."""
+    for old in sorted(directory.glob("*.jsonl")):
+        name = old.name[: -len(".jsonl")]
+        if "." in name:
+            continue  # a segment: <id>.<n>.jsonl
+        try:
+            fd = os.open(old, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its old agent still runs
+            files = Files(directory, name)
+            lock = create_locked(files.lock)  # adopters skip it until we are done here
+            try:
+                offset = files.offset.read_text().strip() if files.offset.exists() else "0"
+                write_position(files, (0, int(offset) if offset.isdigit() else 0))
+                os.rename(old, files.segment(0))
+            finally:
+                os.close(lock)
+            log.info("journal %s moved to segments, to be adopted", name)
+        except OSError as e:
+            log.error("could not take over the old journal %s: %s", old, e)
+        finally:
+            os.close(fd)
+
+
 def adopt(agent: Agent, own: Files) -> None:
     """Deliver journals of this run whose client and agent are both gone."""
+    _upgrade_legacy(own.directory)
     for lock in sorted(own.directory.glob("*.lock")):
         name = lock.name[: -len(".lock")]
         if name == own.name:
@@ -234,6 +280,10 @@ def main() -> None:
     adopt(agent, files)
     # Tails the journal until the client closes or dies, then drains what is left.
     agent.deliver(files, follow=alive)
+    # A late flush() or close() must not kill us mid-cleanup: Python restores the default
+    # action (terminate) of its handled signals as it exits, but leaves ignored ones.
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
     remove(files)
     os.close(args.lock_fd)
 

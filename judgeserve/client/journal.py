@@ -47,6 +47,7 @@ __all__ = [
     "record_error",
     "read_errors",
     "network_filesystem",
+    "create_locked",
 ]
 
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -165,7 +166,7 @@ class Journal:
     def __init__(self, directory: Path, name: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.files = Files(directory, name)
-        self.lock_fd = _create_locked(self.files.lock)
+        self.lock_fd = create_locked(self.files.lock)
         self.segment = 0
         self.size = 0
         self._fd = _open_segment(self.files.segment(0))
@@ -226,7 +227,7 @@ def _open_segment(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
 
 
-def _create_locked(path: Path) -> int:
+def create_locked(path: Path) -> int:
     """Create ``path`` already locked: locked under a name adopters do not look at, then
     renamed, so no other process ever sees it unlocked."""
     tmp = path.with_name(path.name + ".new")
