@@ -1,20 +1,5 @@
-"""The one read path: every read the JSON API and the web view make, once.
-
-The API routes (``api/``) and the pages (``web/views/``) call these same functions; a
-page adds only presentation (datasette's one ``data()`` feeding JSON and HTML). The
-store (:mod:`judgeserve.store`) owns the tables, the engine and the writes.
-
-Every function takes a :class:`~sqlalchemy.engine.Connection` first, so a page makes
-all its reads on one connection (``with connect(store) as conn: ...``); a
-:class:`~judgeserve.store.Store` or an ``Engine`` works too, for a single read on a
-connection of its own. Database errors become :class:`StoreUnavailable` (HTTP 503, in
-one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks an index
-the store has, so a page costs the same for a run of ten steps as for one of thousands
-and 100k+ samples.
-
-Dead letters live in Redis, not the database: :func:`deadletters` reads them through
-the process's :class:`~judgeserve.stream.Queue`.
-"""
+"""The reads of runs, steps, samples, alerts, checkpoint jobs, tokens and dead letters
+(the package's docstring: how every read is made)."""
 
 from __future__ import annotations
 
@@ -29,8 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
-from .schema import Alert
-from .store import (
+from ..schema import Alert
+from ..store import (
     Store,
     aggregates,
     alerts,
@@ -48,7 +33,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from .stream import Queue
+    from ..stream import Queue
 
 __all__ = [
     "SEVERITY_RANK",
