@@ -16,11 +16,14 @@ Dead letters live in Redis, not the database: :func:`deadletters` reads them thr
 the process's :class:`~judgeserve.stream.Queue`.
 
 * :mod:`.core` — runs, steps, samples, alerts, checkpoint jobs, tokens, dead letters.
+* :mod:`.compare` — choosing a checkpoint: a run's checkpoints ranked by quality, two
+  checkpoints compared probe by probe (statistics from :mod:`judgeserve.ranking`).
 
 Every public name of the modules is a name of this package (``read.step_samples``).
 """
 
-from . import core
+from . import compare, core
+from .compare import *  # noqa: F403
 from .core import *  # noqa: F403
 
-__all__ = [*core.__all__]
+__all__ = [*core.__all__, *compare.__all__]
