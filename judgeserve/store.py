@@ -54,7 +54,7 @@ from .schema import Aggregate, Alert, Sample, Score
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Store", "metadata", "plain", "store_error", "nonfinite_name"]
+__all__ = ["Store", "metadata", "plain", "store_error", "nonfinite_name", "SQLITE_BUSY_S"]
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -206,6 +206,11 @@ tokens = Table(
 )
 
 
+# How long a SQLite write waits for another writer's lock before it fails (and the worker
+# holds its batch and tries again).
+SQLITE_BUSY_S = 30.0
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -239,7 +244,7 @@ class Store:
     def __init__(self, url: str, *, create: bool = True) -> None:
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_S}
         else:
             kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql") and "connect_timeout" not in url:
@@ -609,5 +614,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_S * 1000)}")
     cur.close()

@@ -10,7 +10,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from .. import read
 from ..auth import Caller, ReadRun, WriteRun, check_run, may_read
-from ..exceptions import Backpressure
+from ..exceptions import Backpressure, QueueError
+from ..liveness import read_heartbeats
 from ..schema import Alert, MetricsIn, SampleBatch
 from ..store import Store
 from ..stream import AsyncProducer
@@ -50,10 +51,38 @@ def _store(request: Request) -> Store:
 
 @router.get("/healthz", tags=["ops"])
 async def healthz(request: Request) -> dict[str, Any]:
-    redis_ok = await request.app.state.producer.ping()
+    """The API answers and Redis with it (else 503); and who is scoring: each live
+    worker's last heartbeat, and ``scoring``: ``ok`` when at least one worker is alive and
+    none waits for the store or Redis, else what is wrong."""
+    producer: AsyncProducer = request.app.state.producer
+    redis_ok = await producer.ping()
     if not redis_ok:
         raise HTTPException(503, "redis unreachable")
-    return {"status": "ok", "redis": redis_ok}
+    try:
+        beats = await read_heartbeats(producer.redis, producer.keys)
+    except QueueError:
+        beats = []
+    now = time.time()
+    workers = [
+        {
+            "name": b.get("consumer"),
+            "host": b.get("host"),
+            "pid": b.get("pid"),
+            "state": b.get("state"),
+            "detail": b.get("detail", ""),
+            "for_s": round(max(0.0, now - float(b.get("since") or now)), 1),
+            "seen_s_ago": round(max(0.0, now - float(b.get("at") or now)), 1),
+        }
+        for b in beats
+    ]
+    stuck = [w for w in workers if str(w["state"]).startswith("waiting")]
+    if not workers:
+        scoring = "no live worker: accepted samples wait in Redis until one starts"
+    elif stuck and len(stuck) == len(workers):
+        scoring = f"stalled: {stuck[0]['state']} ({stuck[0]['detail']})"
+    else:
+        scoring = "ok"
+    return {"status": "ok", "redis": redis_ok, "scoring": scoring, "workers": workers}
 
 
 @router.post("/v1/runs/{run}/samples", status_code=202, tags=["ingest"])
