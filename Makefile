@@ -35,7 +35,9 @@ toy-judge: $(STAMP)
 	$(PY) -c "from judgeserve.testing.toy_judge import cached_toy_judge as c; print('toy judge:', c())"
 	$(PY) -c "from judgeserve.testing.tiny_policy import cached_tiny_policy as c; print('tiny policy:', c().root)"
 
+# lint-imports checks the import contracts (pyproject.toml): CI runs `make test`, so they hold.
 test: $(STAMP) services toy-judge
+	$(VENV)/bin/lint-imports
 	bash scripts/browser.sh || [ -z "$$CI" ]
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -45,10 +47,11 @@ test-fast: $(STAMP) services toy-judge
 lint: $(STAMP)
 	$(VENV)/bin/ruff check judgeserve tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Each prints a table of figures measured side by side in one run (see the README).
 bench: $(STAMP) services
-	for b in submit ingest detectors judge generator pipeline trainer_overhead web; do \
+	for b in submit ingest detectors judge generator pipeline trainer_overhead web alerts; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:

@@ -83,9 +83,13 @@ def aggregate(
         return Aggregate(mean=mean, ci_low=mean, ci_high=mean, n=n)
     means = bootstrap_means(x, resamples, np.random.default_rng(seed))
     alpha = (1.0 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    # Guard float rounding so the interval always contains the mean it is reported with.
-    low, high = min(float(low), mean), max(float(high), mean)
+    low, high = (float(q) for q in np.quantile(means, [alpha, 1.0 - alpha]))
+    # Float rounding can put a bound an ulp past the mean it is reported with; only that is
+    # evened out. A bound further off is a wrong bootstrap (wrong draw count, say) to see,
+    # not to hide behind a clamp.
+    tol = 1e-9 * max(1.0, abs(mean))
+    low = mean if mean < low <= mean + tol else low
+    high = mean if mean - tol <= high < mean else high
     if not (math.isfinite(low) and math.isfinite(high)):
         return Aggregate(mean=mean, ci_low=None, ci_high=None, n=n)
     return Aggregate(mean=mean, ci_low=low, ci_high=high, n=n)

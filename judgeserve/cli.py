@@ -69,6 +69,31 @@ def worker(
     run_worker(_settings(), consumer=name)
 
 
+@app.command("generate-worker")
+def generate_worker(
+    name: Annotated[str | None, typer.Option(help="Consumer name (default host-pid).")] = None,
+    ray: Annotated[int, typer.Option(help="Run N generation workers as Ray actors instead.")] = 0,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster (default: local).")] = None,
+) -> None:
+    """Checkpoint mode: consume checkpoint jobs, generate the run's probe completions with
+    the configured generator (JUDGESERVE_GENERATOR ...), queue them for scoring."""
+    from .exceptions import ConfigError
+
+    settings = _settings()
+    if ray:
+        from .launch import run_ray_workers
+
+        run_ray_workers(settings, ray, ray_address, kind="generate")
+        return
+    from .generation_worker import run_generation_worker
+
+    try:
+        run_generation_worker(settings, consumer=name)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def demo(
     port: Port = None,

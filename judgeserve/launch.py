@@ -1,8 +1,11 @@
 """The process launchers: the API under uvicorn, workers in-process or as Ray actors, and
-API + worker together for local use (``judgeserve up``).
+API + worker together for local use (``judgeserve up``), with a generation worker when a
+generator is configured (checkpoint mode).
 
-Workers as Ray actors (``judgeserve worker --ray N``) scale out on a Ray cluster: each
-actor is an ordinary :class:`~judgeserve.worker.Worker` in the shared consumer group, so
+Workers as Ray actors (``judgeserve worker --ray N``, ``judgeserve generate-worker --ray
+N``) scale out on a Ray cluster: each actor is an ordinary
+:class:`~judgeserve.worker.Worker` (or
+:class:`~judgeserve.generation_worker.GenerationWorker`) in the shared consumer group, so
 Redis hands out the work and reclaims what a lost actor held; with several machines the
 store must be PostgreSQL (SQLite is one file on one machine).
 """
@@ -14,7 +17,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -25,6 +28,7 @@ from .store import Store
 from .worker import Worker
 
 __all__ = [
+    "WorkerKind",
     "serve_api",
     "run_stack",
     "background_stack",
@@ -34,6 +38,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# "score": the sample stream's workers; "generate": the checkpoint stream's.
+WorkerKind = Literal["score", "generate"]
 
 
 def serve_api(settings: Settings, store: Store | None = None) -> None:
@@ -50,9 +56,15 @@ class _Server(uvicorn.Server):
 @contextmanager
 def background_stack(settings: Settings) -> Iterator[Worker]:
     """API + one worker in threads of this process, stopped when the block exits; they
-    share one store and one stream client."""
+    share one store and one stream client. With ``settings.generator`` set, a generation
+    worker runs beside them (checkpoint mode)."""
     store = Store.from_settings(settings)
     worker = Worker(settings, store=store)
+    generation: Any = None
+    if settings.generator is not None:
+        from .generation_worker import GenerationWorker
+
+        generation = GenerationWorker(settings, store=store)
     server = _Server(
         uvicorn.Config(
             create_app(settings, store=store, queue=worker.queue),
@@ -65,6 +77,10 @@ def background_stack(settings: Settings) -> Iterator[Worker]:
         threading.Thread(target=server.run, name="judgeserve-api", daemon=True),
         threading.Thread(target=keep_running, args=(worker,), name="judgeserve-worker", daemon=True),
     ]
+    if generation is not None:
+        threads.append(
+            threading.Thread(target=generation.run, name="judgeserve-generate", daemon=True)
+        )
     for t in threads:
         t.start()
     while not server.started:
@@ -75,10 +91,14 @@ def background_stack(settings: Settings) -> Iterator[Worker]:
         yield worker
     finally:
         worker.stop()
+        if generation is not None:
+            generation.stop()
         server.should_exit = True
         for t in threads:
             t.join(timeout=10)
         worker.close()
+        if generation is not None:
+            generation.close()
         store.close()
 
 
@@ -122,10 +142,16 @@ def _actor_class() -> Any:
     @ray.remote(num_cpus=0.5, max_concurrency=2, max_restarts=-1)
     class WorkerActor:
         # max_concurrency=2: run() holds one slot for its loop, stop() takes the other.
-        def __init__(self, settings: dict[str, Any], name: str) -> None:
-            from .worker import Worker
+        def __init__(self, settings: dict[str, Any], name: str, kind: str = "score") -> None:
+            self.worker: Any
+            if kind == "generate":
+                from .generation_worker import GenerationWorker
 
-            self.worker = Worker(Settings(**settings), consumer=name)
+                self.worker = GenerationWorker(Settings(**settings), consumer=name)
+            else:
+                from .worker import Worker
+
+                self.worker = Worker(Settings(**settings), consumer=name)
 
         def run(self) -> None:
             try:
@@ -139,23 +165,29 @@ def _actor_class() -> Any:
     return WorkerActor
 
 
-def start_actors(settings: Settings, n: int, prefix: str = "ray-worker") -> tuple[list[Any], list[Any]]:
-    """Start ``n`` worker actors on the connected Ray cluster; returns (actors, run refs)."""
+def start_actors(
+    settings: Settings, n: int, prefix: str | None = None, kind: WorkerKind = "score"
+) -> tuple[list[Any], list[Any]]:
+    """Start ``n`` worker actors (scoring, or generation with ``kind="generate"``) on the
+    connected Ray cluster; returns (actors, run refs)."""
     cls = _actor_class()
     data = settings.model_dump(mode="json")
-    actors = [cls.remote(data, f"{prefix}-{i}") for i in range(n)]
+    prefix = prefix or ("ray-generator" if kind == "generate" else "ray-worker")
+    actors = [cls.remote(data, f"{prefix}-{i}", kind) for i in range(n)]
     return actors, [a.run.remote() for a in actors]
 
 
-def run_ray_workers(settings: Settings, n: int, address: str | None = None) -> None:
+def run_ray_workers(
+    settings: Settings, n: int, address: str | None = None, kind: WorkerKind = "score"
+) -> None:
     """Connect to Ray (``address`` or a local instance), run ``n`` actors until a signal."""
     ray: Any = require("ray", "judge")
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
-    actors, refs = start_actors(settings, n)
+    actors, refs = start_actors(settings, n, kind=kind)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    log.info("%d worker actors running on Ray", n)
+    log.info("%d %s worker actors running on Ray", n, kind)
     while not done.wait(1.0):
         ready, _ = ray.wait(refs, timeout=0)
         if ready:

@@ -29,29 +29,59 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .exceptions import ConfigError
+from .schema import ShortText, Text, WireModel
 
-__all__ = ["Probe", "GenerationConfig", "Completion", "load_probes", "generate", "sample_id"]
+__all__ = [
+    "MAX_PROBES",
+    "MAX_COMPLETIONS",
+    "Probe",
+    "GenerationConfig",
+    "ProbeSet",
+    "Completion",
+    "load_probes",
+    "generate",
+    "sample_id",
+]
+
+MAX_PROBES = 10_000  # probes in one set
+MAX_COMPLETIONS = 100_000  # probes x draws: the samples one checkpoint adds
 
 _UNSAFE_ID = re.compile(r"[^\x21-\x7e]")
 
 
-class Probe(BaseModel):
+class Probe(WireModel):
     """One prompt the model is asked at every evaluation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(description="Stable id across checkpoints (defaults to the line number).")
-    prompt: str = Field(description="What the model completes.")
-    reference: str | None = Field(None, description="A reference answer, for reference.* scores.")
+    id: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Stable id across checkpoints (defaults to the line number).",
+    )
+    prompt: Text = Field(description="What the model completes (<= 64 KiB).")
+    reference: Text | None = Field(
+        None, description="A reference answer, for reference.* scores (<= 64 KiB)."
+    )
     kind: Literal["heldout", "training_prefix"] = Field(
         "heldout",
         description="'training_prefix': the prompt is the start of a training example "
         "(a memorization probe); 'heldout': anything else.",
     )
-    tags: dict[str, str] = Field(default_factory=dict, description="Labels copied to samples.")
+    tags: dict[ShortText, ShortText] = Field(
+        default_factory=dict, description="Labels copied to samples."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -106,13 +136,15 @@ def load_probes(source: str | Path | Iterable[Probe | dict[str, Any] | str]) -> 
     return probes
 
 
-class GenerationConfig(BaseModel):
+class GenerationConfig(WireModel):
     """How completions are generated at each evaluation: part of a probe set, so it travels
     with it (to the server-side generator too)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_new_tokens: int = Field(48, ge=1, description="Most tokens generated per completion.")
+    max_new_tokens: int = Field(
+        48, ge=1, le=32_768, description="Most tokens generated per completion."
+    )
     greedy: bool = Field(True, description="One greedy completion per probe.")
     samples: int = Field(
         0, ge=0, le=64, description="Sampled completions per probe, in addition to the greedy one."
@@ -125,7 +157,9 @@ class GenerationConfig(BaseModel):
         description="Sampled draw k uses seed + k at every checkpoint, so re-generating a "
         "checkpoint gives the same completions.",
     )
-    stop: tuple[str, ...] = Field((), description="Cut a completion at the first of these strings.")
+    stop: tuple[ShortText, ...] = Field(
+        (), max_length=16, description="Cut a completion at the first of these strings."
+    )
     batch_size: int = Field(
         32,
         ge=1,
@@ -150,6 +184,55 @@ class GenerationConfig(BaseModel):
         """A short hash of the settings that decide the completions (batch size does not)."""
         settings = self.model_dump(mode="json", exclude={"batch_size"})
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ProbeSet(WireModel):
+    """A run's probes and how to complete them: what checkpoint mode generates at every
+    checkpoint (``client.set_probes``, ``PUT /v1/runs/{run}/probes``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probes: list[Probe] = Field(
+        min_length=1,
+        max_length=MAX_PROBES,
+        description=f"The probes (at most {MAX_PROBES}), ids unique.",
+    )
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="Decoding settings of every checkpoint."
+    )
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_ids(cls, probes: list[Probe]) -> list[Probe]:
+        ids = [p.id for p in probes]
+        if len(set(ids)) != len(ids):
+            repeated = sorted({i for i in ids if ids.count(i) > 1})[:10]
+            raise ValueError(f"probe ids must be unique; repeated: {repeated}")
+        return probes
+
+    @field_validator("generation")
+    @classmethod
+    def _bounded(cls, generation: GenerationConfig, info: ValidationInfo) -> GenerationConfig:
+        n = len(info.data.get("probes") or ()) * len(generation.draws())
+        if n > MAX_COMPLETIONS:
+            raise ValueError(
+                f"{n} completions per checkpoint (probes x draws); the limit is {MAX_COMPLETIONS}"
+            )
+        return generation
+
+    @property
+    def completions(self) -> int:
+        """Samples each checkpoint adds: probes x draws."""
+        return len(self.probes) * len(self.generation.draws())
+
+    def version(self) -> str:
+        """Content hash: the same probes and decoding settings give the same version."""
+        content = {
+            "probes": [p.model_dump(mode="json") for p in self.probes],
+            "generation": self.generation.model_dump(mode="json", exclude={"batch_size"}),
+        }
+        blob = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class Completion(BaseModel):

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select
+from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
@@ -34,9 +34,11 @@ from .store import (
     Store,
     aggregates,
     alerts,
+    checkpoint_jobs,
     checkpoints,
     flags,
     plain,
+    probe_sets,
     run_metrics,
     runs,
     samples,
@@ -86,6 +88,11 @@ __all__ = [
     "alert_run",
     "alerts_after",
     "live_stamp",
+    # checkpoint mode
+    "probe_set",
+    "list_checkpoint_jobs",
+    "count_checkpoint_jobs",
+    "checkpoint_job",
     # tokens, dead letters
     "token",
     "list_tokens",
@@ -301,26 +308,30 @@ def metric_series(conn: Connection, run: str, from_step: int = 0) -> dict[str, l
     A trainer metric that was NaN or infinite has ``"mean": None`` and ``"nonfinite"``
     ('nan', 'inf' or '-inf')."""
     out: dict[str, list[dict[str, Any]]] = {}
+    # In step order, which the primary keys (run, step, ...) give without a sort.
     q = (
-        select(aggregates)
+        select(
+            aggregates.c.metric, aggregates.c.step, aggregates.c.mean, aggregates.c.ci_low,
+            aggregates.c.ci_high, aggregates.c.n,
+        )
         .where(and_(aggregates.c.run == run, aggregates.c.step >= from_step))
-        .order_by(aggregates.c.metric, aggregates.c.step)
+        .order_by(aggregates.c.step)
     )
-    for r in conn.execute(q).mappings():
-        out.setdefault(r["metric"], []).append(
-            {k: r[k] for k in ("step", "mean", "ci_low", "ci_high", "n")}
+    for metric, step, mean, ci_low, ci_high, n in conn.execute(q):
+        out.setdefault(metric, []).append(
+            {"step": step, "mean": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n}
         )
     q2 = (
-        select(run_metrics)
+        select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.value, run_metrics.c.nonfinite)
         .where(and_(run_metrics.c.run == run, run_metrics.c.step >= from_step))
-        .order_by(run_metrics.c.name, run_metrics.c.step)
+        .order_by(run_metrics.c.step)
     )
-    for r in conn.execute(q2).mappings():
-        point = {"step": r["step"], "mean": r["value"], "ci_low": None, "ci_high": None, "n": 1}
-        if r["nonfinite"] is not None:
-            point["nonfinite"] = r["nonfinite"]
-        out.setdefault(f"train.{r['name']}", []).append(point)
-    return out
+    for name, step, value, nonfinite in conn.execute(q2):
+        point = {"step": step, "mean": value, "ci_low": None, "ci_high": None, "n": 1}
+        if nonfinite is not None:
+            point["nonfinite"] = nonfinite
+        out.setdefault(f"train.{name}", []).append(point)
+    return dict(sorted(out.items()))
 
 
 @_reads
@@ -544,28 +555,18 @@ def previous_samples(
     if not probes:
         return {}
     last = (
-        select(samples.c.probe_id, func.max(samples.c.step).label("step"))
+        select(samples.c.probe_id, func.max(samples.c.step))
         .where(and_(samples.c.run == run, samples.c.step < step, samples.c.probe_id.in_(probes)))
         .group_by(samples.c.probe_id)
-        .subquery()
     )
-    q = (
-        select(
-            samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
-            samples.c.completion,
-        )
-        .join(
-            last,
-            and_(
-                samples.c.run == run,
-                samples.c.probe_id == last.c.probe_id,
-                samples.c.step == last.c.step,
-            ),
-        )
-        .order_by(samples.c.id)
-    )
+    # A row-value IN (not a join, no ORDER BY) lets SQLite walk ix_samples_run_probe both
+    # ways instead of scanning the run's samples.
+    q = select(
+        samples.c.probe_id, samples.c.id, samples.c.step, samples.c.checkpoint,
+        samples.c.completion,
+    ).where(samples.c.run == run, tuple_(samples.c.probe_id, samples.c.step).in_(last))
     out: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(q).mappings():
+    for r in sorted(conn.execute(q).mappings(), key=lambda r: str(r["id"])):
         out.setdefault(str(r["probe_id"]), {k: r[k] for k in ("id", "step", "checkpoint", "completion")})
     return out
 
@@ -674,6 +675,71 @@ def live_stamp(conn: Connection, run: str | None, project: str | None = None) ->
         select(func.count()).select_from(alerts).where(*_alert_where(run, "open", project))
     ).scalar()
     return f"{part}|{last_alert or 0}|{open_alerts or 0}"
+
+
+# -- checkpoint mode ----------------------------------------------------------------------
+
+
+@_reads
+def probe_set(conn: Connection, run: str, version: str | None = None) -> dict[str, Any] | None:
+    """The run's current probe set (or the given ``version``): ``{"run", "version",
+    "probes", "generation", "completions", "set_at"}``; None when there is none."""
+    q = select(probe_sets).where(probe_sets.c.run == run)
+    if version is not None:
+        q = q.where(probe_sets.c.version == version)
+    row = conn.execute(q.order_by(probe_sets.c.set_at.desc()).limit(1)).mappings().first()
+    if row is None:
+        return None
+    out = plain(row)
+    del out["n_probes"]
+    return out
+
+
+def _job(row: Any) -> dict[str, Any]:
+    out = plain(row)  # "evaluated": when the checkpoint's alert rules ran
+    # Scored: the generated samples were scored and the checkpoint's alert rules ran.
+    if out["state"] == "generated" and out["evaluated"] is not None:
+        out["state"] = "scored"
+    return out
+
+
+def _jobs_query() -> Any:
+    return select(checkpoint_jobs, checkpoints.c.evaluated).join(
+        checkpoints,
+        and_(checkpoints.c.run == checkpoint_jobs.c.run, checkpoints.c.step == checkpoint_jobs.c.step),
+        isouter=True,
+    )
+
+
+@_reads
+def list_checkpoint_jobs(
+    conn: Connection, run: str, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The run's submitted checkpoints, newest step first: path, kind, probe set, state
+    (queued, generating, retrying, generated, scored, failed), reason, generator
+    identity, sample count, timings."""
+    q = (
+        _jobs_query()
+        .where(checkpoint_jobs.c.run == run)
+        .order_by(checkpoint_jobs.c.step.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_job(r) for r in conn.execute(q).mappings()]
+
+
+@_reads
+def count_checkpoint_jobs(conn: Connection, run: str) -> int:
+    q = select(func.count()).select_from(checkpoint_jobs).where(checkpoint_jobs.c.run == run)
+    return int(conn.execute(q).scalar_one())
+
+
+@_reads
+def checkpoint_job(conn: Connection, run: str, step: int) -> dict[str, Any] | None:
+    """One submitted checkpoint (as :func:`list_checkpoint_jobs` lists them), or None."""
+    q = _jobs_query().where(and_(checkpoint_jobs.c.run == run, checkpoint_jobs.c.step == step))
+    row = conn.execute(q).mappings().first()
+    return _job(row) if row else None
 
 
 # -- tokens, dead letters ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,8 @@ __all__ = [
     "Score",
     "RunMetric",
     "MetricsIn",
+    "CheckpointIn",
+    "CheckpointKind",
     "Alert",
     "Aggregate",
 ]
@@ -137,6 +140,51 @@ class SampleBatch(_Request):
         min_length=1,
         max_length=MAX_SAMPLES_PER_REQUEST,
         description=f"At most {MAX_SAMPLES_PER_REQUEST} samples per request.",
+    )
+
+
+CheckpointKind = Literal["lora", "full"]
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _checkpoint_path(value: str) -> str:
+    # The API does not look for the folder (the generator may see another filesystem),
+    # but a relative path means nothing on another machine.
+    if "\x00" in value:
+        raise ValueError("the path must not contain NUL characters")
+    if not (_URL.match(value) or value.startswith("/")):
+        raise ValueError(
+            "give an absolute path (as the generator sees it) or a URL such as s3://bucket/run/ckpt"
+        )
+    return value
+
+
+CheckpointPath = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_checkpoint_path)
+]
+
+
+class CheckpointIn(_Request):
+    """Body of ``POST /v1/runs/{run}/checkpoints``: "the trainer saved a checkpoint here"."""
+
+    step: int = Field(ge=0, le=2**53, description="Training step the checkpoint was saved at.")
+    path: CheckpointPath = Field(
+        description="The folder the trainer wrote (for a PEFT model, the adapter folder): an "
+        "absolute path on a filesystem the generator shares, or an fsspec URL (s3://, gs:// "
+        "...; the server needs the fsspec extra)."
+    )
+    kind: CheckpointKind = Field(
+        "lora", description="'lora': a PEFT adapter folder; 'full': a whole model folder."
+    )
+    base_model: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        None,
+        description="The base model a LoRA adapter was trained on; the generator refuses "
+        "an adapter for another base than it hosts (None: whatever it hosts).",
+    )
+    probe_set: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
+        None,
+        description="Version of the run's probe set to generate (as PUT /probes answered); "
+        "None: the run's current probe set.",
     )
 
 

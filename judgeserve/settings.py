@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +90,26 @@ class Settings(BaseSettings):
     )
     judge_url: str | None = Field(
         None, description="The Ray Serve judge endpoint (e.g. http://host:8001/judge)."
+    )
+    generator: str | None = Field(
+        None,
+        description="Checkpoint mode: the generator the generation workers use: 'serve' (the "
+        "generator application on Ray Serve, at generator_url), or one in-process: 'vllm', "
+        "'transformers', any registered name. Unset: `judgeserve up` runs no generation "
+        "worker.",
+    )
+    generator_url: str | None = Field(
+        None, description="The Ray Serve generator endpoint (e.g. http://host:8001/generator)."
+    )
+    generator_base_model: str | None = Field(
+        None,
+        description="The policy's base model an in-process generator hosts (a local folder "
+        "or model name); for 'serve', the base the deployment must host (checked).",
+    )
+    generator_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword options of the in-process generator (JSON), e.g. "
+        '{"max_adapters": 4, "threads": 2}.',
     )
     judge_rubrics: list[str] = Field(
         default_factory=list, description="Rubrics for runs that name none (JSON list)."

@@ -54,10 +54,19 @@ from .schema import Aggregate, Alert, Sample, Score
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Store", "metadata", "plain", "store_error", "nonfinite_name", "SQLITE_BUSY_S"]
+__all__ = [
+    "Store",
+    "metadata",
+    "plain",
+    "store_error",
+    "nonfinite_name",
+    "JOB_STATES",
+    "SQLITE_BUSY_S",
+]
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
+JOB_STATES = ("queued", "generating", "retrying", "generated", "failed")
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -151,6 +160,44 @@ checkpoints = Table(
         sqlite_where=text("evaluated IS NULL"),
         postgresql_where=text("evaluated IS NULL"),
     ),
+)
+
+# Checkpoint mode. A run's probe sets, by content hash; the newest `set_at` is current.
+probe_sets = Table(
+    "probe_sets",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("probes", JSON, nullable=False),
+    Column("generation", JSON, nullable=False),
+    Column("n_probes", Integer, nullable=False),
+    Column("completions", Integer, nullable=False),  # probes x draws
+    Column("set_at", DateTime(timezone=True), nullable=False),
+    Index("ix_probe_sets_current", "run", "set_at"),
+)
+
+# One row per submitted checkpoint: where its generation job stands. `state` is queued,
+# generating, generated, retrying or failed (with `reason`); "scored" is read off the
+# checkpoints table (its alert rules ran).
+checkpoint_jobs = Table(
+    "checkpoint_jobs",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("base_model", Text, nullable=True),
+    Column("probe_set", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("generator", JSON, nullable=True),  # GeneratorIdentity of the completions
+    Column("samples", Integer, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("load_s", Float, nullable=True),
+    Column("generate_s", Float, nullable=True),
+    Column("submitted", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("finished", DateTime(timezone=True), nullable=True),
 )
 
 # A trainer metric that is NaN or infinite (a diverged loss) is kept as such: ``value`` is
@@ -472,6 +519,89 @@ class Store:
                 rows,
             )
 
+    # -- checkpoint mode -------------------------------------------------------------------
+
+    def save_probe_set(self, run: str, version: str, content: Mapping[str, Any]) -> None:
+        """Store a probe set (``ProbeSet.model_dump(mode="json")``) as ``run``'s current
+        one; the same content again only makes it current again."""
+        now = _now()
+        ins = self._insert(probe_sets).values(
+            run=run,
+            version=version,
+            probes=content["probes"],
+            generation=content["generation"],
+            n_probes=len(content["probes"]),
+            completions=int(content["completions"]),
+            set_at=now,
+        )
+        with self.begin() as conn:
+            self.upsert_run(conn, run, 0)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "version"], set_={"set_at": now}
+                )
+            )
+
+    def queue_checkpoint(self, run: str, step: int, job: Mapping[str, Any]) -> None:
+        """A checkpoint job was queued: (re)start its row at ``queued``."""
+        values = self._job_row(job)
+        ins = self._insert(checkpoint_jobs).values(run=run, step=step, **values)
+        with self.begin() as conn:
+            self.upsert_run(conn, run, step)
+            conn.execute(ins.on_conflict_do_update(index_elements=["run", "step"], set_=values))
+
+    @staticmethod
+    def _job_row(job: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "path": job["path"],
+            "kind": job["kind"],
+            "base_model": job.get("base_model"),
+            "probe_set": job["probe_set"],
+            "state": "queued",
+            "reason": None,
+            "generator": None,
+            "samples": None,
+            "attempts": 0,
+            "load_s": None,
+            "generate_s": None,
+            "submitted": _now(),
+            "started": None,
+            "finished": None,
+        }
+
+    def update_checkpoint_job(
+        self,
+        run: str,
+        step: int,
+        state: str,
+        *,
+        job: Mapping[str, Any] | None = None,
+        **values: Any,
+    ) -> None:
+        """Move a checkpoint job to ``state`` (one of :data:`JOB_STATES`) with more columns
+        (``reason``, ``generator``, ``samples``, timings); ``attempts`` counts each start.
+        With ``job`` (its payload), a row the API could not write is made first."""
+        if state not in JOB_STATES:
+            raise ValueError(f"unknown job state {state!r}")
+        now = _now()
+        set_: dict[str, Any] = {"state": state, **values}
+        if state == "generating":
+            set_["started"] = now
+            set_["attempts"] = checkpoint_jobs.c.attempts + 1
+        if state in ("generated", "failed"):
+            set_["finished"] = now
+        with self.begin() as conn:
+            if job is not None:
+                ins = self._insert(checkpoint_jobs).values(run=run, step=step, **self._job_row(job))
+                conn.execute(ins.on_conflict_do_nothing())
+            conn.execute(
+                update(checkpoint_jobs)
+                .where(and_(checkpoint_jobs.c.run == run, checkpoint_jobs.c.step == step))
+                .values(**set_)
+            )
+            # A live run page re-reads itself when the run's `updated` moves.
+            conn.execute(update(runs).where(runs.c.name == run).values(updated=now))
+
     def add_alert(self, alert: Alert) -> int | None:
         """Insert an alert; None when its rule already has an open alert on the run."""
         ins = self._insert(alerts).values(**alert.model_dump(exclude={"id"}))
@@ -603,7 +733,10 @@ class Store:
 def plain(r: Any) -> dict[str, Any]:
     """A result row as a dict, its times in UTC (SQLite drops the zone)."""
     d = dict(r)
-    for k in ("created", "updated", "resolved_at", "last_sample", "evaluated"):
+    for k in (
+        "created", "updated", "resolved_at", "last_sample", "evaluated", "set_at",
+        "submitted", "started", "finished",
+    ):
         if k in d:
             d[k] = _utc(d[k])
     return d

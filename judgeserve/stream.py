@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 import redis.asyncio as aredis
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Keys",
+    "StreamName",
     "Entry",
     "Retry",
     "Queue",
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 RETRYABLE = (redis.RedisError, OSError)
 DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
 NONCE_LEN = 32  # a retry is stored as a hex nonce followed by its payload's JSON
+StreamName = Literal["samples", "checkpoints"]
 
 # Moves due retries back onto the stream in one step: a crash between the ZREM and the
 # XADD of two separate commands would lose the retry. Members stored before the nonce
@@ -131,6 +133,21 @@ class Keys:
         """Pattern matching every worker's heartbeat key."""
         return f"{self.prefix}:worker:*"
 
+    @property
+    def checkpoints(self) -> str:
+        # Checkpoint mode: "checkpoint saved at PATH" jobs for the generation workers.
+        return f"{self.prefix}:checkpoints"
+
+    @property
+    def checkpoint_deadletter(self) -> str:
+        return f"{self.prefix}:checkpoints:deadletter"
+
+    def of(self, stream: StreamName) -> tuple[str, str, str]:
+        """(stream, dead letters, retries) of the ``samples`` or the ``checkpoints`` stream."""
+        if stream == "checkpoints":
+            return self.checkpoints, self.checkpoint_deadletter, f"{self.prefix}:checkpoints:retry"
+        return self.samples, self.deadletter, self.retry
+
 
 @dataclass
 class Entry:
@@ -170,8 +187,10 @@ def default_consumer_name() -> str:
 class Queue:
     """The worker's side of the stream (synchronous redis-py), and the dead letters.
 
-    ``create_group`` makes the consumer group at once (a worker's queue); a process
-    that only reads or requeues dead letters (the API) leaves it to the workers.
+    ``stream`` picks the sample stream (scoring workers) or the checkpoint-job stream
+    (generation workers); both have the same guarantees. ``create_group`` makes the
+    consumer group at once (a worker's queue); a process that only reads or requeues
+    dead letters (the API) leaves it to the workers.
     """
 
     def __init__(
@@ -187,9 +206,12 @@ class Queue:
         create_group: bool = True,
         socket_timeout: float | None = 10.0,
         connect_timeout: float | None = 5.0,
+        stream: StreamName = "samples",
     ) -> None:
         self.redis = redis_client(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         self.keys = Keys(prefix)
+        self.stream = stream
+        self.stream_key, self.dead_key, self.retry_key = self.keys.of(stream)
         self.group = group
         self.consumer = consumer or default_consumer_name()
         self.max_deliveries = max_deliveries
@@ -205,7 +227,12 @@ class Queue:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, consumer: str | None = None, *, create_group: bool = True
+        cls,
+        settings: Settings,
+        consumer: str | None = None,
+        *,
+        create_group: bool = True,
+        stream: StreamName = "samples",
     ) -> Queue:
         """The stream of ``settings``; build one per process and pass it down."""
         return cls(
@@ -219,11 +246,12 @@ class Queue:
             create_group=create_group,
             socket_timeout=settings.redis_socket_timeout_s,
             connect_timeout=settings.redis_connect_timeout_s,
+            stream=stream,
         )
 
     def ensure_group(self) -> None:
         try:
-            self.redis.xgroup_create(self.keys.samples, self.group, id="0", mkstream=True)
+            self.redis.xgroup_create(self.stream_key, self.group, id="0", mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise QueueError(f"cannot create consumer group: {e}") from e
@@ -235,7 +263,7 @@ class Queue:
         with _unavailable("add"):
             pipe = self.redis.pipeline(transaction=False)
             for p in payloads:
-                pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
+                pipe.xadd(self.stream_key, {"data": json.dumps(p)})
             return [i.decode() for i in pipe.execute()]
 
     # -- reading -------------------------------------------------------------------------
@@ -274,7 +302,7 @@ class Queue:
 
     def _read_group(self, last_id: str, count: int, block_ms: int | None) -> list[Entry]:
         resp: Any = self.redis.xreadgroup(
-            self.group, self.consumer, {self.keys.samples: last_id}, count=count, block=block_ms
+            self.group, self.consumer, {self.stream_key: last_id}, count=count, block=block_ms
         )
         out: list[Entry] = []
         for _stream, messages in resp or []:
@@ -282,19 +310,19 @@ class Queue:
                 if fields:  # a deleted entry still pending shows as empty
                     out.append(Entry(mid.decode(), _decode(fields)))
                 else:
-                    self.redis.xack(self.keys.samples, self.group, mid)
+                    self.redis.xack(self.stream_key, self.group, mid)
         return out
 
     def _own_pending(self) -> list[str]:
         info: Any = self.redis.xpending_range(
-            self.keys.samples, self.group, min="-", max="+", count=10_000, consumername=self.consumer
+            self.stream_key, self.group, min="-", max="+", count=10_000, consumername=self.consumer
         )
         return [_id(p["message_id"]) for p in info]
 
     def _claim_stale_ids(self, count: int) -> list[str]:
         # JUSTID: ownership moves, the delivery count does not; it counts when tried.
         resp: Any = self.redis.xautoclaim(
-            self.keys.samples,
+            self.stream_key,
             self.group,
             self.consumer,
             min_idle_time=self.claim_idle_ms,
@@ -310,12 +338,12 @@ class Queue:
     def _try_one(self, entry_id: str) -> list[Entry]:
         """Deliver one owned entry (counted: XCLAIM without JUSTID), with its count."""
         resp: Any = self.redis.xclaim(
-            self.keys.samples, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id]
+            self.stream_key, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id]
         )
         entries = [Entry(_id(mid), _decode(f)) for mid, f in resp if f]
         if not entries:
             # Deleted while pending (acknowledged by a worker that was slow, not dead).
-            self.redis.xack(self.keys.samples, self.group, entry_id)
+            self.redis.xack(self.stream_key, self.group, entry_id)
             return []
         return self._with_counts(entries)
 
@@ -333,7 +361,7 @@ class Queue:
         if not entries:
             return entries
         info: Any = self.redis.xpending_range(
-            self.keys.samples, self.group, min=entries[0].id, max=entries[-1].id,
+            self.stream_key, self.group, min=entries[0].id, max=entries[-1].id,
             count=len(entries) * 2 + 10,
         )
         counts = {_id(p["message_id"]): int(p["times_delivered"]) for p in info}
@@ -351,7 +379,7 @@ class Queue:
             return 0
         with _unavailable("keep claimed"):
             info: Any = self.redis.xpending_range(
-                self.keys.samples, self.group, min=min(wanted, key=_order),
+                self.stream_key, self.group, min=min(wanted, key=_order),
                 max=max(wanted, key=_order), count=len(wanted) * 2 + 10,
                 consumername=self.consumer,
             )
@@ -359,10 +387,28 @@ class Queue:
             if not mine:
                 return 0
             got: Any = self.redis.xclaim(
-                self.keys.samples, self.group, self.consumer, min_idle_time=0,
+                self.stream_key, self.group, self.consumer, min_idle_time=0,
                 message_ids=mine, justid=True,
             )
             return len(got)
+
+    def heartbeat(self, ids: list[Any]) -> None:
+        """Reset the idle time of entries this consumer is still working on, so that a long
+        job (generating a checkpoint's completions) is not reclaimed by another consumer
+        after ``claim_idle_ms`` (:meth:`keep_claimed`)."""
+        self.keep_claimed(_id(i) for i in ids)
+
+    def hand_off(self, entry: Entry, samples: list[dict[str, Any]]) -> None:
+        """Append ``samples`` to the sample stream and acknowledge ``entry`` (a checkpoint
+        job) in one transaction: a worker killed at any point leaves either the job
+        pending (it is generated again, under the same sample ids) or both done."""
+        with _unavailable("hand off"):
+            pipe = self.redis.pipeline(transaction=True)
+            for p in samples:
+                pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
+            pipe.xack(self.stream_key, self.group, entry.id)
+            pipe.xdel(self.stream_key, entry.id)
+            pipe.execute()
 
     # -- settling ------------------------------------------------------------------------
 
@@ -389,10 +435,10 @@ class Queue:
                     continue
                 due = time.time() + self.retry_delay_s * 2 ** (attempt - 1)
                 member = uuid.uuid4().hex + json.dumps(payload)
-                pipe.zadd(self.keys.retry, {member: due})
+                pipe.zadd(self.retry_key, {member: due})
             if ids:
-                pipe.xack(self.keys.samples, self.group, *ids)
-                pipe.xdel(self.keys.samples, *ids)
+                pipe.xack(self.stream_key, self.group, *ids)
+                pipe.xdel(self.stream_key, *ids)
             pipe.execute()
         return dead
 
@@ -400,7 +446,7 @@ class Queue:
         self, pipe: Any, entry: Entry, error: str, tries: int, payload: dict[str, Any]
     ) -> None:
         pipe.xadd(
-            self.keys.deadletter,
+            self.dead_key,
             {
                 "data": json.dumps(payload),
                 # The error may quote the bad text itself: a lone surrogate must not stop it.
@@ -420,8 +466,8 @@ class Queue:
             self._queue_dead_letter(
                 pipe, entry, error, tries, payload if payload is not None else entry.payload
             )
-            pipe.xack(self.keys.samples, self.group, entry.id)
-            pipe.xdel(self.keys.samples, entry.id)
+            pipe.xack(self.stream_key, self.group, entry.id)
+            pipe.xdel(self.stream_key, entry.id)
             pipe.execute()
 
     def retry_later(self, entry: Entry, scorers: list[str], error: str) -> bool:
@@ -437,7 +483,7 @@ class Queue:
         """Move retries whose time has come back onto the stream (atomically, once)."""
         with _unavailable("promote retries"):
             moved: Any = self._promote(
-                keys=[self.keys.retry, self.keys.samples], args=[time.time(), limit, NONCE_LEN]
+                keys=[self.retry_key, self.stream_key], args=[time.time(), limit, NONCE_LEN]
             )
             return int(moved)
 
@@ -446,12 +492,12 @@ class Queue:
     def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
         """Dead letters, oldest first (see :func:`read_deadletters`)."""
         with _unavailable("dead letters"):
-            return read_deadletters(self.redis, self.keys, count)
+            return read_deadletters(self.redis, self.dead_key, count)
 
     def deadletter(self, entry_id: str) -> dict[str, Any] | None:
         """One dead letter by id (one ``XRANGE id id``), or None."""
         with _unavailable("dead letter"):
-            found = read_deadletters(self.redis, self.keys, 1, start=entry_id, end=entry_id)
+            found = read_deadletters(self.redis, self.dead_key, 1, start=entry_id, end=entry_id)
         return found[0] if found else None
 
     def requeue_deadletters(self, ids: list[str] | None = None) -> int:
@@ -462,7 +508,7 @@ class Queue:
             return sum(self._requeue(d) for d in found if d is not None)
         moved, start = 0, "-"
         with _unavailable("requeue"):
-            while page := read_deadletters(self.redis, self.keys, DEADLETTER_PAGE, start=start):
+            while page := read_deadletters(self.redis, self.dead_key, DEADLETTER_PAGE, start=start):
                 moved += sum(self._requeue(d) for d in page)
                 start = "(" + page[-1]["id"]  # exclusive: after the last one seen
         return moved
@@ -471,8 +517,8 @@ class Queue:
         payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
         with _unavailable("requeue"):
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(self.keys.samples, {"data": json.dumps(payload)})
-            pipe.xdel(self.keys.deadletter, item["id"])
+            pipe.xadd(self.stream_key, {"data": json.dumps(payload)})
+            pipe.xdel(self.dead_key, item["id"])
             pipe.execute()
         return 1
 
@@ -484,8 +530,8 @@ class Queue:
         """Entries still owed: in the stream, plus retries waiting for their time."""
         with _unavailable("backlog"):
             pipe = self.redis.pipeline(transaction=False)
-            pipe.xlen(self.keys.samples)
-            pipe.zcard(self.keys.retry)
+            pipe.xlen(self.stream_key)
+            pipe.zcard(self.retry_key)
             n: Any = pipe.execute()
             return int(n[0]) + int(n[1])
 
@@ -503,10 +549,10 @@ def _order(entry_id: str) -> tuple[int, int]:
 
 
 def read_deadletters(
-    client: redis.Redis, keys: Keys, count: int = 100, *, start: str = "-", end: str = "+"
+    client: redis.Redis, key: str, count: int = 100, *, start: str = "-", end: str = "+"
 ) -> list[dict[str, Any]]:
-    """Dead letters, oldest first: the sample, its last error and how often it was tried."""
-    items: Any = client.xrange(keys.deadletter, min=start, max=end, count=count)
+    """Dead letters, oldest first: the entry, its last error and how often it was tried."""
+    items: Any = client.xrange(key, min=start, max=end, count=count)
     return [
         {
             "id": mid.decode(),
@@ -579,6 +625,14 @@ class AsyncProducer:
                 await pipe.execute()
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
+
+    async def add_job(self, payload: str) -> str:
+        """Append a checkpoint job (pre-serialised JSON) to the checkpoint stream."""
+        try:
+            entry_id: Any = await self.redis.xadd(self.keys.checkpoints, {"data": payload})
+        except RETRYABLE as e:
+            raise QueueError(f"Redis unreachable: {e}") from e
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def backlog(self) -> int:
         try:

@@ -51,3 +51,16 @@ def test_readme_sdk_example_runs(live_api: LiveServer, worker_thread: object, se
     wait_for(lambda: read.count_scored(store, "llama-sft-7") == 2)
     assert read.metric_series(store, "llama-sft-7")["train.loss"][0]["mean"] == 0.81
     store.close()
+
+
+def test_readme_layout_matches_the_package() -> None:
+    block = re.search(r"## Layout\n.*?```\njudgeserve/\n(.*?)```", README, re.S)
+    assert block
+    text = block.group(1)
+    package = Path(judgeserve.__file__).parent
+    actual = {p.name + "/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    actual |= {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    named = set(re.findall(r"(?<![\w./])([a-z_]+(?:\.py|/))", text))
+    assert actual - named == set(), "add these to the README's layout section"
+    listed = set(re.findall(r"^  ([a-z_]+(?:\.py|/))", text, re.M))
+    assert listed - actual == set(), "the README's layout names what is not in the package"

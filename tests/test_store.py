@@ -81,3 +81,18 @@ def test_pagination(store: Store) -> None:
 def test_unreachable_database_is_a_store_error() -> None:
     with pytest.raises(StoreError):
         Store("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_previous_samples_are_each_probes_latest_earlier_step(store: Store) -> None:
+    def s(sid: str, step: int, probe: str) -> Sample:
+        return Sample(run="st-run", step=step, id=sid, prompt="p", completion=f"at {step}", probe_id=probe)
+
+    with store.begin() as conn:
+        store.save_samples(conn, [s("a1", 1, "pa"), s("b1", 1, "pb"), s("a2-z", 2, "pa"),
+                                  s("a2-y", 2, "pa"), s("a5", 5, "pa"), s("c3", 3, "pc")])
+    prev = read.previous_samples(store, "st-run", 5, ["pa", "pb", "pc", "nobody"])
+    # The latest step before 5 (2, not 1; never 5 itself); of two draws there, the lower id.
+    assert prev["pa"] == {"id": "a2-y", "step": 2, "checkpoint": None, "completion": "at 2"}
+    assert prev["pb"]["id"] == "b1" and prev["pc"]["id"] == "c3" and "nobody" not in prev
+    assert set(read.previous_samples(store, "st-run", 1, ["pa", "pb"])) == set()
+    assert read.previous_samples(store, "st-run", 5, []) == {}

@@ -1,8 +1,10 @@
 """The alert engine: the worker's checkpoint hook that turns findings into alerts.
 
-After the worker recomputes a checkpoint's aggregates it calls the engine with
-``(store, run, step)``. The engine reads the run's history, asks every active rule about
-that checkpoint, and records an alert for each finding, then hands it to the notifiers.
+Once a checkpoint is complete (all its expected samples stored, or idle) the worker
+recomputes its aggregates a last time and calls the engine with ``(store, run, step)``,
+once. The engine reads the run's history, asks every active rule about that checkpoint
+(their tests Holm-corrected together, see :mod:`.evaluate`), records an alert for each
+finding, then hands it to the notifiers.
 
 De-duplication: a rule never has two open alerts on a run. While one is open the rule
 is not evaluated for that run; once it is resolved, the rule may fire again, but only
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..schema import Alert
-from .evaluate import Finding, History, Point, evaluate
+from .evaluate import AnyRule, Finding, History, Outcome, Point, consider, decide
 from .notifiers import LogNotifier, Notifier, WebhookNotifier
 from .rules import RuleSet, load_rules
 
@@ -123,17 +125,26 @@ class AlertEngine:
             return []
         history = history_from_store(store, run)
         fired: list[Alert] = []
+        for finding in self.findings(rules, history, step):
+            alert = self._record(store, run, finding)
+            if alert is not None:
+                fired.append(alert)
+        return fired
+
+    @staticmethod
+    def findings(rules: Sequence[AnyRule], history: History, step: int) -> list[Finding]:
+        """What ``rules`` find at the complete checkpoint ``step`` of ``history``, its tests
+        Holm-corrected together; a rule that raises is logged and left out."""
+        outcomes: list[Outcome] = []
         for rule in rules:
             try:
-                finding = evaluate(rule, history, step)
+                outcome = consider(rule, history, step)
             except Exception:
-                log.exception("rule %s failed on %s@%d", rule.name, run, step)
+                log.exception("rule %s failed on %s@%d", rule.name, history.run, step)
                 continue
-            if finding is not None:
-                alert = self._record(store, run, finding)
-                if alert is not None:
-                    fired.append(alert)
-        return fired
+            if outcome is not None:
+                outcomes.append(outcome)
+        return decide(outcomes)
 
     def _record(self, store: Store, run: str, finding: Finding) -> Alert | None:
         rule = finding.rule

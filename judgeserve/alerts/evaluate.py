@@ -2,14 +2,16 @@
 
 :class:`History` is what a rule sees: every metric as a series of checkpoint points, and
 a way to fetch one checkpoint's per-sample values (with sample ids, for evidence).
-:func:`evaluate` asks one rule about one checkpoint and returns a :class:`Finding` or
-``None``. The engine (``judgeserve.alerts.engine``) builds the history from the store;
-tests build it from plain dicts with :meth:`History.from_values`.
+:func:`evaluate_checkpoint` asks every rule about one complete checkpoint: each rule's
+:func:`consider` gives an :class:`Outcome` (a finding, and the test it hangs on), and
+:func:`decide` Holm-corrects the tests of that checkpoint together, each at the share
+of its rule's alpha that this look may spend (:mod:`.statistics`). :func:`evaluate` is the
+same for one rule. The engine (``judgeserve.alerts.engine``) builds the history from the
+store; tests build it from plain dicts with :meth:`History.from_values`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -17,13 +19,31 @@ from typing import Any
 
 import numpy as np
 
-from ..aggregates import bootstrap_means
 from .rules import DivergenceRule, RegressionRule, ThresholdRule, TrendRule
+from .statistics import (
+    Tested,
+    bootstrap_diff_ci,
+    bootstrap_worse,
+    holm,
+    look_alpha,
+    mann_whitney_worse,
+)
 
-__all__ = ["Point", "History", "Finding", "evaluate", "compare_samples"]
+__all__ = [
+    "Point",
+    "History",
+    "Finding",
+    "Outcome",
+    "consider",
+    "decide",
+    "evaluate",
+    "evaluate_checkpoint",
+    "compare_samples",
+]
 
 AnyRule = ThresholdRule | RegressionRule | TrendRule | DivergenceRule
-SampleValues = list[tuple[str, float]]  # (sample id, value)
+# (sample id, value); boolean scorers' values are bools, so evidence can list the flagged.
+SampleValues = list[tuple[str, float]]
 EVIDENCE_SAMPLES = 5
 
 
@@ -57,7 +77,7 @@ class History:
         cls,
         run: str,
         series: Mapping[str, Mapping[int, float]],
-        samples: Mapping[tuple[int, str], Sequence[float]] | None = None,
+        samples: Mapping[tuple[int, str], Sequence[float | bool]] | None = None,
         n: int | None = None,
     ) -> History:
         """A history from ``{metric: {step: mean}}`` and ``{(step, metric): values}``."""
@@ -74,7 +94,10 @@ class History:
             ]
 
         def fetch(step: int, metric: str) -> SampleValues:
-            return [(f"{metric}@{step}#{i}", float(v)) for i, v in enumerate(samples.get((step, metric), ()))]
+            return [
+                (f"{metric}@{step}#{i}", v if isinstance(v, bool) else float(v))
+                for i, v in enumerate(samples.get((step, metric), ()))
+            ]
 
         return cls(run, out, fetch)
 
@@ -113,8 +136,55 @@ class Finding:
     evidence: dict[str, Any]
 
 
+@dataclass
+class Outcome:
+    """What one rule says about one checkpoint, before the checkpoint's correction.
+
+    ``finding`` is what fires if the rule's conditions hold (None: they do not);
+    ``test`` the statistical test it also hangs on (None: the rule has none, as with
+    thresholds and set-level metrics). A rule whose conditions fail still counts in the
+    checkpoint's family when it could have been tested (its p-value is then 1), since
+    its conditions were looked at too.
+    """
+
+    rule: AnyRule
+    finding: Finding | None
+    test: Tested | None = None
+
+
 def evaluate(rule: AnyRule, history: History, step: int) -> Finding | None:
-    """Ask ``rule`` about the checkpoint at ``step``; ``None`` when it does not fire."""
+    """Ask ``rule`` alone about the checkpoint at ``step``; ``None`` when it does not fire."""
+    found = evaluate_checkpoint([rule], history, step)
+    return found[0] if found else None
+
+
+def evaluate_checkpoint(rules: Sequence[AnyRule], history: History, step: int) -> list[Finding]:
+    """Every rule that fires at the complete checkpoint ``step``, Holm-corrected together."""
+    return decide([o for r in rules if (o := consider(r, history, step)) is not None])
+
+
+def decide(outcomes: Sequence[Outcome]) -> list[Finding]:
+    """The findings that stand once the tests of one checkpoint are Holm-corrected."""
+    family = [o.test for o in outcomes if o.test is not None]
+    holm(family)
+    fired = []
+    for o in outcomes:
+        if o.finding is None:
+            continue
+        stats = ""
+        if o.test is not None:
+            if not o.test.rejected:
+                continue
+            o.finding.evidence["alpha"] = o.test.level
+            o.finding.evidence["family"] = len(family)
+            stats = f", p={o.test.p_value:.2g} < level {o.test.level:.2g}"
+        o.finding.message = o.finding.message.replace(STATS, stats)
+        fired.append(o.finding)
+    return fired
+
+
+def consider(rule: AnyRule, history: History, step: int) -> Outcome | None:
+    """``rule``'s outcome at ``step``; None when it has nothing to look at there."""
     if not rule.enabled or step < rule.from_step:
         return None
     if isinstance(rule, ThresholdRule):
@@ -128,13 +198,15 @@ def evaluate(rule: AnyRule, history: History, step: int) -> Finding | None:
 
 # --- the four rule types ------------------------------------------------------------------
 
+STATS = "{stats}"  # where decide() puts the p-value and level in a message
+
 
 def _current(rule: AnyRule, history: History, step: int) -> Point | None:
     points = history.checkpoints(rule.metric, rule.min_samples, rule.from_step, step)
     return points[-1] if points and points[-1].step == step else None
 
 
-def _threshold(rule: ThresholdRule, history: History, step: int) -> Finding | None:
+def _threshold(rule: ThresholdRule, history: History, step: int) -> Outcome | None:
     point = _current(rule, history, step)
     if point is None:
         return None
@@ -146,7 +218,7 @@ def _threshold(rule: ThresholdRule, history: History, step: int) -> Finding | No
     elif rule.below is not None and value < rule.below:
         bound, word, worst_high = rule.below, "below", False
     else:
-        return None
+        return Outcome(rule, None)
     evidence = {
         "metric": rule.metric,
         "statistic": rule.statistic,
@@ -161,92 +233,98 @@ def _threshold(rule: ThresholdRule, history: History, step: int) -> Finding | No
         if point.note
         else f"{rule.metric} {rule.statistic} {_fmt(value)} is {word} {_fmt(bound)} at step {step}"
     )
-    return Finding(rule, step, message, evidence)
-
-
-def _baseline(
-    rule: RegressionRule | DivergenceRule, points: list[Point], step: int
-) -> Point | None:
-    earlier = [p for p in points if p.step < step]
-    if not earlier:
-        return None
-    if rule.baseline == "first":
-        return earlier[0]
-    if rule.baseline == "previous":
-        return earlier[-1]
-    if rule.baseline == "best":
-        pick = min if rule.worse == "higher" else max
-        return pick(earlier, key=lambda p: p.mean if p.mean is not None else math.nan)
-    return next((p for p in earlier if p.step == rule.baseline), None)
+    return Outcome(rule, Finding(rule, step, message, evidence))
 
 
 def _against_baseline(
     rule: RegressionRule | DivergenceRule, history: History, step: int
-) -> tuple[Point, Point] | None:
-    """(this checkpoint's point, the baseline's point), when both exist."""
+) -> tuple[Point, Point, int] | None:
+    """(this checkpoint's point, the baseline's point, which look this is), when both exist.
+
+    The k-th look is the k-th checkpoint the rule compared with a baseline: every
+    checkpoint after the first for 'first' and 'previous', those after it for a step.
+    """
     points = history.checkpoints(rule.metric, rule.min_samples, rule.from_step, step)
     if not points or points[-1].step != step:
         return None
-    base = _baseline(rule, points, step)
-    return None if base is None else (points[-1], base)
+    earlier = points[:-1]
+    if rule.baseline == "first":
+        base = earlier[0] if earlier else None
+    elif rule.baseline == "previous":
+        base = earlier[-1] if earlier else None
+    else:
+        base = next((p for p in earlier if p.step == rule.baseline), None)
+    if base is None:
+        return None
+    if isinstance(rule.baseline, str):
+        look = len(points) - 1
+    else:
+        look = sum(1 for p in points if p.step > base.step)
+    return points[-1], base, look
 
 
-def _regression(rule: RegressionRule, history: History, step: int) -> Finding | None:
-    pair = _against_baseline(rule, history, step)
-    if pair is None:
+def _regression(rule: RegressionRule, history: History, step: int) -> Outcome | None:
+    found = _against_baseline(rule, history, step)
+    if found is None:
         return None
-    current, base = pair
-    verdict = compare_samples(rule, history, base, current)
-    if verdict is None:
-        return None
+    current, base, look = found
+    evidence, test = compare_samples(rule, history, base, current, look)
+    if evidence is None:
+        return Outcome(rule, None, test)
     message = (
         f"{rule.metric} regressed {_fmt(base.mean)} → {_fmt(current.mean)} "
-        f"(step {base.step} → {step}{_p(verdict)})"
+        f"(step {base.step} → {step}{STATS})"
     )
-    return Finding(rule, step, message, verdict)
+    return Outcome(rule, Finding(rule, step, message, evidence), test)
 
 
-def _trend(rule: TrendRule, history: History, step: int) -> Finding | None:
+def _trend(rule: TrendRule, history: History, step: int) -> Outcome | None:
     points = history.checkpoints(rule.metric, rule.min_samples, rule.from_step, step)
     if len(points) < rule.checkpoints + 1 or points[-1].step != step:
         return None
     window = points[-(rule.checkpoints + 1) :]
+    first, last = window[0], window[-1]
+    now, then = history.samples(last.step, rule.metric), history.samples(first.step, rule.metric)
+    testable = rule.test != "none" and min(len(now), len(then)) >= rule.min_samples
+    alpha = look_alpha(1 - rule.confidence, len(points) - rule.checkpoints)
     sign = 1.0 if rule.worse == "higher" else -1.0
     for a, b in pairwise(window):
         assert a.mean is not None and b.mean is not None
         if sign * (b.mean - a.mean) <= rule.min_change:
-            return None
+            return Outcome(rule, None, Tested(1.0, alpha) if testable else None)
     values = {p.step: p.mean for p in window}
+    evidence: dict[str, Any] = {
+        "metric": rule.metric,
+        "values": values,
+        "test": "none",
+        "sample_ids": _worst(now, rule.worse == "higher"),
+    }
+    test = None
+    if testable:
+        test = Tested(_p_value(rule.test, now, then, rule.worse, rule.confidence, evidence), alpha)
     word = "rose" if rule.worse == "higher" else "fell"
     message = (
         f"{rule.metric} {word} at {rule.checkpoints} checkpoints in a row: "
         + " → ".join(_fmt(v) for v in values.values())
-        + f" (steps {window[0].step}-{step})"
+        + f" (steps {first.step}-{step}{STATS})"
     )
-    evidence = {
-        "metric": rule.metric,
-        "values": values,
-        "sample_ids": _worst(history.samples(step, rule.metric), rule.worse == "higher"),
-    }
-    return Finding(rule, step, message, evidence)
+    return Outcome(rule, Finding(rule, step, message, evidence), test)
 
 
-def _divergence(rule: DivergenceRule, history: History, step: int) -> Finding | None:
-    pair = _against_baseline(rule, history, step)
-    if pair is None:
+def _divergence(rule: DivergenceRule, history: History, step: int) -> Outcome | None:
+    found = _against_baseline(rule, history, step)
+    if found is None:
         return None
-    current, base = pair
+    current, base, look = found
+    evidence, test = compare_samples(rule, history, base, current, look)
     loss_now, loss_then = history.value_at(rule.loss, step), history.value_at(rule.loss, base.step)
     if loss_now is None or loss_then is None or loss_now.step <= loss_then.step:
-        return None
+        return Outcome(rule, None, _untested(test))
     assert loss_now.mean is not None and loss_then.mean is not None
     drop = loss_then.mean - loss_now.mean
-    if drop <= 0 or drop < rule.min_loss_drop * abs(loss_then.mean):
-        return None
-    verdict = compare_samples(rule, history, base, current)
-    if verdict is None:
-        return None
-    verdict["loss"] = {
+    if evidence is None or drop <= 0 or drop < rule.min_loss_drop * abs(loss_then.mean):
+        return Outcome(rule, None, _untested(test))
+    evidence["loss"] = {
         "metric": rule.loss,
         "baseline": {"step": loss_then.step, "value": loss_then.mean},
         "current": {"step": loss_now.step, "value": loss_now.mean},
@@ -255,81 +333,87 @@ def _divergence(rule: DivergenceRule, history: History, step: int) -> Finding | 
     message = (
         f"{rule.metric} {word} {_fmt(base.mean)} → {_fmt(current.mean)} while {rule.loss} "
         f"fell {_fmt(loss_then.mean)} → {_fmt(loss_now.mean)} (step {base.step} → {step}"
-        f"{_p(verdict)})"
+        f"{STATS})"
     )
-    return Finding(rule, step, message, verdict)
+    return Outcome(rule, Finding(rule, step, message, evidence), test)
+
+
+def _untested(test: Tested | None) -> Tested | None:
+    """The test of a rule whose other conditions failed: still one of the family, p = 1."""
+    return None if test is None else Tested(1.0, test.alpha)
 
 
 # --- statistics ----------------------------------------------------------------------------
 
 
 def compare_samples(
-    rule: RegressionRule | DivergenceRule, history: History, base: Point, current: Point
-) -> dict[str, Any] | None:
-    """Evidence that ``current`` is worse than ``base``, or ``None`` when it is not.
+    rule: RegressionRule | DivergenceRule,
+    history: History,
+    base: Point,
+    current: Point,
+    look: int = 1,
+) -> tuple[dict[str, Any] | None, Tested | None]:
+    """(evidence that ``current`` is worse than ``base`` or None, the test it hangs on).
 
-    The means must differ in the bad direction by more than ``min_change``. When both
-    checkpoints have per-sample values (set-level metrics do not), the difference must
-    also be significant at ``confidence`` by the rule's test.
+    The means must differ in the bad direction by more than ``min_change`` (and
+    ``min_relative_change`` of the baseline). When both checkpoints have per-sample
+    values (set-level metrics do not), the difference must also be significant: the
+    returned test carries its p-value and this look's share of the rule's alpha.
     """
     assert base.mean is not None and current.mean is not None
+    now = history.samples(current.step, rule.metric)
+    then = history.samples(base.step, rule.metric)
+    testable = rule.test != "none" and min(len(now), len(then)) >= rule.min_samples
+    alpha = look_alpha(1 - rule.confidence, look)
     sign = 1.0 if rule.worse == "higher" else -1.0
     change = sign * (current.mean - base.mean)
-    if change <= 0 or change < rule.min_change:
-        return None
+    if (
+        change <= 0
+        or change < rule.min_change
+        or change < rule.min_relative_change * abs(base.mean)
+    ):
+        return None, (Tested(1.0, alpha) if testable else None)
     evidence: dict[str, Any] = {
         "metric": rule.metric,
         "baseline": {"step": base.step, "mean": base.mean, "n": base.n},
         "current": {"step": current.step, "mean": current.mean, "n": current.n},
         "change": current.mean - base.mean,
         "test": "none",
+        "look": look,
+        "sample_ids": _worst(now, rule.worse == "higher"),
     }
-    now = history.samples(current.step, rule.metric)
-    then = history.samples(base.step, rule.metric)
-    evidence["sample_ids"] = _worst(now, rule.worse == "higher")
-    if rule.test == "none" or len(now) < rule.min_samples or len(then) < rule.min_samples:
-        return evidence
+    if not testable:
+        return evidence, None
+    p = _p_value(rule.test, now, then, rule.worse, rule.confidence, evidence)
+    return evidence, Tested(p, alpha)
+
+
+def _p_value(
+    test: str,
+    now: SampleValues,
+    then: SampleValues,
+    worse: str,
+    confidence: float,
+    evidence: dict[str, Any],
+) -> float:
+    """One-sided p-value that ``now`` is worse than ``then``; notes the test in evidence."""
     x = np.array([v for _, v in now], dtype=float)
     y = np.array([v for _, v in then], dtype=float)
-    alpha = 1.0 - rule.confidence
-    evidence["test"] = rule.test
-    evidence["confidence"] = rule.confidence
-    if rule.test == "mann_whitney":
-        p = mann_whitney_worse(x, y, rule.worse)
-        evidence["p_value"] = p
-        return evidence if p < alpha else None
-    low, high = bootstrap_diff_ci(x, y, rule.confidence)
-    evidence["diff_ci"] = [low, high]
-    significant = low > 0 if rule.worse == "higher" else high < 0
-    return evidence if significant else None
-
-
-def mann_whitney_worse(current: np.ndarray, baseline: np.ndarray, worse: str) -> float:
-    """One-sided p-value that ``current`` is stochastically worse than ``baseline``."""
-    if np.all(current == current[0]) and np.all(baseline == current[0]):
-        return 1.0  # identical constants: no evidence of any change
-    from scipy.stats import mannwhitneyu
-
-    alternative = "greater" if worse == "higher" else "less"
-    return float(mannwhitneyu(current, baseline, alternative=alternative).pvalue)
-
-
-def bootstrap_diff_ci(
-    current: np.ndarray, baseline: np.ndarray, confidence: float, resamples: int = 2000
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(current) - mean(baseline)``; deterministic, and
-    memory bounded whatever the sample sizes (the aggregates' bootstrap, per side)."""
-    rng = np.random.default_rng(0)
-    a = bootstrap_means(np.asarray(current, dtype=np.float64), resamples, rng)
-    b = bootstrap_means(np.asarray(baseline, dtype=np.float64), resamples, rng)
-    k = min(len(a), len(b))  # a large side may have been given fewer resamples
-    a, b = a[:k], b[:k]
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(a - b, [alpha, 1 - alpha])
-    return float(low), float(high)
+    evidence["test"] = test
+    evidence["confidence"] = confidence
+    if test == "mann_whitney":
+        p = mann_whitney_worse(x, y, worse)
+    else:
+        p = bootstrap_worse(x, y, worse)
+        evidence["diff_ci"] = list(bootstrap_diff_ci(x, y, confidence))
+    evidence["p_value"] = p
+    return p
 
 
 def _worst(values: SampleValues, high_is_bad: bool) -> list[str]:
+    """Evidence: the flagged samples of a boolean metric, else the worst values."""
+    if values and all(isinstance(v, bool) for _, v in values):
+        return [i for i, v in values if v == high_is_bad][:EVIDENCE_SAMPLES]
     ranked = sorted(values, key=lambda iv: iv[1], reverse=high_is_bad)
     return [i for i, _ in ranked[:EVIDENCE_SAMPLES]]
 
@@ -338,12 +422,3 @@ def _fmt(x: float | None) -> str:
     if x is None:
         return "n/a"
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
-
-
-def _p(evidence: dict[str, Any]) -> str:
-    if "p_value" in evidence:
-        return f", p={evidence['p_value']:.2g}"
-    if "diff_ci" in evidence:
-        low, high = evidence["diff_ci"]
-        return f", {evidence['confidence']:.0%} CI of change [{_fmt(low)}, {_fmt(high)}]"
-    return ""

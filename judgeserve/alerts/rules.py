@@ -12,6 +12,10 @@ as ``repetition.loop`` (the share of looping samples), set-level metrics such as
 checkpoint flags as ``flag.<name>`` (1 when raised at that checkpoint, else 0), and
 ``nonfinite.train.<name>`` (1 when that trainer metric was NaN or infinite since the
 previous checkpoint, else 0).
+
+A rule's baseline is chosen before looking at the data (``first``, ``previous`` or a
+step): "the best checkpoint so far" is the one noise flattered most, and comparing with
+it finds regressions in a model that never changed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -49,7 +54,7 @@ DEFAULT_RULES = Path(__file__).resolve().parent / "default_rules.yaml"
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,255}$")]
 Worse = Literal["higher", "lower"]
-Baseline = Literal["first", "previous", "best"] | Annotated[int, Field(ge=0)]
+Baseline = Literal["first", "previous"] | Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -99,23 +104,48 @@ class ThresholdRule(_RuleBase):
         return self
 
 
-class _Comparison(_Strict):
+CONFIDENCE_DESCRIPTION = (
+    "Chance that the rule raises no false alarm over the whole run: every checkpoint's "
+    "test spends a share of 1 - confidence (the shares sum to it however long the run), "
+    "and the rules tested at one checkpoint are Holm-corrected together."
+)
+TEST_DESCRIPTION = (
+    "'mann_whitney': one-sided Mann-Whitney U on per-sample values; 'bootstrap': "
+    "bootstrap of the difference of means (p from its standard error); 'none': compare "
+    "means only. Set-level metrics have no per-sample values: means only."
+)
+
+
+class _Tested(_Strict):
     worse: Worse = Field(description="Which direction is bad for this metric: higher or lower.")
-    confidence: float = Field(
-        0.95,
-        gt=0.5,
-        lt=1,
-        description="Confidence of the statistical test over per-sample values (p < 1 - this).",
-    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description=CONFIDENCE_DESCRIPTION)
     test: Literal["mann_whitney", "bootstrap", "none"] = Field(
-        "mann_whitney",
-        description="'mann_whitney': one-sided Mann-Whitney U on per-sample values; "
-        "'bootstrap': bootstrap CI of the difference of means excludes 0; 'none': "
-        "compare means only. Set-level metrics have no per-sample values: means only.",
+        "mann_whitney", description=TEST_DESCRIPTION
     )
+
+
+class _Comparison(_Tested):
     min_change: float = Field(
         0.0, ge=0, description="Smallest worsening of the mean (absolute) that counts."
     )
+    min_relative_change: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Smallest worsening of the mean as a fraction of the baseline's "
+        "(0.5: half); for metrics whose scale differs between runs, such as lengths.",
+    )
+
+    @field_validator("baseline", mode="before", check_fields=False)
+    @classmethod
+    def _chosen_before_looking(cls, value: Any) -> Any:
+        if value == "best":
+            raise ValueError(
+                "'best' is no longer a baseline: the best checkpoint so far is the one noise "
+                "flattered most, so comparing with it raises alarms on a model that never "
+                "changed; use 'first', 'previous' or a step number"
+            )
+        return value
 
 
 class RegressionRule(_RuleBase, _Comparison):
@@ -123,16 +153,15 @@ class RegressionRule(_RuleBase, _Comparison):
 
     type: Literal["regression"] = Field(description="'regression'.")
     baseline: Baseline = Field(
-        "first",
-        description="Checkpoint compared with: 'first', 'previous', 'best' so far, or a step.",
+        "first", description="Checkpoint compared with: 'first', 'previous', or a step number."
     )
 
 
-class TrendRule(_RuleBase):
-    """Fires when the metric got worse at each of the last ``checkpoints`` checkpoints."""
+class TrendRule(_RuleBase, _Tested):
+    """Fires when the metric got worse at each of the last ``checkpoints`` checkpoints, and
+    significantly so between the first and the last of them."""
 
     type: Literal["trend"] = Field(description="'trend'.")
-    worse: Worse = Field(description="Which direction is bad for this metric: higher or lower.")
     checkpoints: int = Field(
         3, ge=2, le=100, description="How many consecutive worsenings make a trend."
     )
@@ -149,9 +178,8 @@ class DivergenceRule(_RuleBase, _Comparison):
         "train.loss", description="The trainer metric that should fall: 'train.<name>'."
     )
     baseline: Baseline = Field(
-        "best",
-        description="Checkpoint compared with: 'best' so far (default), 'first', "
-        "'previous', or a step.",
+        "first",
+        description="Checkpoint compared with: 'first' (default), 'previous', or a step number.",
     )
     min_loss_drop: float = Field(
         0.05,

@@ -2,8 +2,17 @@
 
 Reads go through :mod:`judgeserve.read`, who may call through :mod:`judgeserve.auth`;
 :func:`judgeserve.app.create_app` composes this router with the web view's.
+:mod:`.routes` has samples, metrics, runs, steps and alerts; :mod:`.checkpoints` the
+probe sets and checkpoints of checkpoint mode.
 """
 
-from .routes import BacklogGauge, router
+from fastapi import APIRouter
+
+from . import checkpoints, routes
+from .routes import BacklogGauge
 
 __all__ = ["router", "BacklogGauge"]
+
+router = APIRouter()
+router.include_router(routes.router)
+router.include_router(checkpoints.router)

@@ -8,7 +8,14 @@
 
 Every ``every_n_steps`` (and, if asked, at each evaluation or checkpoint save) the
 callback generates completions of the probe set from the model being trained and
-submits them with the step (and the checkpoint's path on save); every ``on_log`` it
+submits them with the step (and the checkpoint's path on save). In checkpoint mode
+(``mode="checkpoint"``) it generates nothing: it uploads the probe set at train start
+and, on each save, submits the folder the Trainer just wrote (``checkpoint-<step>``: for a
+PEFT model, the adapter), and judgeserve's generator completes the probes from it::
+
+    JudgeCallback("probes.jsonl", mode="checkpoint")   # with TrainingArguments(save_steps=200)
+
+Every ``on_log`` it
 forwards the trainer's numbers (loss, learning rate ...). A watcher thread polls the
 run's open alerts; when one whose rule says ``action: stop`` appears, the callback sets
 ``control.should_training_stop`` at the end of the next step. When W&B or TensorBoard
@@ -38,6 +45,7 @@ from transformers import (  # noqa: E402
     TrainerState,
     TrainingArguments,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR  # noqa: E402
 
 __all__ = ["JudgeCallback"]
 
@@ -61,11 +69,12 @@ class JudgeCallback(TrainerCallback):
         Args:
             probes: a JSONL probe file, or probes / dicts / prompt strings.
             tokenizer: used when the trainer has no ``processing_class``.
-            on_evaluate / on_save: also probe after each evaluation / checkpoint save.
+            on_evaluate / on_save: also probe after each evaluation / checkpoint save
+                (generate mode; in checkpoint mode every save is submitted).
             options, probe_options: when and how to probe, submit and watch alerts
-                (:class:`~judgeserve.callbacks.runner.ProbeOptions`: ``every_n_steps``,
-                ``client``, ``url``, ``run``, ``max_new_tokens``, ``stop_on_alert`` ...),
-                as one object and/or keyword arguments.
+                (:class:`~judgeserve.callbacks.runner.ProbeOptions`: ``mode``,
+                ``every_n_steps``, ``client``, ``url``, ``run``, ``max_new_tokens``,
+                ``stop_on_alert`` ...), as one object and/or keyword arguments.
         """
         self.runner = ProbeRunner(probes, options, **probe_options)
         self.on_evaluate_probe = on_evaluate
@@ -163,8 +172,12 @@ class JudgeCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.on_save_probe:
-            path = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
+        # The folder Trainer._save_checkpoint has just written (and not rotated away).
+        path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if self.runner.mode == "checkpoint":
+            if state.is_world_process_zero:
+                self.runner.submit_checkpoint(state.global_step, path)
+        elif self.on_save_probe:
             self._probe(state, kwargs, checkpoint=path)
 
     def on_train_end(
@@ -172,7 +185,7 @@ class JudgeCallback(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero:
             return
-        if self.runner.probe_at_end:
+        if self.runner.probe_at_end and self.runner.mode == "generate":
             self._probe(state, kwargs)
         self.runner.close()
         self._log_back(state, final=True)

@@ -12,11 +12,19 @@ optimizer steps the callback generates completions of the probe set and submits 
 every ``trainer.log_every_n_steps`` it forwards the training loss and the learning
 rate; on a ``stop`` alert it sets ``trainer.should_stop``. Aggregates are logged back to
 every logger of the trainer (W&B, TensorBoard, CSV ...) as ``judgeserve/<metric>``.
+
+In checkpoint mode (``mode="checkpoint"``) the callback generates nothing: it uploads
+the probe set at train start and, whenever the trainer saves a checkpoint
+(``on_save_checkpoint``: ``ModelCheckpoint`` or ``trainer.save_checkpoint``), writes the
+transformers model beside it in the form the generator loads — ``save_pretrained`` of
+the PEFT adapter (milliseconds) or of the whole model — into
+``<checkpoint dir>/judgeserve/step-<N>`` and submits that folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,16 +53,19 @@ class JudgeLightningCallback(pl.Callback):
         self,
         probes: str | Path | Sequence[Probe | dict[str, Any] | str],
         *,
-        tokenizer: Any,
+        tokenizer: Any = None,
         model_attr: str = "model",
         on_validation: bool = False,
         options: ProbeOptions | None = None,
         **probe_options: Any,
     ) -> None:
-        """``options`` / ``probe_options``: see :class:`~judgeserve.callbacks.runner.ProbeOptions`
-        (``every_n_steps``, ``client``, ``url``, ``run``, ``max_new_tokens`` ...)."""
+        """``tokenizer``: the model's (needed to generate; not in checkpoint mode).
+        ``options`` / ``probe_options``: see :class:`~judgeserve.callbacks.runner.ProbeOptions`
+        (``mode``, ``every_n_steps``, ``client``, ``url``, ``run``, ``max_new_tokens`` ...)."""
         super().__init__()
         self.runner = ProbeRunner(probes, options, **probe_options)
+        if tokenizer is None and self.runner.mode == "generate":
+            raise ValueError("JudgeLightningCallback needs tokenizer= to generate (or mode='checkpoint')")
         self.tokenizer = tokenizer
         self.model_attr = model_attr
         self.on_validation_probe = on_validation
@@ -123,6 +134,24 @@ class JudgeLightningCallback(pl.Callback):
             trainer.should_stop = True
             self.stopped_at = step
 
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        if self.runner.mode != "checkpoint" or not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        if step in self.runner.probed:
+            return
+        folder = os.path.join(self.export_dir(trainer), f"step-{step}")
+        # A Lightning .ckpt is no model folder a generator can load: write one beside it.
+        self._model(pl_module).save_pretrained(folder)
+        self.runner.submit_checkpoint(step, folder)
+
+    @staticmethod
+    def export_dir(trainer: Any) -> str:
+        """Where checkpoint mode writes the folders it submits."""
+        callback = getattr(trainer, "checkpoint_callback", None)
+        root = getattr(callback, "dirpath", None) or trainer.default_root_dir
+        return os.path.join(root, "judgeserve")
+
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self.on_validation_probe and not trainer.sanity_checking:
             self._probe(trainer, pl_module)
@@ -137,7 +166,7 @@ class JudgeLightningCallback(pl.Callback):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
-        if self.runner.probe_at_end:
+        if self.runner.probe_at_end and self.runner.mode == "generate":
             self._probe(trainer, pl_module)
         self.runner.close()
         self._log_back(trainer, final=True)

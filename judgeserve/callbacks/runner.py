@@ -1,7 +1,9 @@
 """What the Hugging Face and Lightning callbacks share: the trainer-side half of judgeserve.
 
-:class:`ProbeRunner` decides when to probe, generates and submits completions, forwards
-trainer metrics, and watches the run's alerts from a background thread. The training
+:class:`ProbeRunner` decides when to probe, generates and submits completions (or, in
+checkpoint mode, uploads the probe set once and submits each saved checkpoint for the
+service to generate from), forwards trainer metrics, and watches the run's alerts from
+a background thread. The training
 thread never waits on scoring: ``submit`` and ``log_metrics`` only append to the SDK's
 journal, and the alert poll happens on the watcher thread, which leaves a flag the
 callback reads at the end of each step (an attribute read).
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..client import JudgeClient
 from ..exceptions import ClientError
@@ -49,6 +52,16 @@ class ProbeOptions:
     """When to probe, how to generate, where to submit, how to watch alerts.
 
     Attributes:
+        mode: ``"generate"``: the callback generates the probes' completions in the
+            training process every ``every_n_steps`` and submits them; ``"checkpoint"``:
+            it uploads the probe set once at train start and, each time the trainer saves
+            a checkpoint, submits the folder just written; judgeserve's generator makes
+            the completions off the training path (needs a filesystem, or fsspec URL, the
+            generator can read: docs/checkpoints.md).
+        checkpoint_kind: checkpoint mode: ``"lora"`` (a PEFT adapter folder), ``"full"``,
+            or ``"auto"`` (``lora`` when the folder holds ``adapter_config.json``).
+        base_model: checkpoint mode: the base model LoRA adapters were trained on, as the
+            generator knows it (checked by the generator; None: not checked).
         client: a ``JudgeClient``; by default one is made for ``url`` and ``run`` (``run``
             defaults to the trainer's run name, else its output directory's name) and
             closed after training.
@@ -64,6 +77,9 @@ class ProbeOptions:
         on_alert: called (on the watcher thread) with each new alert.
     """
 
+    mode: Literal["generate", "checkpoint"] = "generate"
+    checkpoint_kind: Literal["auto", "lora", "full"] = "auto"
+    base_model: str | None = None
     client: JudgeClient | None = None
     url: str | None = None
     run: str | None = None
@@ -78,6 +94,10 @@ class ProbeOptions:
     on_alert: Callable[[Alert], None] | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in ("generate", "checkpoint"):
+            raise ValueError(f"mode must be 'generate' or 'checkpoint', not {self.mode!r}")
+        if self.checkpoint_kind not in ("auto", "lora", "full"):
+            raise ValueError("checkpoint_kind must be 'auto', 'lora' or 'full'")
         if self.every_n_steps is not None and self.every_n_steps < 1:
             raise ValueError("every_n_steps must be at least 1 (or None: probe on events only)")
 
@@ -107,6 +127,7 @@ class ProbeRunner:
         self.client = opts.client
         self._own_client = opts.client is None
         self.url, self.run = opts.url, opts.run
+        self.mode = opts.mode
         self.every_n_steps = opts.every_n_steps
         self.probe_at_start = opts.probe_at_start
         self.probe_at_end = opts.probe_at_end
@@ -117,7 +138,8 @@ class ProbeRunner:
         self.on_alert = opts.on_alert
         self.probed: list[int] = []
         self.generation_s = 0.0  # time spent generating completions
-        self.submit_s = 0.0  # time spent handing samples and metrics to the SDK
+        self.submit_s = 0.0  # time spent handing samples, checkpoints and metrics to the SDK
+        self.probe_set: str | None = None  # checkpoint mode: the version uploaded
         self.alerts: dict[int, Alert] = {}  # every alert seen, by id
         self.stop_alert: Alert | None = None
         self._new_alerts: list[Alert] = []
@@ -133,6 +155,10 @@ class ProbeRunner:
     def start(self, default_run: str | None = None) -> None:
         if self.client is None:
             self.client = JudgeClient(self.url, run=run_name(self.run, default_run))
+        if self.mode == "checkpoint" and self.probe_set is None:
+            started = time.perf_counter()
+            self.probe_set = self.client.set_probes(self.probes, self.generation)
+            self.submit_s += time.perf_counter() - started
         if self._watcher is None:
             self._closing.clear()
             self._watcher = threading.Thread(target=self._watch, name="judgeserve-watch", daemon=True)
@@ -157,7 +183,8 @@ class ProbeRunner:
     # -- called from the training thread ---------------------------------------------------
 
     def due(self, step: int) -> bool:
-        if step in self.probed:
+        """Whether to generate at ``step`` (never in checkpoint mode: saves decide)."""
+        if step in self.probed or self.mode == "checkpoint":
             return False
         if step == 0:
             return self.probe_at_start
@@ -182,6 +209,30 @@ class ProbeRunner:
         )
         self.submit_s += time.perf_counter() - generated
         return completions
+
+    def submit_checkpoint(self, step: int, path: str | os.PathLike[str]) -> bool:
+        """Checkpoint mode: the trainer saved ``path`` at ``step``; hand it to judgeserve
+        (one journal line: no generation, no network here). False when not submitted
+        (another mode, no client, or this step already submitted)."""
+        if self.mode != "checkpoint" or self.client is None or step in self.probed:
+            return False
+        started = time.perf_counter()
+        self.probed.append(step)
+        self.client.submit_checkpoint(
+            step,
+            path,
+            kind=self.checkpoint_kind_of(path),
+            base_model=self.options.base_model,
+            probe_set=self.probe_set,
+        )
+        self.submit_s += time.perf_counter() - started
+        return True
+
+    def checkpoint_kind_of(self, path: str | os.PathLike[str]) -> Literal["lora", "full"]:
+        kind = self.options.checkpoint_kind
+        if kind != "auto":
+            return kind
+        return "lora" if os.path.isfile(os.path.join(path, "adapter_config.json")) else "full"
 
     def log_metrics(self, step: int, values: Mapping[str, Any]) -> None:
         """Forward finite numeric trainer metrics (loss, learning_rate ...)."""

@@ -53,7 +53,7 @@ def plan(lines: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
         body = req["body"]
         if "samples" not in body:
             cur = None
-            out.append({"path": req["path"], "body": body, "end": end})
+            out.append({"method": req.get("method", "POST"), "path": req["path"], "body": body, "end": end})
             continue
         key = (
             req["path"], body["step"], body.get("checkpoint"), tuple(body.get("rubrics") or ()),
@@ -84,7 +84,7 @@ class Agent:
 
     def send(self, req: dict[str, Any], journal: Path) -> None:
         try:
-            resp = self.http.post(req["path"], json=req["body"])
+            resp = self.http.request(req.get("method", "POST"), req["path"], json=req["body"])
         except httpx.HTTPError as e:
             log.debug("send failed: %s", e)
             raise Retry() from e

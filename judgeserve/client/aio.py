@@ -33,6 +33,14 @@ class AsyncJudgeClient:
     async def log_metrics(self, step: int, **values: float) -> None:
         self._client.log_metrics(step, **values)
 
+    async def set_probes(self, probes: Any, generation: Any = None) -> str:
+        """See :meth:`JudgeClient.set_probes` (reading a probe file runs in a thread)."""
+        return await asyncio.to_thread(self._client.set_probes, probes, generation)
+
+    async def submit_checkpoint(self, step: int, path: Any, **kwargs: Any) -> None:
+        """See :meth:`JudgeClient.submit_checkpoint`."""
+        self._client.submit_checkpoint(step, path, **kwargs)
+
     async def alerts(self, state: str | None = "open") -> list[Alert]:
         return await asyncio.to_thread(self._client.alerts, state)
 

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from ..exceptions import APIError, ClientError
-from ..schema import Alert, SampleIn
+from ..probes import GenerationConfig, Probe, ProbeSet, load_probes
+from ..schema import Alert, CheckpointIn, CheckpointKind, SampleIn
 from ..settings import get_settings
 from .journal import Journal
 
@@ -92,6 +93,7 @@ class JudgeClient:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self._closed = False
+        self.probe_set: ProbeSet | None = None  # the last one set_probes sent
 
     def _spawn_agent(
         self, env: dict[str, str], timeout: float, max_backoff_s: float, orphan_grace_s: float
@@ -140,6 +142,77 @@ class JudgeClient:
             body["rubrics"] = self.rubrics
         self.journal.append({"path": f"/v1/runs/{self.run}/samples", "body": body})
         return [d["id"] for d in items]
+
+    def set_probes(
+        self,
+        probes: str | Path | Iterable[Probe | Mapping[str, Any] | str] | ProbeSet,
+        generation: GenerationConfig | Mapping[str, Any] | None = None,
+    ) -> str:
+        """Store the run's probe set on the server (checkpoint mode: what the generator
+        completes at every submitted checkpoint); returns its version (content hash).
+
+        ``probes``: a JSONL probe file, probes / dicts / prompt strings, or a
+        :class:`~judgeserve.probes.ProbeSet`; ``generation``: the decoding settings
+        (``max_new_tokens``, ``samples``, ``temperature``, ``seed`` ...). Checked here, so
+        a bad set fails in the trainer at once; delivered like ``submit``.
+        """
+        self._check_open()
+        if isinstance(probes, ProbeSet):
+            probe_set = probes if generation is None else probes.model_copy(
+                update={"generation": GenerationConfig.model_validate(generation)}
+            )
+        else:
+            items = load_probes(
+                probes if isinstance(probes, (str, Path)) else [
+                    dict(p) if isinstance(p, Mapping) else p for p in probes
+                ]
+            )
+            probe_set = ProbeSet(
+                probes=items,
+                generation=GenerationConfig.model_validate(generation or {}),
+            )
+        body = probe_set.model_dump(mode="json")
+        self.journal.append({"method": "PUT", "path": f"/v1/runs/{self.run}/probes", "body": body})
+        self.probe_set = probe_set
+        return probe_set.version()
+
+    def submit_checkpoint(
+        self,
+        step: int,
+        path: str | os.PathLike[str],
+        *,
+        kind: CheckpointKind = "lora",
+        base_model: str | None = None,
+        probe_set: str | None = None,
+    ) -> None:
+        """Say that a checkpoint was saved at ``path`` (checkpoint mode): the server
+        generates the run's probe set with it and scores the completions.
+
+        ``path`` is the folder the trainer wrote (for a PEFT model, the adapter folder),
+        made absolute here, or an fsspec URL (``s3://...``); the generator must be able
+        to read it. ``kind``: ``"lora"`` (an adapter) or ``"full"`` (a whole model).
+        ``probe_set``: a version ``set_probes`` returned (default: the run's current
+        set). Returns at once; the job is delivered like ``submit``.
+        """
+        self._check_open()
+        where = os.fspath(path)
+        if "://" not in where:
+            where = os.path.abspath(where)
+        try:
+            body = CheckpointIn(
+                step=int(step), path=where, kind=kind, base_model=base_model, probe_set=probe_set
+            ).model_dump(mode="json", exclude_none=True)
+        except ValueError as e:
+            raise ClientError(f"invalid checkpoint: {e}") from e
+        self.journal.append({"path": f"/v1/runs/{self.run}/checkpoints", "body": body})
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The run's submitted checkpoints and their job states, fetched now."""
+        resp = self._get("/checkpoints")
+        if resp.status_code == 404:
+            return []
+        jobs: list[dict[str, Any]] = resp.json()["checkpoints"]
+        return jobs
 
     def log_metrics(self, step: int, **values: float) -> None:
         """Queue trainer metrics (loss, learning_rate, ...) for ``step``."""

@@ -54,9 +54,12 @@ def send(worker: Worker, run: str, step: int, lengths: list[int], expected: int 
     worker.process(worker.queue.read(100, block_ms=100))
 
 
-def test_rules_wait_for_every_expected_sample(make_worker: Callable[..., Worker]) -> None:
+def test_rules_wait_for_every_expected_sample(
+    settings: Settings, database_url: str, make_worker: Callable[..., Worker]
+) -> None:
     engine, calls = AlertEngine(LONG_ANSWERS), Calls()
-    worker = make_worker(scorers=[LengthScorer()], hooks=[engine, calls])
+    s = settings.model_copy(update={"database_url": database_url})
+    worker = make_worker(settings=s, scorers=[LengthScorer()], hooks=[engine, calls])
     # The first third of the checkpoint is long answers: its mean (10) is over the bound.
     send(worker, "r", 10, [10] * 4, expected=12)
     assert calls.calls == [] and read.list_alerts(worker.store, "r") == []

@@ -50,7 +50,8 @@ def store(database_url: str) -> Iterator[Store]:
     s.close()
 
 
-def checkpoint(store: Store, run: str, step: int, metric: str, values: list[float], loss: float | None = None) -> None:
+def checkpoint(store: Store, run: str, step: int, metric: str, values: list[float] | list[bool],
+               loss: float | None = None) -> None:
     """What the worker leaves behind for one checkpoint: samples, scores, aggregates."""
     samples = [Sample(run=run, step=step, id=f"{step}-{i}", prompt="p", completion="c") for i in range(len(values))]
     with store.begin() as conn:
@@ -82,6 +83,13 @@ def test_fires_once_while_open_and_again_after_resolve(store: Store) -> None:
     assert again.step == 300 and again.id != alert.id
     assert [a.state for a in read.list_alerts(store, "r")] == ["open", "resolved"]
     assert engine.check(store, "other-run", 400) == []
+
+
+def test_a_loops_alert_lists_the_looping_samples_only(store: Store) -> None:
+    engine = AlertEngine(RULES)
+    checkpoint(store, "r", 100, "repetition.loop", [False, True, False, False])
+    (alert,) = engine.check(store, "r", 100)
+    assert alert.rule == "loops" and alert.evidence["sample_ids"] == ["100-1"]
 
 
 def test_divergence_from_stored_loss_and_scores(store: Store) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pytest
 
 from judgeserve.alerts import History, evaluate, parse_rules
-from judgeserve.alerts.evaluate import bootstrap_diff_ci, mann_whitney_worse
+from judgeserve.alerts.statistics import bootstrap_diff_ci, mann_whitney_worse
 
 LOSS_FALLING = {100: 3.0, 200: 2.0, 300: 1.2, 400: 0.6, 500: 0.3}
 LOSS_FLAT = {100: 1.0, 200: 1.01, 300: 0.99, 400: 1.0, 500: 1.0}
@@ -100,14 +101,14 @@ min_change: 0.05
 
 
 @pytest.mark.parametrize("test", ["mann_whitney", "bootstrap"])
-@pytest.mark.parametrize("baseline", ["first", "best", "previous", "100"])
+@pytest.mark.parametrize("baseline", ["first", "previous", "100"])
 def test_regression_fires_on_a_significant_drop(test: str, baseline: str) -> None:
     h = history({"reference.semscore": {100: 0.80, 200: 0.81, 300: 0.65}})
     r = rule(REGRESSION.format(baseline=baseline, test=test))
     f = evaluate(r, h, 300)
     assert f is not None
     assert f.evidence["test"] == test and f.evidence["current"]["step"] == 300
-    assert ("p_value" in f.evidence) == (test == "mann_whitney")
+    assert f.evidence["p_value"] < f.evidence["alpha"]
     assert ("diff_ci" in f.evidence) == (test == "bootstrap")
     assert "regressed" in f.message
 
@@ -212,10 +213,11 @@ def test_divergence_fires_when_loss_falls_and_memorization_rises() -> None:
 
 
 def test_divergence_fires_when_loss_falls_and_quality_falls() -> None:
-    h = history({"train.loss": LOSS_FALLING, "reference.semscore": {100: 0.5, 200: 0.7, 300: 0.72, 400: 0.6, 500: 0.5}})
+    h = history({"train.loss": LOSS_FALLING, "reference.semscore": {100: 0.7, 200: 0.72, 300: 0.71, 400: 0.6, 500: 0.5}})
     r = rule(QUALITY)
+    assert not fired(r, h, 200) and not fired(r, h, 300)
     f = evaluate(r, h, 400)
-    assert f is not None and f.evidence["baseline"]["step"] == 300  # the best checkpoint
+    assert f is not None and f.evidence["baseline"]["step"] == 100  # the first checkpoint
 
 
 def test_divergence_quiet_when_both_improve() -> None:
@@ -247,3 +249,103 @@ def test_divergence_on_a_set_metric_uses_the_loss_logged_before_the_checkpoint()
 def test_disabled_rules_never_fire() -> None:
     h = history({"repetition.loop": {1: 0.9}})
     assert not fired(rule(THRESHOLD + "\nenabled: false"), h, 1)
+
+
+# --- corrections: over checkpoints (spending) and over rules (Holm) --------------------------
+
+
+def test_each_look_spends_a_share_and_all_looks_together_spend_alpha() -> None:
+    from judgeserve.alerts.statistics import look_alpha
+
+    shares = [look_alpha(0.05, k) for k in range(1, 100_001)]
+    assert all(a > b > 0 for a, b in pairwise(shares[:200]))
+    # The shares telescope: the first K sum to alpha * (1 - ln 2 / ln(K + 2)), under alpha.
+    for k in (1, 10, 50, 100_000):
+        assert sum(shares[:k]) == pytest.approx(0.05 * (1 - np.log(2) / np.log(k + 2)), rel=1e-9)
+    assert shares[0] == pytest.approx(0.05 * (1 - np.log(2) / np.log(3)))
+    with pytest.raises(ValueError):
+        look_alpha(0.05, 0)
+
+
+def test_holm_steps_down() -> None:
+    from judgeserve.alerts.statistics import Tested, holm
+
+    family = [Tested(p, 0.05) for p in (0.01, 0.04, 0.03, 0.5)]
+    holm(family)  # 0.01 <= 0.05/4; then 0.03 > 0.05/3 stops it
+    assert [t.rejected for t in family] == [True, False, False, False]
+    assert family[0].level == pytest.approx(0.0125)
+    family = [Tested(p, 0.05) for p in (0.001, 0.02, 0.04)]
+    holm(family)  # Bonferroni would keep 0.02 (> 0.05/3); Holm tests it at 0.05/2
+    assert [t.rejected for t in family] == [True, True, True]
+
+
+def _two_drops() -> History:
+    base = list(np.round(np.linspace(0.3, 0.9, 30), 4))
+    drop = list(np.round(np.array(base) - 0.11, 4))  # Mann-Whitney p = 0.0135 each
+    series = {m: {1: float(np.mean(base)), 2: float(np.mean(drop))} for m in ("a.score", "b.score")}
+    samples = {(s, m): v for m in ("a.score", "b.score") for s, v in ((1, base), (2, drop))}
+    return History.from_values("r", series, samples)
+
+
+def test_rules_of_one_checkpoint_are_corrected_together() -> None:
+    from judgeserve.alerts import evaluate_checkpoint
+
+    h = _two_drops()
+    a, b = (rule(f"name: {m[0]}\ntype: regression\nmetric: {m}\nworse: lower\nmin_change: 0.05")
+            for m in ("a.score", "b.score"))
+    # Alone, each drop is significant at the first look's share of 0.05 (0.018).
+    fa, fb = evaluate(a, h, 2), evaluate(b, h, 2)
+    assert fa is not None and fb is not None
+    assert fa.evidence["alpha"] == pytest.approx(0.01845, abs=1e-5) and fa.evidence["family"] == 1
+    assert "p=0.014 < level 0.018" in fa.message
+    # Tested together, the smaller p must pass half of it: neither does.
+    assert evaluate_checkpoint([a, b], h, 2) == []
+    # A rule whose other conditions fail still counts in the family (p = 1).
+    quiet = rule("name: q\ntype: regression\nmetric: b.score\nworse: higher")
+    assert evaluate_checkpoint([a, quiet], h, 2) == []
+
+
+def test_a_baseline_picked_after_looking_is_refused() -> None:
+    from judgeserve.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'best' is no longer a baseline.*use 'first', 'previous'"):
+        rule("name: b\ntype: regression\nmetric: m\nworse: lower\nbaseline: best")
+
+
+def test_min_relative_change_asks_for_a_share_of_the_baseline() -> None:
+    r = rule("name: short\ntype: regression\nmetric: length.tokens\nworse: lower\nbaseline: previous\n"
+             "min_relative_change: 0.5")
+    rng = np.random.default_rng(3)
+    long = list(rng.normal(200, 20, 40))
+    for factor, fires in ((0.4, True), (0.6, False)):
+        shorter = [v * factor for v in long]
+        h = History.from_values("r", {"length.tokens": {1: float(np.mean(long)), 2: float(np.mean(shorter))}},
+                                {(1, "length.tokens"): long, (2, "length.tokens"): shorter})
+        assert fired(r, h, 2) is fires
+
+
+def test_a_trend_must_also_be_significant() -> None:
+    r = rule(TREND.replace("min_change: 0.5", "min_change: 0"))
+    spread = np.linspace(20.0, 80.0, 24)
+
+    def falling(per_step: float) -> History:
+        samples = {(s, "reference.chrf"): list(spread - per_step * (s - 1)) for s in (1, 2, 3, 4)}
+        means = {s: float(np.mean(v)) for (s, _), v in samples.items()}
+        return History.from_values("r", {"reference.chrf": means}, samples)
+
+    # Fell at three checkpoints in a row, by 3 points in all: noise beside a spread of 60.
+    assert not fired(r, falling(1.0), 4)
+    f = evaluate(r, falling(15.0), 4)
+    assert f is not None and f.evidence["p_value"] < f.evidence["alpha"]
+    assert fired(r.model_copy(update={"test": "none"}), falling(1.0), 4)  # means only: monotone is enough
+
+
+def test_boolean_evidence_lists_the_flagged_samples_only() -> None:
+    h = History.from_values("r", {"repetition.loop": {1: 0.25}},
+                            {(1, "repetition.loop"): [False, True, False, False]})
+    f = evaluate(rule(THRESHOLD), h, 1)
+    assert f is not None and f.evidence["sample_ids"] == ["repetition.loop@1#1"]
+    # Lower is worse: the samples whose flag is off are the evidence.
+    low = rule("name: ok\ntype: threshold\nmetric: repetition.loop\nbelow: 0.9")
+    f = evaluate(low, h, 1)
+    assert f is not None and f.evidence["sample_ids"] == ["repetition.loop@1#0", "repetition.loop@1#2", "repetition.loop@1#3"]

@@ -4,6 +4,7 @@ import math
 import random
 import time
 
+import numpy as np
 import pytest
 
 from judgeserve.aggregates import aggregate, aggregate_all
@@ -68,3 +69,41 @@ def test_thousands_of_values_are_fast() -> None:
 def test_aggregate_all_maps_metrics() -> None:
     out = aggregate_all({"a": [1.0, 2.0], "b": [True, True, False]})
     assert set(out) == {"a", "b"} and out["a"].n == 2 and out["b"].mean == pytest.approx(2 / 3)
+
+
+def _general_bootstrap(values: list[float], resamples: int = 20_000) -> tuple[float, float]:
+    """The textbook percentile bootstrap (index resampling), written out here."""
+    x = np.array(values, dtype=float)
+    idx = np.random.default_rng(11).integers(0, len(x), size=(resamples, len(x)))
+    low, high = np.quantile(x[idx].mean(axis=1), [0.025, 0.975])
+    return float(low), float(high)
+
+
+@pytest.mark.parametrize(("flagged", "n"), [(3, 100), (1, 24), (12, 64), (50, 100), (63, 64)])
+def test_zero_one_shortcut_matches_binomial_quantiles_and_the_general_bootstrap(flagged: int, n: int) -> None:
+    from scipy.stats import binom
+
+    values = [True] * flagged + [False] * (n - flagged)
+    agg = aggregate(values)
+    assert agg.ci_low is not None and agg.ci_high is not None
+    # The bootstrap mean of 0/1 values is Binomial(n, k/n) / n: its quantiles are known.
+    p = flagged / n
+    assert agg.ci_low == pytest.approx(binom.ppf(0.025, n, p) / n, abs=1 / n + 1e-9)
+    assert agg.ci_high == pytest.approx(binom.ppf(0.975, n, p) / n, abs=1 / n + 1e-9)
+    low, high = _general_bootstrap([float(v) for v in values])
+    assert agg.ci_low == pytest.approx(low, abs=1 / n + 1e-9)
+    assert agg.ci_high == pytest.approx(high, abs=1 / n + 1e-9)
+
+
+def test_a_three_percent_loop_rate_gets_about_zero_to_seven_percent() -> None:
+    agg = aggregate([1.0] * 3 + [0.0] * 97)
+    assert agg.mean == pytest.approx(0.03)
+    assert agg.ci_low == 0.0 and agg.ci_high == pytest.approx(0.07, abs=0.005)
+
+
+def test_few_levels_shortcut_matches_the_general_bootstrap() -> None:
+    rng = random.Random(2)
+    values = [float(rng.choice([1, 2, 2, 3, 5])) for _ in range(80)]
+    agg = aggregate(values)
+    low, high = _general_bootstrap(values)
+    assert agg.ci_low == pytest.approx(low, abs=0.03) and agg.ci_high == pytest.approx(high, abs=0.03)

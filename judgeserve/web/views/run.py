@@ -17,6 +17,7 @@ router = APIRouter()
 RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN)]
 PER_PAGE = 50
 ALERTS_SHOWN = 10
+CHECKPOINTS_SHOWN = 20  # the newest submitted checkpoints (all: GET /v1/runs/{run}/checkpoints)
 
 
 @router.get("/runs/{run}", response_class=HTMLResponse)
@@ -32,6 +33,8 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             s["flagged"] = flagged.get(s["step"], 0)
         open_alerts = read.list_alerts(conn, run, "open", ALERTS_SHOWN, 0)
         n_open = read.count_alerts(conn, run, "open")
+        jobs = read.list_checkpoint_jobs(conn, run, CHECKPOINTS_SHOWN, 0)
+        n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
     return render(
@@ -45,6 +48,8 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "open_alerts": open_alerts,
             "n_open": n_open,
             "nonfinite": nonfinite,
+            "jobs": jobs,
+            "n_jobs": n_jobs,
             "live_run": run,
             "live_since": stamp,
         },
