@@ -11,9 +11,24 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import httpx
 import redis
+
+# The API processes run with auth on (the default): each makes or takes the local token in
+# this private data directory, where the SDK in this process finds it too (never the
+# user's own). Raw HTTP clients send auth_headers().
+os.environ["JUDGESERVE_DATA_DIR"] = tempfile.mkdtemp(prefix="judgeserve-bench-data-")
+
+
+def auth_headers() -> dict[str, str]:
+    from judgeserve.local_token import read_token, token_path
+
+    token = read_token(token_path(Path(os.environ["JUDGESERVE_DATA_DIR"])))
+    assert token, "no local token: start an API first"
+    return {"Authorization": f"Bearer {token}"}
+
 
 WORDS = ["the", "model", "answers", "every", "question", "with", "a", "fluent", "and", "confident", "paragraph", "about", "training", "data", "loss", "curves", "and", "checkpoints", "that", "look", "healthy"]
 

@@ -7,7 +7,7 @@ import json
 import time
 
 import httpx
-from _stack import api_process, pct, table, text
+from _stack import api_process, auth_headers, pct, table, text
 
 DURATION_S = 8.0
 CONCURRENCY = 8
@@ -16,6 +16,7 @@ CONCURRENCY = 8
 async def blast(url: str, batch_size: int) -> tuple[int, list[float], float]:
     samples = [{"id": "", "prompt": text(20, i), "completion": text(200, i)} for i in range(batch_size)]
     latencies: list[float] = []
+    headers = auth_headers()
     sent = 0
     counter = 0
 
@@ -28,7 +29,7 @@ async def blast(url: str, batch_size: int) -> tuple[int, list[float], float]:
             body = json.dumps({"step": counter, "samples": samples}).encode()
             t0 = time.perf_counter()
             r = await client.post(f"{url}/v1/runs/bench-ingest/samples", content=body,
-                                  headers={"content-type": "application/json"})
+                                  headers={"content-type": "application/json", **headers})
             latencies.append(time.perf_counter() - t0)
             assert r.status_code == 202, r.text
             sent += batch_size

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 import sqlalchemy as sa
-from _stack import free_port, table, text, wait_healthy
+from _stack import auth_headers, free_port, table, text, wait_healthy
 
 from judgeserve import JudgeClient
 from judgeserve.store import Store
@@ -131,7 +131,7 @@ def burst(bound: int = 2000) -> tuple[int, int, int]:
         for k in range(60):
             for i, s in enumerate(body["samples"]):
                 s["id"] = f"{k}-{i}"
-            r = httpx.post(f"{stack.url}/v1/runs/burst/samples", json=body)
+            r = httpx.post(f"{stack.url}/v1/runs/burst/samples", json=body, headers=auth_headers())
             if r.status_code == 429:
                 rejected += 1
             else:

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stack import judgeserve_processes, pct, table
+from _stack import auth_headers, judgeserve_processes, pct, table
 
 RUN = "bench-web"
 WORDS = [
@@ -67,7 +67,7 @@ def seed_api(url: str, steps: int, per_step: int, db: str) -> None:
     from judgeserve.store import Store
 
     rng = random.Random(0)
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with httpx.Client(base_url=url, timeout=60, headers=auth_headers()) as http:
         for step in range(steps):
             batch = [
                 {"id": f"{step}-{i}", "prompt": f"probe {i}", "completion": completion(rng, step),
@@ -161,7 +161,7 @@ def measure(url: str, steps: int, per_step: int, repeat: int) -> list[tuple[str,
         ("step selector (goto)", f"/runs/{RUN}/goto?step={mid}"),
     ]
     rows = [("page", "p50", "p95")]
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with httpx.Client(base_url=url, timeout=60, headers=auth_headers()) as http:
         for name, path in pages:
             times = []
             for _ in range(repeat + 1):

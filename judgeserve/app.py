@@ -5,7 +5,8 @@
 and authenticate through :mod:`judgeserve.auth`, and this factory puts them side by side.
 It also owns what applies to every route: the clients built once per process (store,
 stream, producer), the one place where judgeserve's exceptions become HTTP responses,
-and the cap on request bodies.
+the cap on request bodies, and the guards of :mod:`judgeserve.auth` that run before any
+route (Host allow-list, Origin check) plus the local token made at first start.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, api, web
-from .auth import TokenCache, auth_enabled
+from .auth import OriginCheck, TokenCache, allowed_hosts, ensure_local_token
 from .exceptions import Backpressure, QueueError, StoreError, StoreUnavailable
+from .local_token import is_loopback, token_path
 from .settings import Settings, get_settings
 from .store import Store
 from .stream import AsyncProducer, Queue
@@ -47,8 +50,9 @@ def create_app(
         app.state.queue = queue or Queue.from_settings(settings, create_group=False)
         app.state.producer = AsyncProducer.from_settings(settings)
         app.state.backlog = api.BacklogGauge(app.state.producer, settings.max_backlog)
-        app.state.auth = auth_enabled(settings.auth, settings.host)
+        app.state.auth = settings.auth == "on"
         app.state.tokens = TokenCache()
+        _announce_auth(settings, app.state.store)
         _warn_durability(app.state.queue)
         try:
             yield
@@ -71,7 +75,41 @@ def create_app(
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OriginCheck, allowed=settings.allowed_origins)
+    # Added last, so it runs first: a request for a name this API does not serve (a DNS
+    # rebinding page) is turned away before anything else looks at it.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings))
     return app
+
+
+def _announce_auth(settings: Settings, store: Store) -> None:
+    """With auth on, make the local token if there is none and show it this once."""
+    if settings.auth == "off":
+        if not is_loopback(settings.host):
+            log.warning(
+                "auth is off and the API listens on %s: anyone who can reach it reads every "
+                "prompt and can resolve alerts (JUDGESERVE_AUTH=on)", settings.host,
+            )
+        return
+    path = token_path(settings.data_dir)
+    try:
+        created = ensure_local_token(store, settings.data_dir)
+    except OSError as e:
+        log.warning("auth is on; no local token (%s cannot be written: %s): make tokens with "
+                    "`judgeserve token create`", path, e)
+        return
+    if created is None:
+        log.info("auth is on; local clients use the token in %s", path)
+        return
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    print(
+        f"\njudgeserve: auth is on. The token for local use (project 'local'), shown this once:\n\n"
+        f"    {created}\n\n"
+        f"It is saved in {path} (mode 0600): the SDK and CLI on this machine read it there.\n"
+        f"To use the web view, log in at http://{host}:{settings.port}/login with it.\n",
+        flush=True,
+    )
 
 
 def _warn_durability(queue: Queue) -> None:

@@ -6,7 +6,11 @@ password stretching needed). A token belongs to one project and reaches only tha
 project's runs: a run is owned by the project whose token first wrote to it.
 
 * tokens: :func:`create_token`, :func:`revoke_token`, :func:`list_tokens`, :func:`verify`
-  (through the store's writes and :mod:`judgeserve.read`);
+  (through the store's writes and :mod:`judgeserve.read`), and :func:`ensure_local_token`,
+  the token of project ``local`` kept in ``<data_dir>/token`` (:mod:`judgeserve.local_token`);
+* what guards every request before any route runs: :func:`allowed_hosts` (the Host
+  allow-list against DNS rebinding, applied by Starlette's ``TrustedHostMiddleware``) and
+  :class:`OriginCheck` (state-changing requests from another site's pages are refused: CSRF);
 * :class:`TokenCache`: verified tokens and run owners, so a hot submit path costs no query;
 * :func:`principal` and :func:`check_run`, and the FastAPI dependencies built on them
   (``Caller``, ``ReadRun``, ``WriteRun``) that api/ routes and web/ pages both use.
@@ -14,18 +18,28 @@ project's runs: a run is owned by the project whose token first wrote to it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import read
+from .local_token import read_token, token_path, write_token
 from .schema import RUN_NAME_PATTERN
+from .settings import Settings
 from .store import Store
 
 __all__ = [
@@ -37,7 +51,10 @@ __all__ = [
     "revoke_token",
     "list_tokens",
     "verify",
-    "auth_enabled",
+    "LOCAL_PROJECT",
+    "ensure_local_token",
+    "allowed_hosts",
+    "OriginCheck",
     "TokenCache",
     "principal",
     "check_run",
@@ -48,8 +65,10 @@ __all__ = [
     "WriteRun",
 ]
 
+log = logging.getLogger(__name__)
 COOKIE = "judgeserve_token"
 CACHE_S = 30.0  # a revoked token stops working within this long
+LOCAL_PROJECT = "local"
 
 
 @dataclass(frozen=True)
@@ -90,10 +109,10 @@ def list_tokens(store: Store) -> list[dict[str, Any]]:
 
 def verify(store: Store, token: str) -> Principal | None:
     """The token's project, or None when the token is unknown, revoked or wrong."""
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != "js":
+    parts = _split(token)
+    if parts is None:
         return None
-    _, token_id, secret = parts
+    token_id, secret = parts
     found = read.token(store, token_id)
     # Compare even when the id is unknown, so timing does not tell ids apart.
     expected = found[1] if found else "0" * 64
@@ -102,16 +121,118 @@ def verify(store: Store, token: str) -> Principal | None:
     return Principal(project=found[0])
 
 
-def auth_enabled(mode: str, host: str) -> bool:
-    """``auto`` turns auth on whenever the API listens beyond loopback."""
-    if mode != "auto":
-        return mode == "on"
-    if host == "localhost":
-        return False
+def _split(token: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "js" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def ensure_local_token(store: Store, data_dir: FilePath) -> str | None:
+    """Make sure ``<data_dir>/token`` holds a token ``store`` accepts; returns the token when
+    it had to be made (for the caller to show once), None when the file's token is good.
+
+    A token in the file that this store has never seen (another server on this machine
+    made it) is registered here too, so every local server takes the one file. A revoked
+    or tampered one is replaced.
+    """
+    path = token_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Two servers starting at once must not each write a token of their own.
+    with open(path.with_name(".token.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = read_token(path)
+        parts = _split(existing) if existing else None
+        if existing and parts:
+            if verify(store, existing) is not None:
+                return None
+            known = {t["id"] for t in read.list_tokens(store)}
+            if parts[0] not in known and len(parts[0]) <= 32 and parts[0].isalnum():
+                store.add_token(parts[0], LOCAL_PROJECT, "local", _hash(parts[1]))
+                return None
+        token = create_token(store, LOCAL_PROJECT, "local")
+        write_token(path, token)
+        return token
+
+
+# -- before any route: Host allow-list, Origin check -------------------------------------
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """Host header values to answer: ``allowed_hosts`` when set; else the loopback names and
+    the bind address, or any host when binding every interface (names clients use are
+    unknown then; tokens keep a rebinding page out, since its origin gets no cookie)."""
+    if settings.allowed_hosts:
+        return list(settings.allowed_hosts)
+    bind = settings.host.strip("[]")
+    if bind in ("", "0.0.0.0", "::"):
+        return ["*"]
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
     try:
-        return not ipaddress.ip_address(host).is_loopback
+        literal = f"[{bind}]" if ipaddress.ip_address(bind).version == 6 else bind
     except ValueError:
-        return True  # a host name may resolve anywhere: be safe
+        literal = bind.lower()
+    if literal not in hosts:
+        hosts.append(literal)
+    return hosts
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _origin_netloc(origin: str) -> str | None:
+    parts = urlsplit(origin)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = str(parts.port) if parts.port else _DEFAULT_PORTS[parts.scheme]
+    return f"{host}:{port}".lower()
+
+
+def _host_netloc(host: str, scheme: str) -> str:
+    host = host.lower()
+    if host.endswith("]") or ":" not in host:  # no port: the scheme's default
+        return f"{host}:{_DEFAULT_PORTS.get(scheme, '80')}"
+    return host
+
+
+class OriginCheck:
+    """Refuses (403) a state-changing request that a browser sent from another site's page.
+
+    Browsers send ``Origin`` with every POST; it must name this site (the request's
+    ``Host``) or one of ``allowed``. ``Origin: null`` (sandboxed frames, files) is refused.
+    Requests with no ``Origin`` come from programs (the SDK, curl), which a page cannot
+    make a user's browser send, unless ``Sec-Fetch-Site`` says it is cross-site.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = {n for n in (_origin_netloc(o) for o in allowed) if n}
+
+    def refusal(self, headers: Headers, scheme: str) -> str | None:
+        origin = headers.get("origin")
+        if origin is None:
+            if headers.get("sec-fetch-site") == "cross-site":
+                return "cross-site request refused"
+            return None
+        netloc = _origin_netloc(origin)
+        if netloc is not None and (
+            netloc in self.allowed or netloc == _host_netloc(headers.get("host", ""), scheme)
+        ):
+            return None
+        return (
+            f"cross-origin request from {origin[:200]!r} refused; "
+            "add that origin to JUDGESERVE_ALLOWED_ORIGINS if it is yours"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            reason = self.refusal(Headers(scope=scope), scope.get("scheme", "http"))
+            if reason is not None:
+                await JSONResponse({"detail": reason}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # -- per request --------------------------------------------------------------------------

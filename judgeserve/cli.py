@@ -184,6 +184,20 @@ def token_revoke(token_id: str) -> None:
             raise typer.Exit(1)
 
 
+@token_app.command("local")
+def token_local() -> None:
+    """Print the local token (made by the API's first start in JUDGESERVE_DATA_DIR), e.g.
+    for curl -H "Authorization: Bearer $(judgeserve token local)" or the web view's login."""
+    from .local_token import read_token, token_path
+
+    path = token_path(_settings().data_dir)
+    token = read_token(path)
+    if token is None:
+        typer.echo(f"no local token in {path}: start the API once (judgeserve up)", err=True)
+        raise typer.Exit(1)
+    typer.echo(token)
+
+
 @contextmanager
 def _store() -> Iterator[Any]:
     from .store import Store

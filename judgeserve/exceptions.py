@@ -3,7 +3,8 @@
     JudgeserveError
     ├── ConfigError            bad settings, rubric or rule files (names file/line/field)
     ├── ClientError            raised by the SDK
-    │   └── APIError           the API answered with an error status (.status, .detail)
+    │   ├── APIError           the API answered with an error status (.status, .detail, .samples)
+    │   └── JournalError       a line of the SDK's journal could not be read back
     ├── QueueError             Redis is unreachable or misconfigured
     ├── Backpressure           too many samples wait to be scored: retry later (HTTP 429)
     ├── StoreError             the database refused a write (bad data: retrying will not help)
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ClientError",
     "APIError",
+    "JournalError",
     "QueueError",
     "Backpressure",
     "StoreError",
@@ -59,10 +61,17 @@ class ClientError(JudgeserveError):
 class APIError(ClientError):
     """The API answered with an error status."""
 
-    def __init__(self, status: int, detail: object) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
+    def __init__(self, status: int, detail: object, samples: list[str] | None = None) -> None:
+        which = f" (samples {', '.join(map(str, samples))})" if samples else ""
+        super().__init__(f"HTTP {status}{which}: {detail}")
         self.status = status
         self.detail = detail
+        self.samples = samples or []  # ids of the samples this refusal concerns
+
+
+class JournalError(ClientError):
+    """A line of the SDK's journal could not be read back (a torn write): what it held
+    was never delivered."""
 
 
 class QueueError(JudgeserveError):

@@ -171,7 +171,8 @@ def start_actors(
     """Start ``n`` worker actors (scoring, or generation with ``kind="generate"``) on the
     connected Ray cluster; returns (actors, run refs)."""
     cls = _actor_class()
-    data = settings.model_dump(mode="json")
+    # Secrets stay out of actor arguments: each process reads its own environment.
+    data = settings.model_dump(mode="json", exclude={"judge_api_key"})
     prefix = prefix or ("ray-generator" if kind == "generate" else "ray-worker")
     actors = [cls.remote(data, f"{prefix}-{i}", kind) for i in range(n)]
     return actors, [a.run.remote() for a in actors]

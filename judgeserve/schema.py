@@ -89,7 +89,7 @@ class WireModel(BaseModel):
 
 def _within_text_limit(value: str) -> str:
     # Character counts undercount multi-byte text; the limit protects storage, so count bytes.
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise ValueError(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES} bytes (64 KiB)")
     return clean_text(value)

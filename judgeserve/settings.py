@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     )
     spool_dir: Path = Field(
         Path.home() / ".cache" / "judgeserve" / "spool",
-        description="Where the SDK keeps batches it could not send yet.",
+        description="Where the SDK keeps its journals (what it has not delivered yet); must be "
+        "a local disk: its locks do not hold across the hosts of a network filesystem.",
     )
     judge_url: str | None = Field(
         None, description="The Ray Serve judge endpoint (e.g. http://host:8001/judge)."
@@ -111,16 +112,42 @@ class Settings(BaseSettings):
         description="Keyword options of the in-process generator (JSON), e.g. "
         '{"max_adapters": 4, "threads": 2}.',
     )
+    judge_api_key: SecretStr | None = Field(
+        None,
+        description="API key of an OpenAI-compatible judge server (the 'openai' backend), read "
+        "here rather than written into rubric files.",
+    )
     judge_rubrics: list[str] = Field(
         default_factory=list, description="Rubrics for runs that name none (JSON list)."
     )
     rubric_dir: Path = Field(
         Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
     )
-    api_token: str | None = Field(None, description="Token the SDK sends (Authorization: Bearer).")
-    auth: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="API tokens required: 'auto' turns them on when binding beyond loopback.",
+    api_token: str | None = Field(
+        None,
+        description="Token the SDK sends (Authorization: Bearer); unset, an SDK talking to a "
+        "loopback URL uses the local token in data_dir.",
+    )
+    auth: Literal["on", "off"] = Field(
+        "on",
+        description="API tokens required on every route but /healthz. 'off' lets anyone who can "
+        "reach the port read every prompt: only for a trusted network.",
+    )
+    data_dir: Path = Field(
+        Path.home() / ".local" / "share" / "judgeserve",
+        description="Where the API keeps the local token (file 'token', mode 0600) that the "
+        "SDK and CLI on this machine read instead of being given one.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values the API answers (against DNS rebinding), e.g. "
+        "['judge.example.com', '*.internal']; empty: the loopback names and the bind address, "
+        "or any host when binding all interfaces (0.0.0.0). '*' allows any.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host:port) besides the API's own that may send "
+        "state-changing requests (POST), e.g. a reverse proxy's public URL when it rewrites Host.",
     )
     alerts: bool = Field(True, description="Evaluate alert rules after every checkpoint.")
     alert_rules: Path | None = Field(

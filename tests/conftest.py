@@ -17,7 +17,7 @@ import redis
 import uvicorn
 
 from judgeserve.app import create_app
-from judgeserve.settings import Settings
+from judgeserve.settings import Settings, get_settings
 from judgeserve.store import Store
 from judgeserve.worker import Worker
 
@@ -93,6 +93,22 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'judgeserve.db'}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every process of the session (and those it starts) keeps its local token here, never
+    in the developer's own data directory; an SDK in the tests finds it here too."""
+    path = tmp_path_factory.mktemp("data")
+    old = os.environ.get("JUDGESERVE_DATA_DIR")
+    os.environ["JUDGESERVE_DATA_DIR"] = str(path)
+    get_settings.cache_clear()
+    yield path
+    if old is None:
+        os.environ.pop("JUDGESERVE_DATA_DIR", None)
+    else:
+        os.environ["JUDGESERVE_DATA_DIR"] = old
+    get_settings.cache_clear()
+
+
 @pytest.fixture
 def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Iterator[Settings]:
     s = Settings(
@@ -101,14 +117,30 @@ def settings(redis_url: str, sqlite_url: str, tmp_path: Path) -> Iterator[Settin
         stream_prefix=f"t{uuid.uuid4().hex[:8]}",
         spool_dir=tmp_path / "spool",
         index_dir=tmp_path / "indexes",
+        data_dir=tmp_path / "data",
         claim_idle_ms=300,
         port=free_port(),
+        # Tests that are not about access turn auth off, and answer TestClient's Host
+        # ("testserver"); the access tests take `default_access`, as a user gets them.
+        auth="off",
+        allowed_hosts=["127.0.0.1", "localhost", "testserver"],
     )
     yield s
     r = redis.Redis.from_url(redis_url)
     for key in r.scan_iter(f"{s.stream_prefix}:*"):
         r.delete(key)
     r.close()
+
+
+@pytest.fixture
+def default_access(settings: Settings) -> Settings:
+    """``settings`` with auth and the Host allow-list at their defaults: auth on, loopback
+    names only (a TestClient must then say ``base_url="http://127.0.0.1"``)."""
+    s = settings.model_copy(
+        update={"auth": Settings.model_fields["auth"].default, "allowed_hosts": []}
+    )
+    assert s.auth == "on" and s.allowed_hosts == []
+    return s
 
 
 class LiveServer:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 import pytest
 
-from judgeserve import AsyncJudgeClient, ClientError, JudgeClient, read
+from judgeserve import APIError, AsyncJudgeClient, ClientError, JudgeClient, read
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.worker import Worker
@@ -57,12 +58,82 @@ def test_spool_survives_the_client_and_is_adopted(settings: Settings, worker_thr
         server.stop()
 
 
-def test_rejected_batch_is_reported_not_retried(live_api: LiveServer, settings: Settings) -> None:
+def test_bad_sample_raises_in_submit_and_nothing_is_queued(settings: Settings) -> None:
+    client = JudgeClient("http://127.0.0.1:9", run="bad-run", spool_dir=settings.spool_dir)
+    try:
+        good = samples(1, 3)
+        with pytest.raises(ClientError, match=r"sample 3 \(id 'big'\): completion: .*71680 bytes"):
+            client.submit(1, [*good, {"id": "big", "prompt": "p", "completion": "x" * (70 * 1024)}])
+        # Bytes, not characters: 30,000 three-byte characters are 90,000 bytes.
+        with pytest.raises(ClientError, match=r"sample 0 .*completion.*90000 bytes"):
+            client.submit(1, [{"completion": "\u20ac" * 30_000}])
+        with pytest.raises(ClientError, match=r"sample 1 .*colour.*Extra inputs"):
+            client.submit(1, [good[0], {"completion": "c", "colour": "red"}])
+        with pytest.raises(ClientError, match="step"):
+            client.submit(-1, good)
+        with pytest.raises(ClientError, match="loss"):
+            client.log_metrics(1, **{"loss" * 100: 1.0})
+        assert client.journal.position == (0, 0)  # all-or-nothing: not one line written
+        client.submit(1, good)
+        assert client.journal.position[1] > 0
+    finally:
+        client.close(timeout=0.1)
+
+
+def test_refused_samples_do_not_take_their_neighbours_down(
+    live_api: LiveServer, worker_thread: Worker, settings: Settings
+) -> None:
+    """A 422 naming one sample (as for a journal an older SDK wrote) refuses that sample
+    only; the others of the merged request are resent and scored."""
     with JudgeClient(live_api.url, run="rej-run", spool_dir=settings.spool_dir) as client:
-        client.submit(1, [{"prompt": "p", "completion": "x" * (70 * 1024)}])
+        batch = samples(1, 5)
+        batch[2] = {**batch[2], "completion": "x" * (70 * 1024)}
+        client.journal.append({"path": "/v1/runs/rej-run/samples", "body": {"step": 1, "samples": batch}})
+        client.submit(1, samples(2, 3))
         assert client.flush(timeout=10)
-        assert len(client.errors) == 1 and client.errors[0].status == 422
-        assert "completion" in str(client.errors[0].detail)
+        errors = client.errors
+        assert len(errors) == 1 and isinstance(errors[0], APIError)
+        assert errors[0].status == 422 and errors[0].samples == ["1-2"]
+        assert "completion" in str(errors[0].detail)
+    store = Store(settings.database_url)
+    wait_for(lambda: read.count_scored(store, "rej-run") == 7)
+    store.close()
+
+
+def test_request_over_the_body_cap_is_split(settings: Settings, worker_thread: Worker) -> None:
+    small = settings.model_copy(update={"max_body_bytes": 20_000})
+    server = LiveServer(small).start()
+    try:
+        with JudgeClient(server.url, run="split-run", spool_dir=settings.spool_dir) as client:
+            client.submit(1, [{"id": f"s{i}", "completion": f"{i} " + "y" * 2000} for i in range(30)])
+            client.submit(1, [{"id": "huge", "completion": "z" * 25_000}])  # valid, but over the cap
+            assert client.flush(timeout=20)
+            errors = client.errors
+            assert [(e.status, e.samples) for e in errors] == [(413, ["huge"])]  # type: ignore[attr-defined]
+        store = Store(settings.database_url)
+        wait_for(lambda: read.count_scored(store, "split-run") == 30)
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_requests_are_sized_in_bytes() -> None:
+    from judgeserve.client.delivery import MAX_BYTES, plan
+
+    # 600 samples of 60 KiB each in four-byte characters: 15,360 characters apiece.
+    text = "\U0001F600" * (15 * 1024)
+    body = {"step": 1, "samples": [{"id": str(i), "prompt": "", "completion": text} for i in range(600)]}
+    requests = plan([(100, {"path": "/v1/runs/r/samples", "body": body})])
+    sizes = [len(orjson.dumps(r["body"])) for r in requests]
+    assert len(requests) > 4 and max(sizes) <= MAX_BYTES
+    assert sum(len(r["body"]["samples"]) for r in requests) == 600
+
+
+@pytest.mark.parametrize("run", ["../x", "a/b", "/abs/dir", "", ".hidden", "x" * 200, "ok\n"])
+def test_run_name_is_a_name_not_a_path(settings: Settings, run: str) -> None:
+    with pytest.raises(ClientError, match="invalid run name"):
+        JudgeClient("http://127.0.0.1:9", run=run, spool_dir=settings.spool_dir / "inner")
+    assert not settings.spool_dir.exists()  # nothing was made, inside or outside
 
 
 def test_submit_validates_shape_and_closed_client(settings: Settings) -> None:

@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,12 +18,23 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
-from ..exceptions import APIError, ClientError
+from ..exceptions import APIError, ClientError, JournalError
+from ..local_token import token_for
 from ..probes import GenerationConfig, Probe, ProbeSet, load_probes
-from ..schema import Alert, CheckpointIn, CheckpointKind, SampleIn
+from ..schema import (
+    MAX_SAMPLES_PER_REQUEST,
+    RUN_NAME_PATTERN,
+    Alert,
+    CheckpointIn,
+    CheckpointKind,
+    MetricsIn,
+    SampleBatch,
+    SampleIn,
+)
 from ..settings import get_settings
-from .journal import Journal
+from .journal import Journal, network_filesystem
 
 __all__ = ["JudgeClient"]
 
@@ -48,6 +60,25 @@ def _sample_dict(s: SampleLike, new_id: Callable[[], str]) -> dict[str, Any]:
     return d
 
 
+def _where(loc: tuple[int | str, ...], items: list[dict[str, Any]], start: int) -> str:
+    if len(loc) >= 2 and loc[0] == "samples" and isinstance(loc[1], int):
+        i = start + loc[1]
+        field = ".".join(str(p) for p in loc[2:])
+        return f"sample {i} (id {items[i].get('id')!r})" + (f": {field}" if field else "")
+    return ".".join(str(p) for p in loc)
+
+
+def _check_batch(body: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    """Refuse, here in the trainer, what the API would refuse: the schema's own models and
+    limits, request by request as the agent will send them."""
+    for start in range(0, len(items), MAX_SAMPLES_PER_REQUEST):
+        try:
+            SampleBatch.model_validate({**body, "samples": items[start : start + MAX_SAMPLES_PER_REQUEST]})
+        except ValidationError as e:
+            problems = "; ".join(f"{_where(err['loc'], items, start)}: {err['msg']}" for err in e.errors())
+            raise ClientError(f"invalid samples, none submitted: {problems}") from None
+
+
 class JudgeClient:
     """Send generations and trainer metrics to judgeserve without waiting on it.
 
@@ -70,21 +101,37 @@ class JudgeClient:
         orphan_grace_s: float = 120.0,
     ) -> None:
         settings = get_settings()
+        if not isinstance(run, str) or not re.fullmatch(RUN_NAME_PATTERN, run):
+            # A run name is a name: it also names the spool folder, so never a path.
+            raise ClientError(
+                f"invalid run name {run!r}: letters, digits, '.', '_' and '-', starting with a "
+                "letter or digit, at most 128 characters"
+            )
         self.url = (url or settings.api_url).rstrip("/")
         self.run = run
         self.rubrics = rubrics
-        token = token or settings.api_token
+        # Without a token, an API on this machine takes the local one its first start made.
+        token = token or settings.api_token or token_for(self.url, settings.data_dir)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         directory = Path(spool_dir) if spool_dir else settings.spool_dir
+        remote = network_filesystem(directory.parent if not directory.exists() else directory)
+        if remote:
+            log.warning(
+                "judgeserve: the spool directory %s is on %s, a network filesystem: its locks do "
+                "not hold across hosts, so clients of one run on two hosts can deliver or delete "
+                "each other's journals. Set JUDGESERVE_SPOOL_DIR (or spool_dir=) to a local disk.",
+                directory, remote,
+            )
+        # Locked from the start: no other agent of this run can adopt it while we live.
         self.journal = Journal(directory / run, uuid.uuid4().hex)
         # Ids are this client's random prefix plus a counter: unique in the run, and cheap.
         counter = itertools.count()
-        prefix = self.journal.path.stem[:16]
+        prefix = self.journal.files.name[:16]
         self._new_id: Callable[[], str] = lambda: f"{prefix}-{next(counter)}"
         env = {**os.environ, "JUDGESERVE_AGENT_TOKEN": token or ""}
         # Lives as long as the client: the agent's stdout/stderr.
-        self._agent_log = open(self.journal.path.with_suffix(".log"), "ab")  # noqa: SIM115
+        self._agent_log = open(self.journal.files.log, "ab")  # noqa: SIM115
         # The agent's signals stay blocked until it has installed its handlers (it unblocks
         # them itself); otherwise an early flush() would kill it with a default SIGUSR1.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, AGENT_SIGNALS)
@@ -101,7 +148,9 @@ class JudgeClient:
         return subprocess.Popen(
             [
                 sys.executable, "-m", "judgeserve.client.agent",
-                "--journal", str(self.journal.path),
+                "--dir", str(self.journal.files.directory),
+                "--id", self.journal.files.name,
+                "--lock-fd", str(self.journal.lock_fd),
                 "--url", self.url,
                 "--parent", str(os.getpid()),
                 "--timeout", str(timeout),
@@ -112,6 +161,7 @@ class JudgeClient:
             stdin=subprocess.DEVNULL,
             stdout=self._agent_log,
             stderr=subprocess.STDOUT,
+            pass_fds=(self.journal.lock_fd,),  # the agent holds the journal's lock after us
             start_new_session=True,  # Ctrl-C on the trainer must not kill delivery mid-way
         )
 
@@ -140,6 +190,7 @@ class JudgeClient:
             body["expected"] = int(expected)
         if self.rubrics is not None:
             body["rubrics"] = self.rubrics
+        _check_batch({k: v for k, v in body.items() if k != "samples"}, items)
         self.journal.append({"path": f"/v1/runs/{self.run}/samples", "body": body})
         return [d["id"] for d in items]
 
@@ -219,12 +270,26 @@ class JudgeClient:
         self._check_open()
         if values:
             body = {"step": int(step), "values": {k: _metric(v) for k, v in values.items()}}
+            try:
+                MetricsIn.model_validate(body)
+            except ValidationError as e:
+                problems = "; ".join(".".join(map(str, err["loc"])) + f": {err['msg']}" for err in e.errors())
+                raise ClientError(f"invalid metrics, none logged: {problems}") from None
             self.journal.append({"path": f"/v1/runs/{self.run}/metrics", "body": body})
 
     @property
-    def errors(self) -> list[APIError]:
-        """Requests the API refused for good (e.g. a completion over 64 KiB)."""
-        return [APIError(e["status"], e["detail"]) for e in self.journal.errors()]
+    def errors(self) -> list[ClientError]:
+        """What could not be delivered, and why: an :class:`APIError` per sample (or
+        request) the API refused for good, with ``samples`` naming them, or for a token it
+        refused (those requests are kept and retried); a :class:`JournalError` for a
+        journal line that could not be read back."""
+        out: list[ClientError] = []
+        for e in self.journal.errors():
+            if e.get("status") is None:
+                out.append(JournalError(e["detail"]))
+            else:
+                out.append(APIError(e["status"], e["detail"], samples=e.get("samples") or []))
+        return out
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         try:
@@ -250,7 +315,7 @@ class JudgeClient:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is delivered; False on timeout."""
-        target = self.journal.written
+        target = self.journal.position
         deadline = None if timeout is None else time.monotonic() + timeout
         self._signal(signal.SIGUSR1)  # retry now, not after the backoff
         while self.journal.delivered() < target:
@@ -276,9 +341,10 @@ class JudgeClient:
         self.journal.close()
         self._agent_log.close()
         if delivered:
-            self.journal.path.with_suffix(".log").unlink(missing_ok=True)
+            self.journal.files.log.unlink(missing_ok=True)
         else:
-            log.warning("judgeserve: undelivered requests stay in %s", self.journal.path)
+            log.warning("judgeserve: undelivered requests stay in %s (%s.*)",
+                        self.journal.files.directory, self.journal.files.name)
         self._http.close()
 
     def _signal(self, signum: int) -> None:

@@ -99,6 +99,8 @@ def run_demo(
         _summary(result, say)
         if serve if serve is not None else (out is sys.stdout and sys.stdin.isatty()):
             say(f"\nserving the web view at {url}/runs/{run}  (Ctrl-C to stop)")
+            if settings.auth == "on":
+                say("log in with the local token: `judgeserve token local` prints it")
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:

@@ -18,6 +18,7 @@ writes it to ``<settings.index_dir>/<run>``; a run without one gets no scores):
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..exceptions import ConfigError, IndexFileError
-from ..schema import Sample, Score
+from ..schema import RUN_NAME_PATTERN, Sample, Score
 from ..scorers import SampleScorer
 from ..settings import Settings, get_settings
 from ._index_build import IndexStats, build_index
@@ -39,7 +40,15 @@ U64 = npt.NDArray[np.uint64]
 
 
 def run_index_dir(run: str, index_dir: Path | None = None) -> Path:
-    """Where the index of ``run`` lives: ``<index_dir or settings.index_dir>/<run>``."""
+    """Where the index of ``run`` lives: ``<index_dir or settings.index_dir>/<run>``.
+
+    ``run`` is a run name, never a path: building an index replaces this folder, so
+    ``/abs/dir`` or ``../x`` would delete whatever lies there."""
+    if not re.fullmatch(RUN_NAME_PATTERN, run):
+        raise ConfigError(
+            f"invalid run name {run!r}: a run name is letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, not a path"
+        )
     return (index_dir or get_settings().index_dir) / run
 
 

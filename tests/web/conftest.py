@@ -135,8 +135,10 @@ def stack(redis_db: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         stream_prefix=prefix,
         spool_dir=tmp / "spool",
         index_dir=tmp / "indexes",
+        data_dir=tmp / "data",
         claim_idle_ms=300,
         port=free_port(),
+        auth="off",  # the pages themselves; tests/web/test_auth.py logs in
     )
     server = LiveServer(settings).start()
     scorers = [*load_scorers(settings.scorers, settings.disabled_scorers), LoopMarker()]

@@ -238,6 +238,24 @@ def test_rubrics_page(client: TestClient, tmp_path: Path, monkeypatch: pytest.Mo
     assert "spearman <b>0.81</b>" in html and "measured version 1, not this one" in html
 
 
+def test_rubrics_page_redacts_secrets(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "rubrics"
+    d.mkdir()
+    (d / "hosted.yaml").write_text(
+        "name: hosted\nversion: 1\ndescription: Answer well.\n"
+        "scale: {levels: {1: bad, 5: great}}\ncriteria:\n  - name: clarity\n    description: Clear?\n"
+        "judge:\n  backend: openai\n  model: gpt-x\n  url: https://me:pw-SECRET-0@llm.example.com/v1\n"
+        "  options:\n    api_key: sk-SECRET-1\n    headers: {Authorization: Bearer SECRET-2}\n"
+        "    client_secret: |\n      SECRET-3\n    max_tokens: 64\n"
+    )
+    (d / "unparsed.yaml").write_text("judge: {options: {token: SECRET-4}\nname: [\n")
+    monkeypatch.setattr(rubrics_view, "rubric_dirs", lambda _settings: [d])
+    html = client.get("/rubrics").text
+    assert "hosted.yaml" in html and "unparsed.yaml" in html
+    assert "SECRET" not in html
+    assert html.count("&lt;redacted&gt;") >= 5 and "max_tokens: 64" in html
+
+
 def test_rubric_dirs_default_to_configured_then_builtin(settings: Settings) -> None:
     dirs = rubrics_view.rubric_dirs(settings)
     assert dirs and len({p.resolve() for p in dirs}) == len(dirs)

@@ -6,6 +6,10 @@
 token with ``top_logprobs`` alternatives; a server that returns none makes this backend
 answer ``None`` for that prompt, and the judge falls back to generating and parsing.
 Labels are matched by token *text*, since token ids are not exposed.
+
+The API key comes from the environment (``JUDGESERVE_JUDGE_API_KEY``, through the one
+settings object), so rubric files, which the web view shows, never need to hold it; an
+``api_key`` option still wins when given.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Literal
 import httpx
 
 from ...exceptions import ConfigError
+from ...settings import get_settings
 from ..prompt import JudgePrompt
 from .base import match_label
 
@@ -47,6 +52,8 @@ class OpenAIBackend:
         self.model = model
         self.endpoint = endpoint
         self.top_logprobs = top_logprobs
+        if api_key is None and (key := get_settings().judge_api_key) is not None:
+            api_key = key.get_secret_value()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge-openai")

@@ -6,6 +6,12 @@ Rubrics are looked up where the judge looks: the configured rubric directory
 judge's loader (``judgeserve.judge.rubric.load_rubric``) when it is installed; an invalid
 file is listed with its error.
 
+The raw YAML is shown with its secrets redacted (:func:`redact`): values of keys named like
+credentials (``api_key``, ``token``, ``password``, an ``Authorization`` header...), wherever
+and however they are written, and passwords inside URLs. Keys belong in the environment
+(``JUDGESERVE_JUDGE_API_KEY``), not in rubric files, but a file that has one must not
+show it to every viewer.
+
 Calibration results are the reports ``judgeserve judge calibrate`` writes
 (``*.calibration.json``, a ``CalibrationReport``): every such file in the rubric
 directories, or in a ``calibration/`` folder inside them, is matched to its rubric by the
@@ -15,10 +21,12 @@ report's ``rubric`` field; the newest is shown, marked when it measured another 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -29,6 +37,62 @@ from ..templating import render
 router = APIRouter()
 MAX_FILES = 200
 MAX_TEXT = 20_000
+REDACTED = "<redacted>"
+# A key holding a credential: api_key, apikey, access_token, client_secret, password,
+# Authorization... but not max_tokens (a count).
+_SECRET_KEY = r"(?:[\w.-]*[_.-])?(?:api_?key|key|token|secret|password|passwd|credentials?|authorization|bearer|cookie)"
+_SECRET_LINE = re.compile(
+    rf"""^(?P<head>\s*(?:-\s+)?["']?{_SECRET_KEY}["']?\s*:[ \t]*)(?P<value>[^\s#].*?)?[ \t]*(?:#.*)?$""",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SECRET_FLOW = re.compile(rf"""(?P<head>[{{,]\s*["']?{_SECRET_KEY}["']?\s*:\s*)(?P<value>[^,}}\n]+)""", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
+_SECRET_NAME = re.compile(rf"{_SECRET_KEY}", re.IGNORECASE)
+
+
+def _secret_values(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and _SECRET_NAME.fullmatch(key):
+                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    yield str(value)
+                elif isinstance(value, (dict, list)):
+                    yield from _leaves(value)
+            else:
+                yield from _secret_values(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _secret_values(item)
+
+
+def _leaves(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        for value in data.values():
+            yield from _leaves(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _leaves(item)
+    elif isinstance(data, (str, int, float)) and not isinstance(data, bool):
+        yield str(data)
+
+
+def redact(text: str) -> str:
+    """``text`` (rubric YAML) with every credential replaced by ``<redacted>``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    # Values found by parsing cover every way YAML can write them (block scalars, quotes,
+    # anchors); the patterns cover files that do not parse.
+    found = {ln.strip() for value in _secret_values(data) for ln in value.splitlines()}
+    for value in sorted(found, key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, REDACTED)
+    text = _SECRET_LINE.sub(
+        lambda m: m["head"] + REDACTED if m["value"] and m["value"][0] not in "|>" else m[0], text
+    )
+    text = _SECRET_FLOW.sub(lambda m: m["head"] + REDACTED, text)
+    return _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + "@", text)
 
 
 def rubric_dirs(settings: Settings) -> list[Path]:
@@ -97,7 +161,7 @@ def describe(path: Path, reports: dict[str, dict[str, Any]] | None = None) -> di
     entry: dict[str, Any] = {
         "path": str(path),
         "file": path.name,
-        "text": text[:MAX_TEXT],
+        "text": redact(text)[:MAX_TEXT],
         "rubric": None,
         "error": error,
         "calibration": None,
