@@ -617,9 +617,10 @@ class AsyncProducer:
         )
 
     async def add(self, payloads: list[str]) -> None:
-        """Append pre-serialised JSON payloads in one round trip."""
+        """Append pre-serialised JSON payloads in one round trip, all or none (MULTI): a
+        request is queued whole or refused whole, never half-accepted."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=True) as pipe:
                 for p in payloads:
                     pipe.xadd(self.keys.samples, {"data": p})
                 await pipe.execute()
