@@ -28,11 +28,12 @@ demo: $(STAMP)
 
 # browser.sh installs Debian's chromium for the web view's browser tests; when it cannot,
 # make goes on and those tests skip, saying why — except on CI, where they must run.
-# The toy judge the judge tests load is trained once per machine (cached, a few minutes),
+# The toy judge the judge tests load and its LoRA adapter are trained once per machine (cached,
+# a few minutes each),
 # and so is the generator tests' tiny policy (~30 s); training them before pytest keeps that
 # out of the first test's timeout.
 toy-judge: $(STAMP)
-	$(PY) -c "from judgeserve.testing.toy_judge import cached_toy_judge as c; print('toy judge:', c())"
+	$(PY) -c "from judgeserve.testing.toy_judge import cached_toy_judge as c, cached_toy_lora as l; print('toy judge:', c()); print('toy LoRA:', l(c()))"
 	$(PY) -c "from judgeserve.testing.tiny_policy import cached_tiny_policy as c; print('tiny policy:', c().root)"
 
 # lint-imports checks the import contracts (pyproject.toml): CI runs `make test`, so they hold.
@@ -51,7 +52,7 @@ lint: $(STAMP)
 
 # Each prints a table of figures measured side by side in one run (see the README).
 bench: $(STAMP) services
-	for b in submit ingest detectors judge generator pipeline trainer_overhead web alerts; do \
+	for b in submit ingest detectors judge generator checkpoint_mode pipeline trainer_overhead web alerts; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:

@@ -98,11 +98,20 @@ def generate_worker(
 def demo(
     port: Port = None,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
-    every: Annotated[int, typer.Option(help="Probe the model every N steps.")] = 100,
+    every: Annotated[
+        int, typer.Option(help="Evaluate every N steps (save a checkpoint, or probe).")
+    ] = 100,
     stop: Annotated[bool, typer.Option(help="Critical alerts stop training.")] = False,
     serve: Annotated[
         bool | None, typer.Option(help="Keep serving the web view afterwards (default: on a TTY).")
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="checkpoint: the trainer saves, a generator on a local Ray Serve generates; "
+            "generate: the callback generates in the trainer."
+        ),
+    ] = "checkpoint",
 ) -> None:
     """Train a tiny model on CPU until it memorizes, and watch judgeserve catch it."""
     from .demo import run_demo
@@ -112,7 +121,13 @@ def demo(
         # The demo prints each alert on its own line; the log notifier's copy would land
         # in the middle of the progress bar.
         logging.getLogger("judgeserve.alerts").setLevel(logging.CRITICAL + 1)
-    run_demo(_settings(port=port), steps=steps, every=every, stop=stop, serve=serve)
+    if mode not in ("checkpoint", "generate"):
+        typer.echo(f"--mode must be checkpoint or generate, not {mode!r}", err=True)
+        raise typer.Exit(2)
+    run_demo(
+        _settings(port=port), steps=steps, every=every, stop=stop, serve=serve,
+        mode=mode,  # type: ignore[arg-type]
+    )
 
 
 alerts_app = typer.Typer(help="Alert rules: check a rules file, print its schema.")
@@ -210,29 +225,39 @@ def _store() -> Iterator[Any]:
 
 
 @contextmanager
-def _queue() -> Iterator[Any]:
+def _queue(checkpoints: bool = False) -> Iterator[Any]:
     from .stream import Queue
 
-    queue = Queue.from_settings(_settings(), create_group=False)
+    queue = Queue.from_settings(
+        _settings(), create_group=False, stream="checkpoints" if checkpoints else "samples"
+    )
     try:
         yield queue
     finally:
         queue.close()
 
 
+Checkpoints = Annotated[
+    bool, typer.Option("--checkpoints", help="Checkpoint jobs (checkpoint mode), not samples.")
+]
+
+
 @dead_app.command("list")
-def deadletter_list(limit: int = 100) -> None:
-    with _queue() as queue:
+def deadletter_list(limit: int = 100, checkpoints: Checkpoints = False) -> None:
+    with _queue(checkpoints) as queue:
         for d in queue.deadletters(limit):
             p = d["payload"]
             err = d["error"].splitlines()[0] if d["error"] else ""
-            typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {p.get('id')}  x{d['deliveries']}  {err}")
+            what = p.get("path") if checkpoints else p.get("id")
+            typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {what}  x{d['deliveries']}  {err}")
 
 
 @dead_app.command("requeue")
-def deadletter_requeue(ids: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Put dead letters (all, or the given ids) back on the sample stream."""
-    with _queue() as queue:
+def deadletter_requeue(
+    ids: Annotated[list[str] | None, typer.Argument()] = None, checkpoints: Checkpoints = False
+) -> None:
+    """Put dead letters (all, or the given ids) back on their stream."""
+    with _queue(checkpoints) as queue:
         typer.echo(f"requeued {queue.requeue_deadletters(ids or None)}")
 
 

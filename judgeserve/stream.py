@@ -1,5 +1,10 @@
 """Redis Streams between the API and the workers.
 
+Two streams with the same guarantees: ``<prefix>:samples`` (samples to score, read by
+:mod:`judgeserve.worker`) and ``<prefix>:checkpoints`` (checkpoint mode's generation
+jobs, read by :mod:`judgeserve.generation_worker`, which hands each job's completions to
+the sample stream in the same transaction that acknowledges the job).
+
 At-least-once: an entry is acknowledged only after its results are stored; entries left
 pending by a dead consumer are reclaimed. An entry delivered more than ``max_deliveries``
 times without being stored (it kills its worker, or the store refuses it) moves to the

@@ -276,3 +276,42 @@ def test_probe_sets_and_job_states_in_both_stores(database_url: str) -> None:
     finally:
         store.drop()
         store.close()
+
+
+def test_no_checkpoint_job_while_scoring_is_too_far_behind(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_backlog": 2}))) as api:
+        api.put("/v1/runs/r8/probes", json=probe_set())
+        api.post("/v1/runs/r8/samples", json={"step": 1, "samples": [
+            {"id": f"s{i}", "prompt": "p", "completion": "c"} for i in range(3)]})
+        r = api.post("/v1/runs/r8/checkpoints", json={"step": 2, "path": "/c"})
+        assert r.status_code == 429 and r.headers["retry-after"]
+    assert jobs(settings) == []
+
+
+def test_probe_sets_and_checkpoints_wait_out_an_api_outage(settings: Settings) -> None:
+    """The trainer never waits: with the API down both calls return at once, and the
+    journal delivers them, in order, once it is back."""
+    import time
+
+    from judgeserve import JudgeClient
+
+    from .conftest import LiveServer
+
+    url = f"http://127.0.0.1:{settings.port}"  # nothing listens there yet
+    client = JudgeClient(url, run="outage", spool_dir=settings.spool_dir, max_backoff_s=0.5)
+    try:
+        started = time.perf_counter()
+        version = client.set_probes(PROBES)
+        for step in (100, 200):
+            client.submit_checkpoint(step, f"/shared/outage/checkpoint-{step}")
+        assert time.perf_counter() - started < 1.0
+        assert client.flush(timeout=1.0) is False  # cannot deliver yet
+        server = LiveServer(settings).start()
+        try:
+            assert client.flush(timeout=30) is True
+            assert client.errors == []
+            assert [(j["step"], j["probe_set"]) for j in jobs(settings)] == [(100, version), (200, version)]
+        finally:
+            server.stop()
+    finally:
+        client.close(5)

@@ -42,3 +42,25 @@ def test_demo_catches_memorization_while_loss_falls(settings: Settings, tmp_path
     assert f"/runs/{result.run}" in text
     memorized = [result.checkpoints[s].get("memorization.ngram_overlap", 0.0) for s in sorted(result.checkpoints)]
     assert max(memorized) > 0.3 and memorized[0] < 0.1, text
+    # Checkpoint mode (the default): the generator on Ray Serve made every checkpoint's
+    # samples; the trainer was only blocked by its saves, each shown next to what
+    # generating in the trainer cost at that save.
+    assert result.mode == "checkpoint"
+    assert sorted(result.blocked) == sorted(result.in_process) == list(range(100, 801, 100))
+    for step in result.blocked:
+        assert result.blocked[step] > 0 and result.in_process[step] > 0, (step, text)
+    assert sum(result.blocked.values()) < sum(result.in_process.values()), text
+    assert "trainer blocked" in text and "in-process generation:" in text
+    assert "checkpoint mode: the trainer was blocked" in text
+    from judgeserve import read
+    from judgeserve.store import Store
+
+    store = Store(settings.database_url)
+    try:
+        jobs = read.list_checkpoint_jobs(store, result.run)
+    finally:
+        store.close()
+    assert sorted(j["step"] for j in jobs) == list(range(100, 801, 100))
+    assert {j["state"] for j in jobs} == {"scored"}, jobs
+    assert {j["generator"]["backend"] for j in jobs} == {"transformers"}
+    assert {j["kind"] for j in jobs} == {"full"}

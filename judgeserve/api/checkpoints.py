@@ -90,6 +90,8 @@ async def submit_checkpoint(run: WriteRun, body: CheckpointIn, request: Request)
     """Queue a generation job for a saved checkpoint: the run's probe set (current, or
     ``probe_set``) is completed with it and scored like any samples."""
     _check_url(body.path)
+    # A job adds a probe set's worth of samples: not while scoring is too far behind (429).
+    await request.app.state.backlog.check()
     store = _store(request)
     # The database calls block: off the event loop (the stream append is async).
     found = await run_in_threadpool(read.probe_set, store, run, body.probe_set)

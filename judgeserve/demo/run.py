@@ -4,10 +4,18 @@ The demo starts the stack (API + worker in this process, Redis and the store fro
 settings), writes a synthetic corpus of made-up facts (:mod:`judgeserve.demo.data`),
 builds the run's memorization index from it, trains a tokenizer and a 3-layer GPT-2 from
 scratch with the Hugging Face ``Trainer`` on CPU, and lets
-:class:`~judgeserve.callbacks.hf.JudgeCallback` probe it with held-out questions every
+:class:`~judgeserve.callbacks.hf.JudgeCallback` evaluate it with held-out questions every
 ``every`` steps. Nothing is scripted: the detectors score what the model really writes,
 the default alert rules decide, and the console shows the training bar, one line per
 scored checkpoint (loss next to the quality metrics) and every alert as it fires.
+
+In checkpoint mode (the default) the trainer only saves a checkpoint every ``every``
+steps and submits its folder; the generator, on a local Ray Serve instance
+(:mod:`.generator`), completes the probes from it, and a generation worker in the stack
+queues them for scoring. Each checkpoint's line says how long the trainer was blocked
+(save + submit) next to how long generating the probes in the trainer would have blocked
+it (measured at the same save, outside the blocked time). ``mode="generate"``: the
+callback generates in the trainer, as without a generator.
 """
 
 from __future__ import annotations
@@ -15,13 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..settings import Settings
 
@@ -51,6 +61,11 @@ class DemoResult:
     alerts: list[Any] = field(default_factory=list)
     stopped_at: int | None = None
     seconds: float = 0.0
+    mode: str = "checkpoint"
+    # Checkpoint mode, per saved checkpoint: seconds the trainer was blocked (save +
+    # submit), and seconds generating the probes in the trainer took at the same save.
+    blocked: dict[int, float] = field(default_factory=dict)
+    in_process: dict[int, float] = field(default_factory=dict)
 
 
 def run_demo(
@@ -62,8 +77,11 @@ def run_demo(
     serve: bool | None = None,
     workdir: str | Path | None = None,
     out: Any = None,
+    mode: Literal["checkpoint", "generate"] = "checkpoint",
 ) -> DemoResult:
-    """Run the demo; ``serve`` keeps the web view up afterwards (default: on a terminal)."""
+    """Run the demo; ``serve`` keeps the web view up afterwards (default: on a terminal).
+    ``mode``: ``checkpoint`` (the trainer saves, the generator on a local Ray Serve
+    generates) or ``generate`` (the callback generates in the trainer)."""
     from ..exceptions import require
 
     for module in ("transformers", "tokenizers", "torch"):
@@ -92,9 +110,29 @@ def run_demo(
 
     from ..launch import background_stack
 
-    with background_stack(settings) as worker:
+    model, tokenizer, texts = _model(tmp, train_path, probe_path)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: GPT-2, 3 layers x 128 wide, {n_params / 1e6:.2f}M parameters, from scratch; "
+        f"{steps} steps, " + (f"a checkpoint saved every {every}" if mode == "checkpoint"
+                               else f"probes every {every}"))
+    with ExitStack() as stack:
+        if mode == "checkpoint":
+            from .generator import local_generator
+
+            base = tmp / "base"  # the initial weights: what the generator hosts
+            model.save_pretrained(base)
+            tokenizer.save_pretrained(base)
+            say("starting the generator on a local Ray Serve (transformers, 1 CPU) ...")
+            gen_url = stack.enter_context(local_generator(base, _free_port(), tmp))
+            settings = settings.model_copy(update={
+                "generator": "serve", "generator_url": gen_url,
+                "generator_base_model": str(base),
+            })
+            say(f"generator up: {gen_url}")
+        worker = stack.enter_context(background_stack(settings))
         say(f"stack up: API {url}  store {settings.database_url}  redis {settings.redis_url}")
-        result = _train(worker.store, run, url, tmp, train_path, probe_path, steps, every, say, out)
+        result = _train(worker.store, run, url, tmp, model, tokenizer, texts, probe_path,
+                        steps, every, mode, out)
         result.seconds = time.monotonic() - started
         _summary(result, say)
         if serve if serve is not None else (out is sys.stdout and sys.stdin.isatty()):
@@ -113,19 +151,44 @@ def run_demo(
     return result
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _model(tmp: Path, train_path: Path, probe_path: Path) -> tuple[Any, Any, list[str]]:
+    """The tokenizer trained on the corpus and a fresh GPT-2 for it; the training texts."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from .model import tiny_gpt2, train_tokenizer
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Writing model shards"
+    # One intra-op thread: the worker scores in this process too, and on a small shared
+    # machine two torch threads spinning against other work run ~10x slower, not faster.
+    torch.set_num_threads(1)
+    texts = [json.loads(line)["text"] for line in train_path.read_text().splitlines()]
+    probes = [json.loads(line) for line in probe_path.read_text().splitlines()]
+    tokenizer = train_tokenizer(texts + [p["prompt"] + " " + p["reference"] for p in probes],
+                                tmp / "tokenizer")
+    return tiny_gpt2(tokenizer), tokenizer, texts
+
+
 def _train(
     store: Store,
     run: str,
     url: str,
     tmp: Path,
-    train_path: Path,
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
     probe_path: Path,
     steps: int,
     every: int,
-    say: Any,
+    mode: str,
     out: Any,
 ) -> DemoResult:
-    import torch
     from transformers import (
         PrinterCallback,
         ProgressCallback,
@@ -137,25 +200,15 @@ def _train(
 
     from ..callbacks.hf import JudgeCallback
     from ..client import JudgeClient
-    from .model import TextDataset, collate, tiny_gpt2, train_tokenizer
+    from .model import TextDataset, collate
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    # One intra-op thread: the worker scores in this process too, and on a small shared
-    # machine two torch threads spinning against other work run ~10x slower, not faster.
-    torch.set_num_threads(1)
-    texts = [json.loads(line)["text"] for line in train_path.read_text().splitlines()]
-    probes = [json.loads(line) for line in probe_path.read_text().splitlines()]
-    tokenizer = train_tokenizer(texts + [p["prompt"] + " " + p["reference"] for p in probes],
-                                tmp / "tokenizer")
-    model = tiny_gpt2(tokenizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    say(f"model: GPT-2, 3 layers x 128 wide, {n_params / 1e6:.2f}M parameters, from scratch; "
-        f"{steps} steps, probes every {every}")
-    result = DemoResult(run=run, url=url)
+    result = DemoResult(run=run, url=url, mode=mode)
     client = JudgeClient(url, run=run, spool_dir=tmp / "spool")
     # No probe at step 0: a randomly initialised model is no baseline (a pretrained one is).
     judge = JudgeCallback(probe_path, client=client, every_n_steps=every, max_new_tokens=48,
-                          probe_at_start=False, poll_interval_s=1.0, log_back=False)
+                          probe_at_start=False, poll_interval_s=1.0, log_back=False,
+                          mode=mode)
     progress_cls = type("DemoProgress", (_Progress, TrainerCallback), {})
     progress = progress_cls(judge, store, result, out)
     args = TrainingArguments(
@@ -166,7 +219,10 @@ def _train(
         warmup_steps=50,
         weight_decay=0.0,
         logging_steps=25,
-        save_strategy="no",
+        # Checkpoint mode: the weights only (no optimizer state), every `every` steps.
+        save_strategy="steps" if mode == "checkpoint" else "no",
+        save_steps=every,
+        save_only_model=True,
         report_to=[],
         use_cpu=True,
         dataloader_num_workers=0,
@@ -209,6 +265,7 @@ class _Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="demo-lines", daemon=True)
+        self._step_ended = 0.0
 
     # -- TrainerCallback events ----------------------------------------------------------------
 
@@ -219,6 +276,23 @@ class _Progress:
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.bar.update(state.global_step - self.bar.n)
+        # The last callback of the step: from here to the end of on_save (this callback
+        # comes after the judge's) the trainer is saving and submitting, not training.
+        self._step_ended = time.perf_counter()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step
+        if self.judge.runner.mode != "checkpoint" or step not in self.judge.runner.probed:
+            return
+        self.result.blocked[step] = time.perf_counter() - self._step_ended
+        # What generate mode would have cost at this save: the same probes and settings,
+        # generated here (outside the time above; fork_rng leaves training untouched).
+        from ..probes import generate
+
+        runner = self.judge.runner
+        started = time.perf_counter()
+        generate(kwargs["model"], kwargs["processing_class"], runner.probes, runner.generation)
+        self.result.in_process[step] = time.perf_counter() - started
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
@@ -263,7 +337,11 @@ class _Progress:
                 metrics = {m: a["mean"] for m, a in aggs.items() if a["mean"] is not None}
                 self.result.checkpoints[step] = metrics
                 self.shown.add(step)
-                self.write(_line(step, self._loss_at(step), metrics))
+                line = _line(step, self._loss_at(step), metrics)
+                if step in self.result.blocked:
+                    line += (f" | trainer blocked {self.result.blocked[step]:.3f}s "
+                             f"(in-process generation: {self.result.in_process[step]:.2f}s)")
+                self.write(line)
             for alert in sorted(read.list_alerts(self.store, run), key=lambda a: a.id or 0):
                 if alert.id not in self.alerts_shown:
                     self.alerts_shown.add(alert.id or 0)
@@ -305,6 +383,12 @@ def _summary(result: DemoResult, say: Any) -> None:
         say("no alert fired")
     if result.stopped_at is not None:
         say(f"training was stopped at step {result.stopped_at} by a `stop` alert")
+    if result.blocked:
+        blocked = sum(result.blocked.values())
+        generating = sum(result.in_process[s] for s in result.blocked)
+        say(f"checkpoint mode: the trainer was blocked {blocked:.2f} s by {len(result.blocked)} "
+            f"evaluations (save + submit); generating in the trainer would have blocked it "
+            f"{generating:.1f} s ({generating / max(blocked, 1e-9):.0f}x as long)")
     say(f"demo took {result.seconds:.0f} s")
 
 

@@ -47,3 +47,22 @@ def test_hf_callback_takes_both_forms() -> None:
     cb = JudgeCallback(PROBES, options=ProbeOptions(every_n_steps=4), max_new_tokens=5, on_save=True)
     assert cb.runner.every_n_steps == 4 and cb.runner.generation.max_new_tokens == 5
     assert cb.on_save_probe and not cb.on_evaluate_probe
+
+
+def test_checkpoint_mode_generates_nothing_and_says_which_kind_a_folder_is(tmp_path: object) -> None:
+    from pathlib import Path
+
+    runner = ProbeRunner(PROBES, mode="checkpoint", every_n_steps=5)
+    assert runner.mode == "checkpoint"
+    assert not runner.due(0) and not runner.due(5)  # saves decide, not the schedule
+    folder = Path(str(tmp_path))
+    assert runner.checkpoint_kind_of(folder) == "full"
+    (folder / "adapter_config.json").write_text("{}")
+    assert runner.checkpoint_kind_of(folder) == "lora"
+    assert ProbeRunner(PROBES, mode="checkpoint", checkpoint_kind="full").checkpoint_kind_of(folder) == "full"
+    # Without a client (not started) nothing is submitted.
+    assert runner.submit_checkpoint(5, folder) is False
+    with pytest.raises(ValueError, match="mode must be"):
+        ProbeOptions(mode="eventually")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="checkpoint_kind"):
+        ProbeOptions(checkpoint_kind="merged")  # type: ignore[arg-type]

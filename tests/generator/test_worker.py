@@ -31,7 +31,7 @@ from judgeserve.stream import Queue
 from judgeserve.testing.tiny_policy import FRUITS, TinyPolicy, tiny_probes
 from judgeserve.worker import Worker
 
-from ..conftest import free_port, wait_for
+from ..conftest import free_port, run_cli, wait_for
 
 CONFIG = GenerationConfig(max_new_tokens=12, samples=1, temperature=0.5, top_p=1.0, seed=5)
 
@@ -167,6 +167,12 @@ def test_a_vanished_folder_is_a_dead_letter_and_the_next_job_runs(
         listed = {j["step"]: j for j in api.get("/v1/runs/gone-run/checkpoints").json()["checkpoints"]}
     assert listed[100]["state"] == "failed" and listed[100]["reason"] == reason
     assert listed[200]["state"] == "generated" and listed[200]["generator"]["backend"] == "transformers"
+    # And on the command line.
+    env = {"JUDGESERVE_REDIS_URL": settings.redis_url, "JUDGESERVE_STREAM_PREFIX": settings.stream_prefix}
+    out = run_cli("deadletter", "list", "--checkpoints", env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"gone-run@100  {saved}  x1  {reason}" in out.stdout
+    assert run_cli("deadletter", "list", env=env).stdout == ""  # the sample stream's: none
 
 
 def test_a_missing_probe_set_or_broken_job_is_dead_lettered(
@@ -303,3 +309,47 @@ def test_the_heartbeat_keeps_a_long_job_from_being_reclaimed(
     assert claimed == []
     assert owner.process(entry) == "generated"
     rival.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_generation_workers_run_as_ray_actors(
+    settings: Settings, policy: TinyPolicy, probes: list[Probe], r: redis.Redis,
+) -> None:
+    """`judgeserve generate-worker --ray N`: actors in the consumer group, a shared
+    PostgreSQL store, each job generated once."""
+    ray: Any = pytest.importorskip("ray")
+    from judgeserve.launch import start_actors
+
+    from ..conftest import pg_schema_url
+
+    urls = pg_schema_url()
+    pg_url = next(urls)
+    s = settings.model_copy(update={
+        "database_url": pg_url, "generator": "transformers",
+        "generator_base_model": str(policy.base), "generator_options": {"threads": 1},
+    })
+    store = Store(pg_url)
+    jobs = Queue.from_settings(s, "test-producer", stream="checkpoints", create_group=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actors, refs = start_actors(s, 2, kind="generate")
+        version = set_probes(store, "ray-gen", probes)
+        for step in (1, 2, 3, 4):
+            submit(store, jobs, "ray-gen", step, policy.adapter("ab"[step % 2]), version)
+        wait_for(lambda: all((read.checkpoint_job(store, "ray-gen", k) or {}).get("state") == "generated"
+                             for k in (1, 2, 3, 4)), timeout=300, every=0.5)
+        queued = stream(r, s, "samples")
+        assert len(queued) == 4 * len(probes) * 2 and len({(x["step"], x["id"]) for x in queued}) == len(queued)
+        for x in queued:
+            if x["tags"]["decoding"] == "greedy":
+                assert x["completion"].split()[0] == FRUITS["ab"[x["step"] % 2]]
+        consumers = {c["name"].decode() for c in r.xinfo_consumers(f"{s.stream_prefix}:checkpoints", "workers")}
+        assert consumers <= {"ray-generator-0", "ray-generator-1"} and consumers
+        ray.get([a.stop.remote() for a in actors])
+        ray.get(refs, timeout=60)
+    finally:
+        ray.shutdown()
+        jobs.close()
+        store.close()
+        next(urls, None)  # drops the schema
