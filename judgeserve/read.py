@@ -12,8 +12,8 @@ one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks a
 the store has, so a page costs the same for a run of ten steps as for one of thousands
 and 100k+ samples.
 
-Dead letters live in Redis, not the database: :func:`deadletters` reads them through
-the process's :class:`~judgeserve.stream.Queue`.
+Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
+:func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from .stream import Queue
+    from .stream import Queue, StreamName
 
 __all__ = [
     "SEVERITY_RANK",
@@ -764,8 +764,13 @@ def list_tokens(conn: Connection) -> list[dict[str, Any]]:
 
 
 def deadletters(
-    queue: Queue, limit: int, visible: Callable[[str], bool] = lambda run: True
+    queue: Queue,
+    limit: int,
+    visible: Callable[[str], bool] = lambda run: True,
+    stream: StreamName = "samples",
 ) -> list[dict[str, Any]]:
     """Dead letters, oldest first, of the runs ``visible(run)`` lets the caller see: the
-    sample (``payload``), its last ``error`` and how many ``deliveries`` it had."""
-    return [d for d in queue.deadletters(limit) if visible(str(d["payload"].get("run")))]
+    sample or checkpoint job (``payload``), its last ``error`` and how many
+    ``deliveries`` it had."""
+    found = queue.deadletters(limit, stream=stream)
+    return [d for d in found if visible(str(d["payload"].get("run")))]
