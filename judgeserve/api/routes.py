@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import read
 from ..auth import Caller, ReadRun, WriteRun, check_run, may_read
-from ..exceptions import Backpressure
+from ..exceptions import Backpressure, QueueError
 from ..judge.rubric import RubricCatalog, rubrics_in_tag
+from ..liveness import read_heartbeats
 from ..schema import Alert, MetricsIn, SampleBatch
 from ..store import Store
 from ..stream import AsyncProducer
@@ -72,10 +73,38 @@ def _store(request: Request) -> Store:
 
 @router.get("/healthz", tags=["ops"])
 async def healthz(request: Request) -> dict[str, Any]:
-    redis_ok = await request.app.state.producer.ping()
+    """The API answers and Redis with it (else 503); and who is scoring: each live
+    worker's last heartbeat, and ``scoring``: ``ok`` when at least one worker is alive and
+    none waits for the store or Redis, else what is wrong."""
+    producer: AsyncProducer = request.app.state.producer
+    redis_ok = await producer.ping()
     if not redis_ok:
         raise HTTPException(503, "redis unreachable")
-    return {"status": "ok", "redis": redis_ok}
+    try:
+        beats = await read_heartbeats(producer.redis, producer.keys)
+    except QueueError:
+        beats = []
+    now = time.time()
+    workers = [
+        {
+            "name": b.get("consumer"),
+            "host": b.get("host"),
+            "pid": b.get("pid"),
+            "state": b.get("state"),
+            "detail": b.get("detail", ""),
+            "for_s": round(max(0.0, now - float(b.get("since") or now)), 1),
+            "seen_s_ago": round(max(0.0, now - float(b.get("at") or now)), 1),
+        }
+        for b in beats
+    ]
+    stuck = [w for w in workers if str(w["state"]).startswith("waiting")]
+    if not workers:
+        scoring = "no live worker: accepted samples wait in Redis until one starts"
+    elif stuck and len(stuck) == len(workers):
+        scoring = f"stalled: {stuck[0]['state']} ({stuck[0]['detail']})"
+    else:
+        scoring = "ok"
+    return {"status": "ok", "redis": redis_ok, "scoring": scoring, "workers": workers}
 
 
 @router.post("/v1/runs/{run}/samples", status_code=202, tags=["ingest"])
@@ -185,11 +214,18 @@ def get_alerts(
 
 @router.get("/v1/deadletter", tags=["ops"])
 def list_deadletters(request: Request, who: Caller, limit: Limit = 100) -> dict[str, Any]:
-    """Samples whose scoring failed on every delivery, with the last error."""
-    items = read.deadletters(
-        request.app.state.queue, limit, lambda run: may_read(request, who, run)
-    )
-    return {"deadletters": items}
+    """Samples whose scoring failed on every delivery, with the last error
+    (``deadletters``); checkpoint jobs that could not be generated, with the reason
+    (``checkpoints``)."""
+    queue = request.app.state.queue
+
+    def visible(run: str) -> bool:
+        return may_read(request, who, run)
+
+    return {
+        "deadletters": read.deadletters(queue, limit, visible),
+        "checkpoints": read.deadletters(queue, limit, visible, stream="checkpoints"),
+    }
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"])
