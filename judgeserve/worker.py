@@ -105,7 +105,12 @@ class Worker:
         self._own_store = store is None
         self.store = store or Store.from_settings(settings)
         self._own_queue = queue is None
-        self.queue = queue or Queue.from_settings(settings, consumer)
+        try:
+            self.queue = queue or Queue.from_settings(settings, consumer)
+        except QueueError:
+            if self._own_store:
+                self.store.close()
+            raise
         loaded = (
             list(scorers)
             if scorers is not None
@@ -551,17 +556,37 @@ def _expected(good: list[tuple[Entry, Sample]]) -> dict[tuple[str, int], int | N
 
 
 def run_worker(settings: Settings, *, consumer: str | None = None) -> None:
-    """Entry point of ``judgeserve worker``: SIGTERM/SIGINT finish the batch in flight."""
-    worker = Worker(settings, consumer=consumer)
+    """Entry point of ``judgeserve worker``: SIGTERM/SIGINT finish the batch in flight.
+
+    Started while the store or Redis is down (a restart during an outage), it waits for
+    them instead of exiting, saying so in its log."""
+    stopping = threading.Event()
+    worker: Worker | None = None
 
     def _graceful(signum: int, _frame: Any) -> None:
         log.info("signal %d: finishing the batch in flight", signum)
-        worker.stop()
+        stopping.set()
+        if worker is not None:
+            worker.stop()
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
-    for warning in worker.queue.durability_warnings():
-        log.warning(warning)
+    backoff = Backoff()
+    while worker is None:
+        try:
+            worker = Worker(settings, consumer=consumer)
+        except (StoreUnavailable, QueueError) as e:
+            delay = backoff.next()
+            log.warning("cannot start yet: %s; trying again in %.1fs", e, delay)
+            if stopping.wait(delay):
+                return
+    if stopping.is_set():
+        worker.stop()
+    try:
+        for warning in worker.queue.durability_warnings():
+            log.warning(warning)
+    except QueueError as e:
+        log.warning("cannot check Redis durability: %s", e)
     log.info("worker %s consuming %s", worker.queue.consumer, worker.queue.keys.samples)
     try:
         worker.run()

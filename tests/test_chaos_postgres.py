@@ -1,4 +1,5 @@
-"""Chaos: the store's PostgreSQL goes down for 60 s while samples keep arriving.
+"""Chaos: the store's PostgreSQL goes down for 60 s while samples keep arriving; a worker
+started while it is down waits for it.
 
 The test runs a PostgreSQL of its own (``initdb`` + ``pg_ctl`` on a temporary data
 directory, never the shared server), two ``judgeserve worker`` processes and the API,
@@ -171,3 +172,40 @@ def test_store_down_for_a_minute_mid_stream_loses_nothing(
         q.close()
         r.close()
         store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_worker_started_while_the_store_is_down_waits_for_it(
+    own_postgres: PostgresServer, settings: Settings, tmp_path: Path
+) -> None:
+    """Restarted during an outage, ``judgeserve worker`` must not exit (leaving nobody to
+    score once the store is back): it waits, and then scores."""
+    own_postgres.stop()
+    q = Queue(settings.redis_url, prefix=settings.stream_prefix)
+    q.add([{"run": "late", "step": 1, "id": f"s{i}", "prompt": "p", "completion": "c"} for i in range(5)])
+    env = {**os.environ, "JUDGESERVE_REDIS_URL": settings.redis_url,
+           "JUDGESERVE_DATABASE_URL": own_postgres.url, "JUDGESERVE_STREAM_PREFIX": settings.stream_prefix,
+           "JUDGESERVE_DISABLED_SCORERS": DISABLED}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "judgeserve.cli", "worker"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"cannot start yet" in log.read_bytes(), timeout=60)
+        time.sleep(2)
+        assert proc.poll() is None, log.read_text()
+        own_postgres.start()
+        store = Store(own_postgres.url)
+        wait_for(lambda: _scored(store, "late") == 5 and q.backlog() == 0, timeout=90, every=0.5)
+        store.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        q.close()
+
+
+def _scored(store: Store, run: str) -> int:
+    from judgeserve import read
+
+    return read.count_scored(store, run)
