@@ -23,6 +23,9 @@ __all__ = [
     "MAX_TEXT_BYTES",
     "MAX_SAMPLES_PER_REQUEST",
     "RunName",
+    "RUBRIC_NAME_PATTERN",
+    "RubricName",
+    "rubric_name_problem",
     "Sample",
     "SampleIn",
     "SampleBatch",
@@ -42,6 +45,32 @@ MAX_METRICS_PER_REQUEST = 1000
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 RunName = Annotated[str, StringConstraints(pattern=RUN_NAME_PATTERN)]
 SampleId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+
+# A rubric is named by an identifier (its file is <rubric dir>/<name>.yaml), never by a
+# path: a client must not make a worker read /dev/zero or any YAML file on its host.
+RUBRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_RUBRICS = 32
+
+
+def rubric_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a rubric name (None when it is one)."""
+    if isinstance(name, str) and re.fullmatch(RUBRIC_NAME_PATTERN, name):
+        return None
+    return (
+        f"{str(name)[:80]!r} is not a rubric name: rubrics are named, not given by path (lower-case "
+        "letters, digits and '_', starting with a letter, at most 64; the file is "
+        "<rubric dir>/<name>.yaml)"
+    )
+
+
+def _rubric_name(value: str) -> str:
+    problem = rubric_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+RubricName = Annotated[str, AfterValidator(_rubric_name)]
 
 
 def clean_text(value: str) -> str:
@@ -150,7 +179,12 @@ class SampleBatch(_Request):
 
     step: int = Field(ge=0, le=2**53, description="Training step the samples were generated at.")
     checkpoint: ShortText | None = Field(None, description="Checkpoint name or path, if saved.")
-    rubrics: list[ShortText] | None = Field(None, description="Rubrics to judge this run with.")
+    rubrics: list[RubricName] | None = Field(
+        None,
+        max_length=MAX_RUBRICS,
+        description="Rubrics to judge this run with, by name (files in the server's rubric "
+        "directory, or built in); an unknown or invalid one is refused (422).",
+    )
     expected: int | None = Field(
         None,
         ge=1,

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .schema import RubricName
+
 __all__ = ["Settings", "get_settings"]
 
 
@@ -117,8 +119,9 @@ class Settings(BaseSettings):
         description="API key of an OpenAI-compatible judge server (the 'openai' backend), read "
         "here rather than written into rubric files.",
     )
-    judge_rubrics: list[str] = Field(
-        default_factory=list, description="Rubrics for runs that name none (JSON list)."
+    judge_rubrics: list[RubricName] = Field(
+        default_factory=list,
+        description="Rubrics for runs that name none (JSON list of rubric names).",
     )
     rubric_dir: Path = Field(
         Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
