@@ -143,8 +143,16 @@ class _Request(_Strict, WireModel):
 class SampleIn(_Request):
     """One generation as the trainer sends it; run and step come from the request."""
 
-    id: SampleId = Field(description="Client-made id; the idempotency key within the run.")
-    prompt: Text = Field(description="The prompt the model completed (≤ 64 KiB).")
+    id: SampleId = Field(
+        description="The idempotency key within the run: made by the client (the SDK makes "
+        "one on submit when the caller gives none); a re-sent sample with the same id adds "
+        "nothing."
+    )
+    prompt: Text = Field(
+        "",
+        description="The prompt the model completed (≤ 64 KiB); optional: the detectors "
+        "read the completion alone (the judge and reference scorers show it when given).",
+    )
     completion: Text = Field(description="What the model generated (≤ 64 KiB).")
     reference: Text | None = Field(None, description="A reference answer, if the probe has one.")
     probe_id: ShortText | None = Field(None, description="Stable id of the probe across checkpoints.")

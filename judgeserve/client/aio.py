@@ -44,6 +44,10 @@ class AsyncJudgeClient:
     async def alerts(self, state: str | None = "open") -> list[Alert]:
         return await asyncio.to_thread(self._client.alerts, state)
 
+    async def wait(self, step: int, timeout: float | None = 120.0) -> bool:
+        """See :meth:`JudgeClient.wait`."""
+        return await asyncio.to_thread(self._client.wait, step, timeout)
+
     async def flush(self, timeout: float | None = 30.0) -> bool:
         return await asyncio.to_thread(self._client.flush, timeout)
 

@@ -54,7 +54,6 @@ def _sample_dict(s: SampleLike, new_id: Callable[[], str]) -> dict[str, Any]:
         raise TypeError(f"a sample must be a dict or a Sample, not {type(s).__name__}")
     if "completion" not in d:
         raise ClientError("every sample needs a 'completion'")
-    d.setdefault("prompt", "")
     if not d.get("id"):
         # Made here, on submit, so every retry of this sample carries the same id.
         d["id"] = new_id()
@@ -309,6 +308,42 @@ class JudgeClient:
         """Alerts of this run, fetched now (raises on an unreachable API)."""
         resp = self._get("/alerts", {"state": state} if state else None)
         return [Alert.model_validate(a) for a in resp.json()["alerts"]]
+
+    def wait(self, step: int, timeout: float | None = 120.0) -> bool:
+        """Wait until ``step`` is scored: everything submitted so far is delivered and the
+        step's checkpoint is complete and evaluated (its alert rules ran), so that
+        :meth:`alerts` then shows what it raised. False on timeout.
+
+        A checkpoint is complete once it has the ``expected`` samples ``submit`` was told
+        of, else once none arrived for the server's ``checkpoint_idle_s`` (30 s): pass
+        ``expected`` to wait only as long as scoring takes.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self.flush(left()):
+            return False
+        pause = 0.05
+        while True:
+            try:
+                resp: httpx.Response | None = self._get(f"/steps/{int(step)}", {"limit": "1"})
+            except APIError as e:
+                if e.status < 500:
+                    raise
+                resp = None  # the API or its store is restarting: ask again
+            except ClientError:
+                resp = None  # unreachable for now, as flush() allowed
+            if resp is not None and resp.status_code == 200 and (
+                resp.json()["evaluation"]["evaluated"] is not None
+            ):
+                return True
+            remaining = left()
+            if remaining is not None and remaining <= 0:
+                return False
+            time.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, 1.0)
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         """Every metric's series over steps ({} while the run has none yet)."""
