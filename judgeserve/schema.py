@@ -31,6 +31,7 @@ __all__ = [
     "Score",
     "RunMetric",
     "MetricsIn",
+    "SummaryIn",
     "CheckpointIn",
     "CheckpointKind",
     "Alert",
@@ -263,6 +264,18 @@ class MetricsIn(_Request):
         description="Metric name to value. NaN and ±infinity are accepted and kept as such "
         "(a diverged loss is news): as JSON's NaN/Infinity, as the strings 'nan', 'inf', "
         "'-inf', or as null (what JSON encoders make of NaN).",
+    )
+
+
+class SummaryIn(_Request):
+    """Body of ``POST /v1/runs/{run}/summary``: values of the whole run, not of a step
+    (a trainer's end-of-run ``train_runtime``, ``total_flos``, ``train_loss`` ...)."""
+
+    values: dict[ShortText, float | None] = Field(
+        min_length=1,
+        max_length=MAX_METRICS_PER_REQUEST,
+        description="Name to value; a name sent again replaces its value. NaN and "
+        "±infinity are kept as such, as for metrics.",
     )
 
 

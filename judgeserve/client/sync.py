@@ -32,6 +32,7 @@ from ..schema import (
     MetricsIn,
     SampleBatch,
     SampleIn,
+    SummaryIn,
     rubric_name_problem,
 )
 from ..settings import get_settings
@@ -280,6 +281,20 @@ class JudgeClient:
                 problems = "; ".join(".".join(map(str, err["loc"])) + f": {err['msg']}" for err in e.errors())
                 raise ClientError(f"invalid metrics, none logged: {problems}") from None
             self.journal.append({"path": f"/v1/runs/{self.run}/metrics", "body": body})
+
+    def log_summary(self, **values: float) -> None:
+        """Queue values of the whole run rather than of a step (run time, FLOPs, final
+        loss ...): shown with the run, never drawn as a series. A name sent again
+        replaces its value."""
+        self._check_open()
+        if values:
+            body = {"values": {k: _metric(v) for k, v in values.items()}}
+            try:
+                SummaryIn.model_validate(body)
+            except ValidationError as e:
+                problems = "; ".join(".".join(map(str, err["loc"])) + f": {err['msg']}" for err in e.errors())
+                raise ClientError(f"invalid summary, none logged: {problems}") from None
+            self.journal.append({"path": f"/v1/runs/{self.run}/summary", "body": body})
 
     @property
     def errors(self) -> list[ClientError]:
