@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -76,20 +77,23 @@ RubricName = Annotated[str, AfterValidator(_rubric_name)]
 def clean_text(value: str) -> str:
     """``value`` if every store can keep it: valid Unicode (no lone UTF-16 surrogate, which
     JSON's ``\\ud800`` escapes can carry) and no NUL character (PostgreSQL refuses it)."""
+    _utf8_size(value)
+    return value
+
+
+def _utf8_size(value: str) -> int:
+    """:func:`clean_text`'s checks, returning the UTF-8 size: one pass (ASCII: none)."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
     if value.isascii():
-        if "\x00" in value:
-            raise ValueError("text must not contain NUL characters")
-        return value
+        return len(value)
     try:
-        value.encode("utf-8")
+        return len(value.encode("utf-8"))
     except UnicodeEncodeError as e:
         raise ValueError(
             f"text must be valid Unicode; a lone surrogate {value[e.start]!r} is at "
             f"character {e.start}"
         ) from None
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    return value
 
 
 def _clean_all(value: Any) -> None:
@@ -113,16 +117,35 @@ class WireModel(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _clean(cls, value: Any, info: ValidationInfo) -> Any:
-        _clean_all(value)
+        if info.field_name not in _text_fields(cls):  # those were checked as they were read
+            _clean_all(value)
         return value
 
 
 def _within_text_limit(value: str) -> str:
     # Character counts undercount multi-byte text; the limit protects storage, so count bytes.
-    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    size = _utf8_size(value)
     if size > MAX_TEXT_BYTES:
         raise ValueError(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES} bytes (64 KiB)")
-    return clean_text(value)
+    return value
+
+
+@functools.cache
+def _text_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``model`` typed :data:`Text` (or ``Text | None``): already checked."""
+
+    def checked(annotation: Any) -> bool:
+        meta = getattr(annotation, "__metadata__", ())
+        if any(getattr(m, "func", None) is _within_text_limit for m in meta):
+            return True
+        return any(checked(a) for a in get_args(annotation))
+
+    return frozenset(
+        name
+        for name, f in model.model_fields.items()
+        if any(getattr(m, "func", None) is _within_text_limit for m in f.metadata)
+        or checked(f.annotation)
+    )
 
 
 Text = Annotated[str, AfterValidator(_within_text_limit)]
