@@ -38,6 +38,7 @@ from .runs import (
     nonfinite_metrics,
     open_alerts_by_run,
     run_steps,
+    run_summary_values,
     step_neighbours,
 )
 from .steps import (
@@ -73,6 +74,7 @@ __all__ = [
     "nearest_step",
     "metric_series",
     "nonfinite_metrics",
+    "run_summary_values",
     "alert_markers",
     # one step
     "step_scorers",
