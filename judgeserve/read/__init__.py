@@ -12,18 +12,120 @@ one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks a
 the store has, so a page costs the same for a run of ten steps as for one of thousands
 and 100k+ samples.
 
-Dead letters live in Redis, not the database: :func:`deadletters` reads them through
-the process's :class:`~judgeserve.stream.Queue`.
+Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
+:func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
-* :mod:`.core` — runs, steps, samples, alerts, checkpoint jobs, tokens, dead letters.
-* :mod:`.compare` — choosing a checkpoint: a run's checkpoints ranked by quality, two
-  checkpoints compared probe by probe (statistics from :mod:`judgeserve.ranking`).
-
-Every public name of the modules is a name of this package (``read.step_samples``).
+One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
+:mod:`.ops`, :mod:`.compare`: choosing a checkpoint, a run's checkpoints ranked by quality
+and two compared probe by probe, the statistics from :mod:`judgeserve.ranking`); import
+the names from ``judgeserve.read``. A new subject gets a module of its own here.
 """
 
-from . import compare, core
-from .compare import *  # noqa: F403
-from .core import *  # noqa: F403
+from __future__ import annotations
 
-__all__ = [*core.__all__, *compare.__all__]
+from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, Source, connect
+from .alerts import alert_run, alerts_after, count_alerts, list_alerts, live_stamp
+from .checkpoints import checkpoint_job, count_checkpoint_jobs, list_checkpoint_jobs, probe_set
+from .compare import (
+    CheckpointRef,
+    ProbeSide,
+    best,
+    checkpoint_steps,
+    compare_checkpoints,
+    compare_pairs,
+    parse_checkpoint,
+    probe_side,
+    rank_input,
+    ranking,
+)
+from .ops import deadletters, list_tokens, token
+from .runs import (
+    alert_markers,
+    count_runs,
+    flagged_counts,
+    get_run,
+    headline_series,
+    list_runs,
+    metric_series,
+    nearest_step,
+    nonfinite_metrics,
+    open_alerts_by_run,
+    run_steps,
+    run_summary_values,
+    step_neighbours,
+)
+from .steps import (
+    StepFilter,
+    count_scored,
+    count_step_samples,
+    get_sample,
+    previous_samples,
+    scores_for,
+    step_aggregates,
+    step_evaluation,
+    step_flags,
+    step_probes,
+    step_samples,
+    step_scorers,
+)
+
+__all__ = [
+    "SEVERITY_RANK",
+    "HEADLINE_PREFERENCE",
+    "Source",
+    "StepFilter",
+    "connect",
+    # runs
+    "list_runs",
+    "count_runs",
+    "get_run",
+    "open_alerts_by_run",
+    "headline_series",
+    "run_steps",
+    "flagged_counts",
+    "step_neighbours",
+    "nearest_step",
+    "metric_series",
+    "nonfinite_metrics",
+    "run_summary_values",
+    "alert_markers",
+    # one step
+    "step_scorers",
+    "step_probes",
+    "step_samples",
+    "count_step_samples",
+    "scores_for",
+    "step_aggregates",
+    "step_evaluation",
+    "step_flags",
+    # samples
+    "get_sample",
+    "previous_samples",
+    "count_scored",
+    # alerts
+    "list_alerts",
+    "count_alerts",
+    "alert_run",
+    "alerts_after",
+    "live_stamp",
+    # checkpoint mode
+    "probe_set",
+    "list_checkpoint_jobs",
+    "count_checkpoint_jobs",
+    "checkpoint_job",
+    # choosing a checkpoint
+    "CheckpointRef",
+    "ProbeSide",
+    "parse_checkpoint",
+    "checkpoint_steps",
+    "rank_input",
+    "ranking",
+    "best",
+    "compare_checkpoints",
+    "compare_pairs",
+    "probe_side",
+    # tokens, dead letters
+    "token",
+    "list_tokens",
+    "deadletters",
+]

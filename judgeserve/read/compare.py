@@ -28,7 +28,7 @@ from ..exceptions import NotComparableError
 from ..ranking import Quality, Ranking, RankInput, compare_sides, rank, win_rate
 from ..ranking.paired import Key
 from ..store import aggregates, checkpoints, run_metrics, samples, scores
-from .core import _reads
+from ._base import _reads
 
 __all__ = [
     "CheckpointRef",

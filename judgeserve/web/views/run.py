@@ -39,11 +39,16 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
+        summary = read.run_summary_values(conn, run)
         quality, quality_error = page_quality(request)
         best = read.best(conn, run, quality) if quality is not None else None
     verdicts = _verdicts(best)
     for s in steps:
         s["verdict"] = verdicts.get(s["step"])
+    settings = request.app.state.settings
+    judge = request.app.state.rubrics.active(
+        found.get("rubrics"), settings.judge_rubrics, settings.judge_url
+    )
     return render(
         request,
         "run.html",
@@ -55,6 +60,8 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "open_alerts": open_alerts,
             "n_open": n_open,
             "nonfinite": nonfinite,
+            "judge": judge,
+            "summary": summary,
             "jobs": jobs,
             "n_jobs": n_jobs,
             "live_run": run,
