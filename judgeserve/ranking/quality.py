@@ -87,7 +87,8 @@ class Gate(_Strict):
 
     metric: MetricName = Field(
         description="Any metric of the checkpoint's aggregates: per-sample ('repetition.loop', "
-        "the share of looping samples) or set-level ('diversity.unique_ratio')."
+        "the share of looping samples) or set-level ('diversity.unique_ratio'); or a "
+        "checkpoint flag as 'flag.<name>' (1 where raised, else 0)."
     )
     at_most: float | None = Field(None, description="Disqualified when the mean is above this.")
     at_least: float | None = Field(None, description="Disqualified when the mean is below this.")

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from ..exceptions import NotComparableError
 from ..ranking import Quality, Ranking, RankInput, compare_sides, rank, win_rate
 from ..ranking.paired import Key
-from ..store import aggregates, checkpoints, run_metrics, samples, scores
+from ..store import aggregates, checkpoints, flags, run_metrics, samples, scores
 from ._base import _reads
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
 
 _REF = re.compile(r"^(?:([A-Za-z0-9][A-Za-z0-9._-]{0,127})@)?(\d{1,16})$")
 PAIRWISE_KEY = "outcome"  # in a pairwise rubric's score details (judge/scorer.py)
+FLAG = "flag."  # a checkpoint flag as a metric, as alert rules name it
 SHOWN_PROBES = 10  # probe ids named in a "not the same probe set" message
 
 
@@ -108,6 +109,19 @@ def rank_input(conn: Connection, run: str, quality: Quality) -> RankInput:
     ):
         means.setdefault(int(step), {})[str(metric)] = None if mean is None else float(mean)
     steps = sorted(means)
+    # A gate on a checkpoint flag (flag.diversity.collapse) reads 1 where it was raised and
+    # 0 at every other checkpoint, as the alert rules read flags.
+    flag_gates = {g.metric for g in quality.gates if g.metric.startswith(FLAG)}
+    if flag_gates:
+        raised = {
+            (int(step), f"{FLAG}{name}")
+            for step, name in conn.execute(
+                select(flags.c.step, flags.c.name).where(flags.c.run == run)
+            )
+        }
+        for step in steps:
+            for gate in flag_gates:
+                means[step][gate] = 1.0 if (step, gate) in raised else 0.0
     wanted = sorted({m for row in means.values() for m in row if quality.direction(m)})
     excluded = {m: "pairwise verdicts (against a baseline), not a level" for m in
                 _pairwise(conn, run, wanted)}

@@ -163,6 +163,23 @@ def test_best_with_gates_and_the_lowest_loss(setup: tuple[TestClient, Store, Set
     assert "reference.chrf" in body["not_scored"] and body["reason"] is None
 
 
+def test_a_raised_flag_disqualifies(setup: tuple[TestClient, Store, Settings]) -> None:
+    """The default gates read the diversity detector's collapse flag: 1 where it was raised
+    at a checkpoint, 0 elsewhere (never "no value")."""
+    from judgeserve.scorers import Flag
+
+    client, store, _ = setup
+    story(store)
+    with store.begin() as conn:
+        store.save_flags(conn, RUN, 300, [Flag(name="diversity.collapse", severity="warning",
+                                               message="collapsed", details={})])
+    body = client.get(f"/v1/runs/{RUN}/best").json()
+    by_step = {c["step"]: c for c in body["checkpoints"]}
+    assert by_step[300]["disqualified"] == ["flag.diversity.collapse <= 0.5 (was 1)"]
+    assert by_step[200]["disqualified"] == [] and body["best"]["step"] == 200
+    assert "flag.diversity.collapse <= 0.5" not in body["unchecked_gates"]
+
+
 def test_best_of_unknown_or_empty_runs(setup: tuple[TestClient, Store, Settings]) -> None:
     client, store, _ = setup
     assert client.get("/v1/runs/nobody/best").status_code == 404
@@ -222,3 +239,29 @@ def test_cli_best_and_compare(settings: Settings, monkeypatch: pytest.MonkeyPatc
     assert out.exit_code == 1 and "nowhere@1: no samples" in out.output
     out = runner.invoke(cli, ["best", "--run", RUN, "--json"])
     assert out.exit_code == 0 and '"step": 300' in out.output
+
+
+def test_the_sdk_asks_for_the_best(live_api: object, settings: Settings, tmp_path: Path) -> None:
+    import asyncio
+
+    from judgeserve import AsyncJudgeClient, JudgeClient
+
+    store = Store(settings.database_url)
+    story(store)
+    store.close()
+    url = live_api.url  # type: ignore[attr-defined]
+    with JudgeClient(url, run=RUN, spool_dir=tmp_path / "spool") as client:
+        found = client.best()
+        assert found is not None and found["best"]["step"] == 300
+    with JudgeClient(url, run="not-yet", spool_dir=tmp_path / "spool2") as client:
+        assert client.best() is None  # the run does not exist yet
+
+    async def ask() -> dict | None:
+        aio = AsyncJudgeClient(url, run=RUN, spool_dir=tmp_path / "spool3")
+        try:
+            return await aio.best()
+        finally:
+            await aio.close(5)
+
+    found = asyncio.run(ask())
+    assert found is not None and found["lowest_loss"]["step"] == 500

@@ -19,7 +19,8 @@ def test_the_default_ships_in_the_package_with_the_issue_gates() -> None:
     q = default_quality()
     assert DEFAULT_QUALITY.is_file() and "judgeserve" in DEFAULT_QUALITY.parts
     assert {g.text() for g in q.gates} == {"memorization.memorized <= 0.05",
-                                           "repetition.loop <= 0.02"}
+                                           "repetition.loop <= 0.02",
+                                           "flag.diversity.collapse <= 0.5"}
     assert q.direction("judge.helpfulness.clarity") == "higher"
     assert q.direction("repetition.loop") == "lower"
     assert q.direction("length.tokens") is None
