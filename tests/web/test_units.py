@@ -78,5 +78,5 @@ def test_sparkline_and_families() -> None:
     assert [f["name"] for f in payload["families"]] == ["judge.h", "length"]
     assert payload["families"][0]["metrics"][0] == {
         "name": "judge.h.c", "steps": [1], "mean": [None], "lo": [None], "hi": [None]}
-    assert payload["train"] == [{"name": "train.loss", "steps": [0], "value": [1.5]}]
+    assert payload["train"] == [{"name": "train.loss", "steps": [0], "value": [1.5], "hidden": False}]
     assert payload["alerts"] == [{"id": 1, "step": 1, "severity": "info", "rule": "r", "state": "open"}]
