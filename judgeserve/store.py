@@ -244,6 +244,39 @@ tokens = Table(
     Column("revoked", Boolean, nullable=False, default=False),
 )
 
+# Human labels, one per labeller and item (a sample on one criterion of a rubric): a level,
+# or pairwise the outcome against `baseline_id` as judge scores are written (1 win, 0 loss).
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run", String(128), nullable=False),
+    Column("sample_id", String(128), nullable=False),
+    Column("rubric", String(64), nullable=False),
+    Column("criterion", String(64), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("baseline_id", String(128), nullable=True),
+    Column("labeller", String(128), nullable=False),
+    Column("project", String(128), nullable=True),
+    Column("rubric_version", String(64), nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ux_labels_item", "run", "sample_id", "rubric", "criterion", "labeller", unique=True),
+    Index("ix_labels_rubric", "rubric", "created"),
+)
+
+# Reports of `judgeserve calibrate` (a CalibrationReport as JSON), newest shown per rubric.
+calibration_reports = Table(
+    "calibration_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rubric", String(64), nullable=False),
+    Column("rubric_version", String(64), nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_calibration_reports_rubric", "rubric", "created"),
+)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -638,6 +671,34 @@ class Store:
             conn.execute(ins.on_conflict_do_nothing())
             row = conn.execute(select(runs.c.project).where(runs.c.name == run)).first()
         return row.project if row else None
+
+    # -- human labels ------------------------------------------------------------------------
+
+    def save_labels(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store labels (columns of ``labels``); a labeller's new label of an item replaces
+        their old one, so importing the same file twice changes nothing."""
+        if not rows:
+            return
+        ins = self._insert(labels)
+        keys = ("value", "baseline_id", "project", "rubric_version", "details", "created")
+        with self.begin() as conn:
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "sample_id", "rubric", "criterion", "labeller"],
+                    set_={k: ins.excluded[k] for k in keys},
+                ),
+                [{"details": {}, "created": _now(), **r} for r in rows],
+            )
+
+    def delete_label(self, label_id: int) -> bool:
+        with self.begin() as conn:
+            return bool(conn.execute(labels.delete().where(labels.c.id == label_id)).rowcount)
+
+    def save_calibration(self, report: Mapping[str, Any]) -> None:
+        """Keep a calibration report (``CalibrationReport.model_dump(mode="json")``)."""
+        row = {"rubric": report["rubric"], "rubric_version": str(report["rubric_version"])}
+        with self.begin() as conn:
+            conn.execute(calibration_reports.insert().values(**row, report=dict(report), created=_now()))
 
     # -- the worker's reads ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ vLLM or Ray only when they are built.
 ``scorer``         :class:`JudgeScorer`, the worker's ``judge`` scorer
 ``serve``          the Ray Serve deployment and ``judgeserve serve``
 ``calibrate``      agreement with human labels
+``version``        the judge version (model, backend, prompt hash, rubric version)
 =================  ===================================================================
 
 The toy judge the tests and benchmarks train lives in :mod:`judgeserve.testing.toy_judge`.
@@ -41,6 +42,7 @@ __all__ = [
     "backend_names",
     "calibrate",
     "CalibrationReport",
+    "JudgeVersion",
 ]
 
 _WHERE = {
@@ -62,6 +64,7 @@ _WHERE = {
     "backend_names": "backends.base",
     "calibrate": "calibrate",
     "CalibrationReport": "calibrate",
+    "JudgeVersion": "version",
 }
 
 

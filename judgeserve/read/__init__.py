@@ -16,11 +16,14 @@ Dead letters live in Redis, not the database: :func:`deadletters` reads them thr
 the process's :class:`~judgeserve.stream.Queue`.
 
 * :mod:`.core` — runs, steps, samples, alerts, checkpoint jobs, tokens, dead letters.
+* :mod:`.labels` — human labels, the judge verdicts they are compared with, calibration
+  reports.
 
 Every public name of the modules is a name of this package (``read.step_samples``).
 """
 
-from . import core
+from . import core, labels
 from .core import *  # noqa: F403
+from .labels import *  # noqa: F403
 
-__all__ = [*core.__all__]
+__all__ = [*core.__all__, *labels.__all__]
