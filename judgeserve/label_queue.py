@@ -6,8 +6,9 @@ runs), less what the labeller already labelled or skipped. They are ordered by
 :func:`rank`:
 
 1. each run's latest checkpoint first (what is being decided now), then the one before...;
-2. within that, stratified over the judge's scores: one item of each verdict level in
-   turn (round robin), so labels cover the whole scale and not only the common verdict;
+2. within that, stratified over the judge's scores: the verdict level (or pairwise outcome)
+   with the fewest of the labeller's labels first, then one of each level in turn, so
+   labels cover the whole scale and not only the common verdict;
 3. within a level, the most uncertain first: low ``label_mass`` (the judge put little
    probability on the scale at all) plus disagreement between the rubric's criteria on
    the same sample (one says 5, another 1). Unparseable verdicts count as most uncertain.
@@ -106,11 +107,17 @@ def rank(
         for i, step in enumerate(sorted(set(found), reverse=True))
     }
     items = []
+    done: dict[tuple[int, str], int] = {}  # labels already made, per tier and stratum
     for r in rows:
         key3 = (r["run"], r["sample_id"], r["criterion"])
-        if key3 in exclude or item_key(*key3) in skip:
-            continue
         details = r["details"] if isinstance(r["details"], dict) else {}
+        stratum = _stratum(r["value"], details, levels[r["criterion"]])
+        tier = tier_of[(r["run"], int(r["step"]))]
+        if key3 in exclude:
+            done[(tier, stratum)] = done.get((tier, stratum), 0) + 1
+            continue
+        if item_key(*key3) in skip:
+            continue
         mass = _mass(details)
         values = spread.get((r["run"], r["sample_id"]), [])
         uncertainty = (
@@ -123,9 +130,9 @@ def rank(
                 sample_id=r["sample_id"],
                 criterion=r["criterion"],
                 step=int(r["step"]),
-                stratum=_stratum(r["value"], details, levels[r["criterion"]]),
+                stratum=stratum,
                 uncertainty=uncertainty,
-                tier=tier_of[(r["run"], int(r["step"]))],
+                tier=tier,
             )
         )
     out: list[QueueItem] = []
@@ -134,9 +141,13 @@ def rank(
         for i in items:
             if i.tier == tier:
                 strata.setdefault(i.stratum, []).append(i)
+        # The stratum with the fewest labels so far comes first, so that labelling one item
+        # at a time (the queue is ranked afresh for each) still walks round the verdicts.
         ordered = [
             sorted(group, key=lambda i: (-i.uncertainty, i.run, i.sample_id, i.criterion))
-            for _, group in sorted(strata.items())
+            for _, group in sorted(
+                strata.items(), key=lambda kv: (done.get((tier, kv[0]), 0), kv[0])
+            )
         ]
         out += [i for row in zip_longest(*ordered) for i in row if i is not None]
     return out
