@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +16,15 @@ from .settings import Settings
 app = typer.Typer(help="Evaluate fine-tuning runs beside the training loop.", no_args_is_help=True)
 Host = Annotated[str | None, typer.Option(help="Bind address (default JUDGESERVE_HOST).")]
 Port = Annotated[int | None, typer.Option(help="Port (default JUDGESERVE_PORT).")]
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _settings(host: str | None = None, port: int | None = None) -> Settings:
@@ -244,12 +254,28 @@ Checkpoints = Annotated[
 
 @dead_app.command("list")
 def deadletter_list(limit: int = 100, checkpoints: Checkpoints = False) -> None:
+    """One line each: entry id, run@step, sample id (or folder), deliveries, first line of
+    the error; then, on stderr, how many and where they were read (Redis, key)."""
+    from .exceptions import QueueError
+
     with _queue(checkpoints) as queue:
-        for d in queue.deadletters(limit):
+        where = f"{queue.dead_key} at {redacted_url(_settings().redis_url)}"
+        try:
+            items = queue.deadletters(limit)
+        except QueueError as e:
+            typer.echo(f"cannot read dead letters ({where}): {e}", err=True)
+            raise typer.Exit(1) from None
+        for d in items:
             p = d["payload"]
             err = d["error"].splitlines()[0] if d["error"] else ""
             what = p.get("path") if checkpoints else p.get("id")
             typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {what}  x{d['deliveries']}  {err}")
+        kind = "checkpoint jobs" if checkpoints else "samples"
+        if not items:
+            typer.echo(f"no dead letters ({kind}) in {where}", err=True)
+        else:
+            more = " (the first; --limit for more)" if len(items) == limit else ""
+            typer.echo(f"{len(items)} dead letters ({kind}){more} in {where}", err=True)
 
 
 @dead_app.command("requeue")
@@ -258,7 +284,9 @@ def deadletter_requeue(
 ) -> None:
     """Put dead letters (all, or the given ids) back on their stream."""
     with _queue(checkpoints) as queue:
-        typer.echo(f"requeued {queue.requeue_deadletters(ids or None)}")
+        n = queue.requeue_deadletters(ids or None)
+        typer.echo(f"requeued {n} from {queue.dead_key} to {queue.stream_key} at "
+                   f"{redacted_url(_settings().redis_url)}")
 
 
 index_app = typer.Typer(help="Indexes of a run's training data, for the memorization detector.")
@@ -284,6 +312,8 @@ def index_build(
         raise typer.Exit(1) from None
     typer.echo(f"indexed {stats.tokens:,} tokens of {stats.documents:,} documents "
                f"({stats.bytes_per_token:.2f} bytes/token) for run {run!r}")
+    if stats.skipped or any(f.lower().endswith((".jsonl", ".ndjson")) for f in files):
+        typer.echo(f"skipped {stats.skipped:,} JSONL lines without a string {text_field!r} field")
 
 
 def _mount_judge() -> None:

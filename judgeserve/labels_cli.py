@@ -39,12 +39,14 @@ def _store() -> Iterator[Store]:
         store.close()
 
 
-def _finder() -> Any:
+def _finder(paths: bool = False) -> Any:
+    """Rubrics by name in the rubric directory (then the built-in ones); with ``paths``, a
+    rubric file's path is taken too (a person at the command line names one)."""
     from .cli import _settings
-    from .judge.rubric import find_rubric
+    from .judge.rubric import find_rubric, rubric_by_name
 
     dirs = [_settings().rubric_dir]
-    return lambda name: find_rubric(name, dirs)
+    return lambda name: (find_rubric if paths else rubric_by_name)(name, dirs)
 
 
 @labels_app.command("export")
@@ -102,7 +104,7 @@ def calibrate(
 
     with _store() as store:
         try:
-            spec = _finder()(rubric)
+            spec = _finder(paths=True)(rubric)
             if labels is None:
                 records: Any = stored_records(store, spec)
                 if not records:

@@ -32,6 +32,7 @@ from ..schema import (
     MetricsIn,
     SampleBatch,
     SampleIn,
+    rubric_name_problem,
 )
 from ..settings import get_settings
 from .journal import Journal, network_filesystem
@@ -107,9 +108,13 @@ class JudgeClient:
                 f"invalid run name {run!r}: letters, digits, '.', '_' and '-', starting with a "
                 "letter or digit, at most 128 characters"
             )
+        for name in rubrics or []:
+            # Names, looked up on the server; whether each exists the API says (422).
+            if problem := rubric_name_problem(name):
+                raise ClientError(problem)
         self.url = (url or settings.api_url).rstrip("/")
         self.run = run
-        self.rubrics = rubrics
+        self.rubrics = list(rubrics) if rubrics is not None else None
         # Without a token, an API on this machine takes the local one its first start made.
         token = token or settings.api_token or token_for(self.url, settings.data_dir)
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -40,7 +40,6 @@ __all__ = [
     "load_backend",
     "register_backend",
     "backend_names",
-    "calibrate",
     "CalibrationReport",
     "JudgeVersion",
 ]
@@ -62,10 +61,12 @@ _WHERE = {
     "load_backend": "backends.base",
     "register_backend": "backends.base",
     "backend_names": "backends.base",
-    "calibrate": "calibrate",
     "CalibrationReport": "calibrate",
     "JudgeVersion": "version",
 }
+# No lazy name may be a submodule's name: the first ``from . import <name>`` would bind the
+# attribute instead of the module (``judgeserve calibrate`` once crashed so). The
+# function ``calibrate`` is ``judgeserve.judge.calibrate.calibrate``.
 
 
 def __getattr__(name: str) -> Any:

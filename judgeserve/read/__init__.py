@@ -12,18 +12,115 @@ one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks a
 the store has, so a page costs the same for a run of ten steps as for one of thousands
 and 100k+ samples.
 
-Dead letters live in Redis, not the database: :func:`deadletters` reads them through
-the process's :class:`~judgeserve.stream.Queue`.
+Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
+:func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
-* :mod:`.core` — runs, steps, samples, alerts, checkpoint jobs, tokens, dead letters.
-* :mod:`.labels` — human labels, the judge verdicts they are compared with, calibration
-  reports.
-
-Every public name of the modules is a name of this package (``read.step_samples``).
+One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
+:mod:`.ops`, :mod:`.labels`); import the names from ``judgeserve.read``. A new subject gets
+a module of its own here.
 """
 
-from . import core, labels
-from .core import *  # noqa: F403
-from .labels import *  # noqa: F403
+from __future__ import annotations
 
-__all__ = [*core.__all__, *labels.__all__]
+from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, Source, connect
+from .alerts import alert_run, alerts_after, count_alerts, list_alerts, live_stamp
+from .checkpoints import checkpoint_job, count_checkpoint_jobs, list_checkpoint_jobs, probe_set
+from .labels import (
+    MAX_LABEL_ROWS,
+    judged_candidates,
+    label_counts,
+    label_export_rows,
+    labelled_items,
+    labels_with_verdicts,
+    latest_calibrations,
+    latest_label,
+    list_calibrations,
+)
+from .ops import deadletters, list_tokens, token
+from .runs import (
+    alert_markers,
+    count_runs,
+    flagged_counts,
+    get_run,
+    headline_series,
+    list_runs,
+    metric_series,
+    nearest_step,
+    nonfinite_metrics,
+    open_alerts_by_run,
+    run_steps,
+    step_neighbours,
+)
+from .steps import (
+    StepFilter,
+    count_scored,
+    count_step_samples,
+    get_sample,
+    previous_samples,
+    scores_for,
+    step_aggregates,
+    step_evaluation,
+    step_flags,
+    step_probes,
+    step_samples,
+    step_scorers,
+)
+
+__all__ = [
+    "SEVERITY_RANK",
+    "HEADLINE_PREFERENCE",
+    "Source",
+    "StepFilter",
+    "connect",
+    # runs
+    "list_runs",
+    "count_runs",
+    "get_run",
+    "open_alerts_by_run",
+    "headline_series",
+    "run_steps",
+    "flagged_counts",
+    "step_neighbours",
+    "nearest_step",
+    "metric_series",
+    "nonfinite_metrics",
+    "alert_markers",
+    # one step
+    "step_scorers",
+    "step_probes",
+    "step_samples",
+    "count_step_samples",
+    "scores_for",
+    "step_aggregates",
+    "step_evaluation",
+    "step_flags",
+    # samples
+    "get_sample",
+    "previous_samples",
+    "count_scored",
+    # alerts
+    "list_alerts",
+    "count_alerts",
+    "alert_run",
+    "alerts_after",
+    "live_stamp",
+    # checkpoint mode
+    "probe_set",
+    "list_checkpoint_jobs",
+    "count_checkpoint_jobs",
+    "checkpoint_job",
+    # tokens, dead letters
+    "token",
+    "list_tokens",
+    "deadletters",
+    # human labels, calibration reports
+    "MAX_LABEL_ROWS",
+    "judged_candidates",
+    "labelled_items",
+    "latest_label",
+    "label_counts",
+    "labels_with_verdicts",
+    "label_export_rows",
+    "list_calibrations",
+    "latest_calibrations",
+]

@@ -1,4 +1,4 @@
-"""The reads of human labels, the judge verdicts they are compared with, and calibration
+"""Reads of human labels, the judge verdicts they are compared with, and calibration
 reports (the package's docstring: how every read is made).
 
 A labelled item is a sample judged on one criterion of a rubric: the judge's score is the
@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from ..store import calibration_reports, labels, plain, runs, samples, scores
-from .core import _reads
+from ._base import _reads
 
 __all__ = [
     "MAX_LABEL_ROWS",

@@ -198,3 +198,15 @@ def test_cli_calibrate_reads_stored_labels_and_the_rubric_page_shows_it(
     # Without labels, it says where labels come from.
     empty = run_cli("calibrate", "helpfulness", env=env)
     assert empty.returncode == 2 and "/rubrics/helpfulness/label" in empty.stderr
+
+
+@pytest.mark.parametrize("package", ["judgeserve.judge", "judgeserve.callbacks"])
+def test_lazy_names_are_not_submodule_names(package: str) -> None:
+    # `from . import calibrate` in a fresh process got the lazily exported *function*
+    # calibrate, not the module, and `judgeserve calibrate` crashed on every call.
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    submodules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+    assert set(pkg.__all__) & submodules == set()

@@ -209,11 +209,11 @@ def find(settings: Settings, name: str) -> Any:
     """The rubric named ``name`` where the judge finds it (a ``Rubric``), or None when there
     is none or it does not load; the judge's loader is needed."""
     try:
-        from ...judge.rubric import find_rubric
+        from ...judge.rubric import rubric_by_name
     except ImportError:
         return None
     try:
-        return find_rubric(name, rubric_dirs(settings))
+        return rubric_by_name(name, rubric_dirs(settings))
     except JudgeserveError:
         return None
 

@@ -37,6 +37,10 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
+    settings = request.app.state.settings
+    judge = request.app.state.rubrics.active(
+        found.get("rubrics"), settings.judge_rubrics, settings.judge_url
+    )
     return render(
         request,
         "run.html",
@@ -48,6 +52,7 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "open_alerts": open_alerts,
             "n_open": n_open,
             "nonfinite": nonfinite,
+            "judge": judge,
             "jobs": jobs,
             "n_jobs": n_jobs,
             "live_run": run,
