@@ -41,6 +41,14 @@ from .compare import (
     rank_input,
     ranking,
 )
+from .judging import (
+    judge_series,
+    labelled_verdicts,
+    main_judge_versions,
+    rubric_versions,
+    step_judge_versions,
+    version_dict,
+)
 from .labels import (
     MAX_LABEL_ROWS,
     judged_candidates,
@@ -152,4 +160,11 @@ __all__ = [
     "label_export_rows",
     "list_calibrations",
     "latest_calibrations",
+    # judge versions: drift control
+    "rubric_versions",
+    "labelled_verdicts",
+    "judge_series",
+    "step_judge_versions",
+    "main_judge_versions",
+    "version_dict",
 ]
