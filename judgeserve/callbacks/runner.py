@@ -161,6 +161,8 @@ class ProbeRunner:
         self.submit_s = 0.0  # time spent handing samples, checkpoints and metrics to the SDK
         self.probe_set: str | None = None  # checkpoint mode: the version uploaded
         self.alerts: dict[int, Alert] = {}  # every alert seen, by id
+        self.watch_best = False  # poll GET /v1/runs/{run}/best too (the HF keep_best)
+        self.best: dict[str, Any] | None = None  # its latest answer
         self.stop_alert: Alert | None = None
         self._new_alerts: list[Alert] = []
         self._pending: dict[int, dict[str, float]] = {}  # scored, not yet handed out
@@ -337,6 +339,17 @@ class ProbeRunner:
                 self.on_alert(alert)
         if self.log_back:
             self._poll_metrics(client)
+        if self.watch_best:
+            try:
+                self.best = client.best()
+            except ClientError as e:
+                log.debug("best checkpoint poll failed: %s", e)
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of judgeserve's best checkpoint, as last polled (None: none yet)."""
+        best = (self.best or {}).get("best")
+        return int(best["step"]) if best else None
 
     def _poll_metrics(self, client: JudgeClient) -> None:
         try:

@@ -47,6 +47,10 @@ class AsyncJudgeClient:
     async def alerts(self, state: str | None = "open") -> list[Alert]:
         return await asyncio.to_thread(self._client.alerts, state)
 
+    async def best(self) -> dict[str, Any] | None:
+        """See :meth:`JudgeClient.best`."""
+        return await asyncio.to_thread(self._client.best)
+
     async def wait(self, step: int, timeout: float | None = 120.0) -> bool:
         """See :meth:`JudgeClient.wait`."""
         return await asyncio.to_thread(self._client.wait, step, timeout)

@@ -368,6 +368,16 @@ class JudgeClient:
         series: dict[str, list[dict[str, Any]]] = resp.json()["metrics"]
         return series
 
+    def best(self) -> dict[str, Any] | None:
+        """The run's best checkpoint by quality (``GET /v1/runs/{run}/best``): ``best``
+        (step, score, CI), ``indistinguishable`` steps, every checkpoint's score and gates;
+        None while the run does not exist yet."""
+        resp = self._get("/best")
+        if resp.status_code == 404:
+            return None
+        found: dict[str, Any] = resp.json()
+        return found
+
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is delivered; False on timeout."""
         target = self.journal.position
