@@ -392,9 +392,16 @@ class Worker:
             for run, (step, rubrics) in runs.items():
                 self.store.upsert_run(conn, run, step, rubrics)
             self.store.save_samples(conn, samples)
-            self.store.save_batch_scores(
-                conn, [(s.run, s.step, s.id, batch.scored[s.id_key]) for s in samples]
-            )
+            for again in (False, True):  # `judgeserve rescore` entries replace what was stored
+                self.store.save_batch_scores(
+                    conn,
+                    [
+                        (s.run, s.step, s.id, batch.scored[s.id_key])
+                        for e, s in pairs
+                        if bool(e.payload.get("rescore")) is again
+                    ],
+                    replace=again,
+                )
             self.store.touch_checkpoints(conn, _expected(pairs))
 
     def _settle(self, batch: _Batch) -> None:
@@ -539,7 +546,9 @@ def _default_hooks(settings: Settings) -> list[CheckpointHook]:
 
 def _to_sample(payload: dict[str, Any]) -> Sample:
     data = {
-        k: v for k, v in payload.items() if k not in ("rubrics", "only", "attempt", "expected")
+        k: v
+        for k, v in payload.items()
+        if k not in ("rubrics", "only", "attempt", "expected", "rescore")
     }
     return Sample.model_validate(data)
 

@@ -55,6 +55,7 @@ from .labels import (
 from .ops import deadletters, list_tokens, token
 from .runs import (
     alert_markers,
+    count_run_samples,
     count_runs,
     flagged_counts,
     get_run,
@@ -64,6 +65,7 @@ from .runs import (
     nearest_step,
     nonfinite_metrics,
     open_alerts_by_run,
+    run_samples,
     run_steps,
     run_summary_values,
     step_neighbours,
@@ -102,6 +104,8 @@ __all__ = [
     "metric_series",
     "nonfinite_metrics",
     "run_summary_values",
+    "run_samples",
+    "count_run_samples",
     "alert_markers",
     # one step
     "step_scorers",

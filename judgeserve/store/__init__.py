@@ -222,9 +222,17 @@ class Store:
         self.save_batch_scores(conn, [(run, step, sample_id, items)])
 
     def save_batch_scores(
-        self, conn: Connection, batch: Iterable[tuple[str, int, str, Iterable[Score]]]
+        self,
+        conn: Connection,
+        batch: Iterable[tuple[str, int, str, Iterable[Score]]],
+        *,
+        replace: bool = False,
     ) -> None:
-        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement."""
+        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement.
+
+        A score already stored is kept (a redelivered sample changes nothing), unless
+        ``replace``: a sample rescored on purpose (``judgeserve rescore``) gets the new one.
+        """
         rows = [
             {
                 "run": run,
@@ -242,9 +250,20 @@ class Store:
             for run, step, sample_id, items in batch
             for sc in items
         ]
-        if rows:
+        if not rows:
+            return
+        ins = self._insert(scores)
+        if replace:
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "sample_id", "scorer"],
+                    set_={k: ins.excluded[k] for k in ("value", "is_bool", "details", "version")},
+                ),
+                rows,
+            )
+        else:
             # A re-delivered sample is re-scored; keeping the first verdict keeps rows stable.
-            conn.execute(self._insert(scores).on_conflict_do_nothing(), rows)
+            conn.execute(ins.on_conflict_do_nothing(), rows)
 
     def save_aggregates(
         self, conn: Connection, run: str, step: int, values: dict[str, Aggregate]
