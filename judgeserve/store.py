@@ -134,6 +134,22 @@ flags = Table(
     Column("details", JSON, nullable=False),
 )
 
+# Samples a scorer did not score, per checkpoint, scorer and why (no index, no reference,
+# judge not configured, disabled, failed): silence would read as "all is well". Scored
+# samples are counted from `scores`; `n` can count a redelivered sample twice, so readers
+# cap it at the samples not scored.
+scorer_status = Table(
+    "scorer_status",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("scorer", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # skipped | failed | disabled
+    Column("reason", String(500), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 # When a checkpoint is complete, so that its alert rules run once, on all of its samples:
 # `expected` is how many samples it will have (set by whoever knows: the trainer's probe
 # runner, the generation worker), `last_sample` when the worker last stored one of them.
@@ -480,6 +496,45 @@ class Store:
         ]
         if rows:
             conn.execute(flags.insert(), rows)
+
+    def save_scorer_status(
+        self,
+        conn: Connection,
+        counts: Mapping[tuple[str, int, str, str, str], int],
+        replace: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
+        """Add samples not scored, ``(run, step, scorer, kind, reason) -> n``; first drop
+        the rows of each ``(run, step, scorer)`` in ``replace`` (set scorers: the status
+        of their last recompute)."""
+        for run, step, scorer in replace:
+            conn.execute(
+                scorer_status.delete().where(
+                    and_(
+                        scorer_status.c.run == run,
+                        scorer_status.c.step == step,
+                        scorer_status.c.scorer == scorer,
+                    )
+                )
+            )
+        merged: dict[tuple[str, int, str, str, str], int] = {}
+        for (run, step, scorer, kind, reason), n in counts.items():
+            key = (run, step, scorer, kind, reason[:500])  # the column's width
+            merged[key] = merged.get(key, 0) + n
+        if not merged:
+            return
+        now = _now()
+        ins = self._insert(scorer_status)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "scorer", "kind", "reason"],
+                set_={"n": scorer_status.c.n + ins.excluded.n, "updated": now},
+            ),
+            [
+                {"run": run, "step": step, "scorer": scorer, "kind": kind,
+                 "reason": reason, "n": n, "updated": now}
+                for (run, step, scorer, kind, reason), n in sorted(merged.items())
+            ],
+        )
 
     def save_metrics(self, run: str, step: int, values: Mapping[str, float | None]) -> None:
         """Trainer metrics of one step; NaN, ±inf (and None, meaning NaN) are kept as such."""

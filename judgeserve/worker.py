@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 from . import read
 from .exceptions import QueueError, StoreError
 from .schema import Aggregate, Sample, Score
-from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
+from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers, registered
 from .settings import Settings
 from .store import Store
 from .stream import Entry, Queue
@@ -40,6 +41,9 @@ __all__ = ["Worker", "BatchResult", "run_worker"]
 log = logging.getLogger(__name__)
 
 CheckpointHook = Callable[[Store, str, int], None]
+# Samples a scorer did not score: (run, step, scorer, kind, reason) -> count.
+StatusCounts = Counter[tuple[str, int, str, str, str]]
+DISABLED = "disabled in this worker's settings (JUDGESERVE_DISABLED_SCORERS)"
 
 
 @dataclass
@@ -73,6 +77,9 @@ class Worker:
             if scorers is not None
             else load_scorers(settings.scorers, settings.disabled_scorers, settings)
         )
+        # Disabled scorers are named on every step they skip, like any scorer not run.
+        known = registered(settings.scorers) if scorers is None else {}
+        self.disabled = sorted(set(settings.disabled_scorers) & set(known))
         self.sample_scorers = [s for s in loaded if isinstance(s, SampleScorer)]
         self.set_scorers = [s for s in loaded if isinstance(s, SetScorer)]
         # None: the alert engine (unless settings.alerts is off); () for no hooks at all.
@@ -189,7 +196,7 @@ class Worker:
 
         samples = [s for _, s in good]
         only = [set(e.payload["only"]) if e.payload.get("only") else None for e, _ in good]
-        scored, errors = self._score(samples, self._contexts(good), only)
+        scored, errors, status = self._score(samples, self._contexts(good), only)
         try:
             with self.store.begin() as conn:
                 runs: dict[str, tuple[int, list[str] | None]] = {}
@@ -202,6 +209,7 @@ class Worker:
                 self.store.save_batch_scores(
                     conn, [(s.run, s.step, s.id, scored[s.id_key]) for s in samples]
                 )
+                self.store.save_scorer_status(conn, status)
                 self.store.touch_checkpoints(conn, _expected(good))
         except StoreError as err:
             # Nothing acknowledged: every entry comes back after claim_idle_ms.
@@ -252,12 +260,33 @@ class Worker:
 
     def _score(
         self, batch: list[Sample], contexts: list[Context], only: list[set[str] | None]
-    ) -> tuple[dict[tuple[str, str], list[Score]], dict[tuple[str, str], dict[str, str]]]:
-        """Scores per sample, and per sample the scorers that failed on it (with why)."""
+    ) -> tuple[
+        dict[tuple[str, str], list[Score]], dict[tuple[str, str], dict[str, str]], StatusCounts
+    ]:
+        """Scores per sample; per sample, the scorers that failed on it (with why); and the
+        samples each scorer did not score, by reason (skipped, failed, disabled)."""
         scored: dict[tuple[str, str], list[Score]] = {s.id_key: [] for s in batch}
         errors: dict[tuple[str, str], dict[str, str]] = {}
+        status: StatusCounts = Counter()
+        for name in self.disabled:
+            for s, o in zip(batch, only, strict=True):
+                if o is None:
+                    status[(s.run, s.step, name, "disabled", DISABLED)] += 1
         for scorer in self.sample_scorers:
-            idx = [i for i, o in enumerate(only) if o is None or scorer.name in o]
+            idx = []
+            for i, o in enumerate(only):
+                if o is not None and scorer.name not in o:
+                    continue
+                s = batch[i]
+                try:
+                    why = scorer.skip_reason(s, contexts[i])
+                except Exception as err:  # it would fail on scoring too: say so the same way
+                    self._failed(scorer, s, err, errors, status)
+                    continue
+                if why:
+                    status[(s.run, s.step, scorer.name, "skipped", why)] += 1
+                else:
+                    idx.append(i)
             if not idx:
                 continue
             part, ctx = [batch[i] for i in idx], [contexts[i] for i in idx]
@@ -272,11 +301,23 @@ class Worker:
                 try:
                     scored[s.id_key].extend(scorer.score_in_context([s], [c])[0])
                 except Exception as err:
-                    errors.setdefault(s.id_key, {})[scorer.name] = (
-                        f"{scorer.name}: {type(err).__name__}: {err}\n"
-                        + traceback.format_exc(limit=3)
-                    )
-        return scored, errors
+                    self._failed(scorer, s, err, errors, status)
+        return scored, errors, status
+
+    @staticmethod
+    def _failed(
+        scorer: SampleScorer,
+        sample: Sample,
+        err: Exception,
+        errors: dict[tuple[str, str], dict[str, str]],
+        status: StatusCounts,
+    ) -> None:
+        why = f"{type(err).__name__}: {err}"
+        errors.setdefault(sample.id_key, {})[scorer.name] = (
+            f"{scorer.name}: {why}\n" + traceback.format_exc(limit=3)
+        )
+        first_line = why.splitlines()[0] if why.strip() else type(err).__name__
+        status[(sample.run, sample.step, scorer.name, "failed", first_line)] += 1
 
     def evaluate_checkpoint(self, run: str, step: int) -> None:
         """A complete checkpoint: recompute it a last time, run the hooks, mark it evaluated."""
@@ -297,15 +338,20 @@ class Worker:
         values = self.store.step_score_values(run, step)
         aggs: dict[str, Aggregate] = {m: aggregate(v) for m, v in values.items()}
         flags = []
+        status: StatusCounts = Counter()
         if self.set_scorers:
             samples = self.store.all_step_samples(run, step)
             for scorer in self.set_scorers:
-                if len(samples) < scorer.min_samples:
-                    continue
                 try:
+                    why = scorer.skip_reason(samples)
+                    if why:
+                        status[(run, step, scorer.name, "skipped", why)] = len(samples)
+                        continue
                     res = scorer.score_set(samples)
-                except Exception:
+                except Exception as err:
                     log.exception("set scorer %s failed on %s@%d", scorer.name, run, step)
+                    why = f"{type(err).__name__}: {err}".splitlines()[0]
+                    status[(run, step, scorer.name, "failed", why)] = len(samples)
                     continue
                 for m, v in res.metrics.items():
                     aggs[m] = Aggregate(mean=v, ci_low=None, ci_high=None, n=len(samples))
@@ -314,6 +360,8 @@ class Worker:
             self.store.save_aggregates(conn, run, step, aggs)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
+                replace = [(run, step, s.name) for s in self.set_scorers]
+                self.store.save_scorer_status(conn, status, replace=replace)
 
 
 def _default_hooks(settings: Settings) -> list[CheckpointHook]:
@@ -354,6 +402,10 @@ def run_worker(settings: Settings, *, consumer: str | None = None) -> None:
     signal.signal(signal.SIGINT, _graceful)
     for warning in worker.queue.durability_warnings():
         log.warning(warning)
+    if any(s.name == "memorization" for s in worker.sample_scorers):
+        from .detectors.memorization import describe_indexes
+
+        log.info(describe_indexes(settings.index_dir))
     log.info("worker %s consuming %s", worker.queue.consumer, worker.queue.keys.samples)
     try:
         worker.run()
