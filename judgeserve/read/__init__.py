@@ -1,0 +1,105 @@
+"""The one read path: every read the JSON API and the web view make, once.
+
+The API routes (``api/``) and the pages (``web/views/``) call these same functions; a
+page adds only presentation (datasette's one ``data()`` feeding JSON and HTML). The
+store (:mod:`judgeserve.store`) owns the tables, the engine and the writes.
+
+Every function takes a :class:`~sqlalchemy.engine.Connection` first, so a page makes
+all its reads on one connection (``with connect(store) as conn: ...``); a
+:class:`~judgeserve.store.Store` or an ``Engine`` works too, for a single read on a
+connection of its own. Database errors become :class:`StoreUnavailable` (HTTP 503, in
+one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks an index
+the store has, so a page costs the same for a run of ten steps as for one of thousands
+and 100k+ samples.
+
+Dead letters live in Redis, not the database: :func:`deadletters` reads them through
+the process's :class:`~judgeserve.stream.Queue`.
+
+One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
+:mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of
+its own here.
+"""
+
+from __future__ import annotations
+
+from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, Source, connect
+from .alerts import alert_run, alerts_after, count_alerts, list_alerts, live_stamp
+from .checkpoints import checkpoint_job, count_checkpoint_jobs, list_checkpoint_jobs, probe_set
+from .ops import deadletters, list_tokens, token
+from .runs import (
+    alert_markers,
+    count_runs,
+    flagged_counts,
+    get_run,
+    headline_series,
+    list_runs,
+    metric_series,
+    nearest_step,
+    nonfinite_metrics,
+    open_alerts_by_run,
+    run_steps,
+    step_neighbours,
+)
+from .steps import (
+    StepFilter,
+    count_scored,
+    count_step_samples,
+    get_sample,
+    previous_samples,
+    scores_for,
+    step_aggregates,
+    step_evaluation,
+    step_flags,
+    step_probes,
+    step_samples,
+    step_scorers,
+)
+
+__all__ = [
+    "SEVERITY_RANK",
+    "HEADLINE_PREFERENCE",
+    "Source",
+    "StepFilter",
+    "connect",
+    # runs
+    "list_runs",
+    "count_runs",
+    "get_run",
+    "open_alerts_by_run",
+    "headline_series",
+    "run_steps",
+    "flagged_counts",
+    "step_neighbours",
+    "nearest_step",
+    "metric_series",
+    "nonfinite_metrics",
+    "alert_markers",
+    # one step
+    "step_scorers",
+    "step_probes",
+    "step_samples",
+    "count_step_samples",
+    "scores_for",
+    "step_aggregates",
+    "step_evaluation",
+    "step_flags",
+    # samples
+    "get_sample",
+    "previous_samples",
+    "count_scored",
+    # alerts
+    "list_alerts",
+    "count_alerts",
+    "alert_run",
+    "alerts_after",
+    "live_stamp",
+    # checkpoint mode
+    "probe_set",
+    "list_checkpoint_jobs",
+    "count_checkpoint_jobs",
+    "checkpoint_job",
+    # tokens, dead letters
+    "token",
+    "list_tokens",
+    "deadletters",
+]
