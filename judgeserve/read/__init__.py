@@ -15,8 +15,8 @@ and 100k+ samples.
 Dead letters live in Redis, not the database: :func:`deadletters` reads them through
 the process's :class:`~judgeserve.stream.Queue`.
 
-One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
-:mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of
+One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`, :mod:`.alerts`,
+:mod:`.checkpoints`, :mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of
 its own here.
 """
 
@@ -40,6 +40,7 @@ from .runs import (
     run_steps,
     step_neighbours,
 )
+from .scorers import step_scorer_status
 from .steps import (
     StepFilter,
     count_scored,
@@ -83,6 +84,7 @@ __all__ = [
     "step_aggregates",
     "step_evaluation",
     "step_flags",
+    "step_scorer_status",
     # samples
     "get_sample",
     "previous_samples",

@@ -37,6 +37,10 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
+        # Which scorers ran at the newest step, and why the others did not.
+        newest = steps[:1] if pager.offset == 0 else read.run_steps(conn, run, 1, 0)
+        status_step = newest[0]["step"] if newest else None
+        status = read.step_scorer_status(conn, run, newest[0]["step"]) if newest else []
     return render(
         request,
         "run.html",
@@ -50,6 +54,8 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "nonfinite": nonfinite,
             "jobs": jobs,
             "n_jobs": n_jobs,
+            "scorer_status": status,
+            "status_step": status_step,
             "live_run": run,
             "live_since": stamp,
         },
