@@ -335,38 +335,51 @@ class Queue:
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
-    def deadletters(self, count: int = 100) -> list[dict[str, Any]]:
-        """Dead letters, oldest first (see :func:`read_deadletters`)."""
+    def deadletters(
+        self, count: int = 100, *, stream: StreamName | None = None
+    ) -> list[dict[str, Any]]:
+        """Dead letters, oldest first (see :func:`read_deadletters`), of this queue's stream
+        or of ``stream`` (the API reads the checkpoint jobs' beside the samples')."""
         try:
-            return read_deadletters(self.redis, self.dead_key, count)
+            return read_deadletters(self.redis, self._keys(stream)[1], count)
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
 
-    def deadletter(self, entry_id: str) -> dict[str, Any] | None:
+    def deadletter(self, entry_id: str, *, stream: StreamName | None = None) -> dict[str, Any] | None:
         """One dead letter by id (one ``XRANGE id id``), or None."""
+        key = self._keys(stream)[1]
         try:
-            found = read_deadletters(self.redis, self.dead_key, 1, start=entry_id, end=entry_id)
+            found = read_deadletters(self.redis, key, 1, start=entry_id, end=entry_id)
         except RETRYABLE as e:
             raise QueueError(f"Redis unreachable: {e}") from e
         return found[0] if found else None
 
-    def requeue_deadletters(self, ids: list[str] | None = None) -> int:
-        """Put dead letters back on the sample stream (all, or the given ids); returns how
+    def requeue_deadletters(
+        self, ids: list[str] | None = None, *, stream: StreamName | None = None
+    ) -> int:
+        """Put dead letters back on their stream (all, or the given ids); returns how
         many. Each id is looked up on its own (no scan); all are walked page by page."""
+        keys = self._keys(stream)
         if ids is not None:
-            found = [self.deadletter(i) for i in ids]
-            return sum(self._requeue(d) for d in found if d is not None)
+            found = [self.deadletter(i, stream=stream) for i in ids]
+            return sum(self._requeue(d, *keys) for d in found if d is not None)
         moved, start = 0, "-"
-        while page := read_deadletters(self.redis, self.dead_key, DEADLETTER_PAGE, start=start):
-            moved += sum(self._requeue(d) for d in page)
+        while page := read_deadletters(self.redis, keys[1], DEADLETTER_PAGE, start=start):
+            moved += sum(self._requeue(d, *keys) for d in page)
             start = "(" + page[-1]["id"]  # exclusive: after the last one seen
         return moved
 
-    def _requeue(self, item: dict[str, Any]) -> int:
+    def _keys(self, stream: StreamName | None) -> tuple[str, str]:
+        """(stream, dead letters) of ``stream``, or of this queue's own."""
+        if stream is None:
+            return self.stream_key, self.dead_key
+        return self.keys.of(stream)[:2]
+
+    def _requeue(self, item: dict[str, Any], stream_key: str, dead_key: str) -> int:
         payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.stream_key, {"data": json.dumps(payload)})
-        pipe.xdel(self.dead_key, item["id"])
+        pipe.xadd(stream_key, {"data": json.dumps(payload)})
+        pipe.xdel(dead_key, item["id"])
         pipe.execute()
         return 1
 

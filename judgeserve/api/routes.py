@@ -153,11 +153,18 @@ def get_alerts(
 
 @router.get("/v1/deadletter", tags=["ops"])
 def list_deadletters(request: Request, who: Caller, limit: Limit = 100) -> dict[str, Any]:
-    """Samples whose scoring failed on every delivery, with the last error."""
-    items = read.deadletters(
-        request.app.state.queue, limit, lambda run: may_read(request, who, run)
-    )
-    return {"deadletters": items}
+    """Samples whose scoring failed on every delivery, with the last error
+    (``deadletters``); checkpoint jobs that could not be generated, with the reason
+    (``checkpoints``)."""
+    queue = request.app.state.queue
+
+    def visible(run: str) -> bool:
+        return may_read(request, who, run)
+
+    return {
+        "deadletters": read.deadletters(queue, limit, visible),
+        "checkpoints": read.deadletters(queue, limit, visible, stream="checkpoints"),
+    }
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"])

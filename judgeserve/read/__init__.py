@@ -12,8 +12,8 @@ one place) or :class:`StoreError`. Every list is bounded (``LIMIT``) and walks a
 the store has, so a page costs the same for a run of ten steps as for one of thousands
 and 100k+ samples.
 
-Dead letters live in Redis, not the database: :func:`deadletters` reads them through
-the process's :class:`~judgeserve.stream.Queue`.
+Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
+:func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`, :mod:`.alerts`,
 :mod:`.checkpoints`, :mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of

@@ -14,7 +14,7 @@ from ..store import (
 )
 
 if TYPE_CHECKING:
-    from ..stream import Queue
+    from ..stream import Queue, StreamName
 
 from ._base import _reads
 
@@ -42,8 +42,13 @@ def list_tokens(conn: Connection) -> list[dict[str, Any]]:
 
 
 def deadletters(
-    queue: Queue, limit: int, visible: Callable[[str], bool] = lambda run: True
+    queue: Queue,
+    limit: int,
+    visible: Callable[[str], bool] = lambda run: True,
+    stream: StreamName = "samples",
 ) -> list[dict[str, Any]]:
     """Dead letters, oldest first, of the runs ``visible(run)`` lets the caller see: the
-    sample (``payload``), its last ``error`` and how many ``deliveries`` it had."""
-    return [d for d in queue.deadletters(limit) if visible(str(d["payload"].get("run")))]
+    sample or checkpoint job (``payload``), its last ``error`` and how many
+    ``deliveries`` it had."""
+    found = queue.deadletters(limit, stream=stream)
+    return [d for d in found if visible(str(d["payload"].get("run")))]

@@ -298,12 +298,15 @@ class Store:
             .where(and_(samples.c.run == run, samples.c.step == step))
             .scalar_subquery()
         )
+        now = _now()
         with self.begin() as conn:
             conn.execute(
                 update(checkpoints)
                 .where(and_(checkpoints.c.run == run, checkpoints.c.step == step))
-                .values(evaluated=_now(), evaluated_n=stored)
+                .values(evaluated=now, evaluated_n=stored)
             )
+            # A live run page re-reads itself (a checkpoint job there turns "scored").
+            conn.execute(update(runs).where(runs.c.name == run).values(updated=now))
 
     def save_flags(self, conn: Connection, run: str, step: int, items: Iterable[Any]) -> None:
         conn.execute(flags.delete().where(and_(flags.c.run == run, flags.c.step == step)))

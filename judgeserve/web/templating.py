@@ -71,6 +71,9 @@ class Urls:
     def requeue(self, entry_id: str) -> str:
         return f"{self.root}/deadletter/{self._q(entry_id)}/requeue"
 
+    def requeue_job(self, entry_id: str) -> str:
+        return f"{self.root}/deadletter/checkpoints/{self._q(entry_id)}/requeue"
+
     def live(self, **query: Any) -> str:
         return self._with(f"{self.root}/live", query)
 

@@ -66,6 +66,8 @@ def test_the_run_page_shows_each_checkpoint_job(client: TestClient, store: Store
     failed = row(html, 300)
     assert "job-state-failed" in failed and "checkpoint folder gone: /x" in failed
     assert EVIL not in html and "&lt;script&gt;" in failed  # the reason is escaped
+    assert 'href="/deadletter#checkpoint-jobs"' in failed  # where to requeue it
+    assert "job-deadletter" not in scored
     assert "job-state-queued" in row(html, 400)
     # The newest first.
     assert [int(s) for s in re.findall(r'<tr data-step="(\d+)" class="job-', html)] == [400, 300, 200, 100]
@@ -84,3 +86,20 @@ def test_many_jobs_show_the_newest_and_say_where_the_rest_are(client: TestClient
     html = client.get("/runs/many").text
     assert len(re.findall(r'class="job-queued"', html)) == 20
     assert "The newest 20 of 25" in html and "GET /v1/runs/many/checkpoints" in html
+
+
+def test_a_job_turning_scored_moves_the_live_stamp(store: Store) -> None:
+    """A job becomes "scored" when its checkpoint's alert rules ran, after the last score
+    was stored: that moment too must reach an open run page (else it stays "generated")."""
+    import time
+
+    from judgeserve import read
+
+    for step in (100, 200):  # a later checkpoint: step 100 is not the run's last step
+        store.queue_checkpoint("live-ck", step, _job(step))
+    store.update_checkpoint_job("live-ck", 100, "generated", samples=0)
+    store.set_expected("live-ck", 100, 0)
+    before = read.live_stamp(store, "live-ck")
+    time.sleep(0.01)
+    store.mark_evaluated("live-ck", 100)
+    assert read.live_stamp(store, "live-ck") != before

@@ -353,10 +353,12 @@ def test_dead_letter_reads_leave_the_consumer_group_to_the_workers(settings: Set
 
     with TestClient(create_app(settings)) as c:
         assert c.get("/deadletter").status_code == 200
-        assert c.get("/v1/deadletter").json() == {"deadletters": []}
+        assert c.get("/v1/deadletter").json() == {"deadletters": [], "checkpoints": []}
         assert c.post("/deadletter/1-1/requeue", follow_redirects=False).status_code == 404
+        assert c.post("/deadletter/checkpoints/1-1/requeue", follow_redirects=False).status_code == 404
     r = redis.Redis.from_url(settings.redis_url)
     try:
         assert not r.exists(f"{settings.stream_prefix}:samples")
+        assert not r.exists(f"{settings.stream_prefix}:checkpoints")
     finally:
         r.close()
