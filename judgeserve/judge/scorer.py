@@ -28,7 +28,7 @@ from ..scorers import Context, SampleScorer
 from ..settings import Settings, get_settings
 from .backends.base import JudgeBackend, load_backend
 from .prompt import PromptBuilder
-from .rubric import Rubric, find_rubric
+from .rubric import Rubric, rubric_by_name, rubrics_in_tag
 from .verdicts import Item, Judge
 
 __all__ = ["JudgeScorer", "selected", "rubrics_for"]
@@ -50,10 +50,8 @@ def rubrics_for(
     """Rubric names that apply to a sample (see the module docstring for the order)."""
     if explicit:
         return list(explicit)
-    tag = sample.tags.get("rubrics")
-    if tag:
-        return [r.strip() for r in tag.split(",") if r.strip()]
-    return list(default)
+    tagged = rubrics_in_tag(sample.tags.get("rubrics"))
+    return tagged or list(default)
 
 
 class JudgeScorer(SampleScorer):
@@ -93,7 +91,7 @@ class JudgeScorer(SampleScorer):
     def _rubric(self, name: str) -> Rubric | None:
         if name not in self._rubrics:
             try:
-                self._rubrics[name] = find_rubric(name, self._dirs)
+                self._rubrics[name] = rubric_by_name(name, self._dirs)
             except ConfigError as e:
                 self._broken[name] = f"rubric {name!r} skipped: {e}"
                 self._warn_once(name, self._broken[name])

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ...exceptions import ConfigError
+from ...exceptions import ConfigError, ScorerError
 from ...settings import get_settings
 from ..prompt import JudgePrompt
 from .base import match_label
@@ -77,8 +77,15 @@ class OpenAIBackend:
 
     def _post(self, prompt: JudgePrompt, max_tokens: int, logprobs: bool) -> dict[str, Any]:
         path, body = self._body(prompt, max_tokens, logprobs)
-        response = self._client.post(path, json=body)
-        response.raise_for_status()
+        where = str(self._client.base_url).rstrip("/") + path
+        try:
+            response = self._client.post(path, json=body)
+        except httpx.HTTPError as e:  # the message must say which server could not be reached
+            raise ScorerError(f"judge at {where} unreachable ({type(e).__name__}: {e})") from e
+        if response.is_error:
+            raise ScorerError(
+                f"judge at {where} answered HTTP {response.status_code}: {response.text[:500]}"
+            )
         choice: dict[str, Any] = response.json()["choices"][0]
         return choice
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ...exceptions import ConfigError
+from ...exceptions import ConfigError, ScorerError
 from ..prompt import JudgePrompt
 
 __all__ = ["ServeBackend"]
@@ -49,16 +49,29 @@ class ServeBackend:
         return str(self._info.get("model"))
 
     def info(self) -> dict[str, Any]:
-        response = self._client.get(f"{self.url}/info")
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
+        data: dict[str, Any] = self._call("GET", "info").json()
         return data
 
     def _post(self, op: str, body: dict[str, Any]) -> list[Any]:
-        response = self._client.post(f"{self.url}/{op}", json=body)
-        response.raise_for_status()
-        results: list[Any] = response.json()["results"]
+        results: list[Any] = self._call("POST", op, body).json()["results"]
         return results
+
+    def _call(self, method: str, op: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        # httpx's own messages ("[Errno 111] Connection refused") do not say where: the
+        # worker's log and the dead letters must name the judge that could not be reached.
+        try:
+            response = self._client.request(method, f"{self.url}/{op}", json=body)
+        except httpx.HTTPError as e:
+            raise ScorerError(
+                f"judge at {self.url} unreachable ({type(e).__name__}: {e}); is `judgeserve "
+                "serve` running there (JUDGESERVE_JUDGE_URL, or the rubric's judge.url)?"
+            ) from e
+        if response.is_error:
+            raise ScorerError(
+                f"judge at {self.url} answered HTTP {response.status_code} to {op}: "
+                f"{response.text[:500]}"
+            )
+        return response
 
     def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
         return self._post("label_probs", {"prompts": [p.to_dict() for p in prompts]})
