@@ -15,13 +15,12 @@ and 100k+ samples.
 Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
-One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
-:mod:`.ops`, :mod:`.compare`: choosing a checkpoint, a run's checkpoints ranked by quality
-and two compared probe by probe, the statistics from :mod:`judgeserve.ranking`); import
-the names from ``judgeserve.read``. A new subject gets a module of its own here.
-)
-:mod:`.ops`, :mod:`.labels`); import the names from ``judgeserve.read``. A new subject gets
-a module of its own here.
+One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`: which scorers ran
+and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.ops`,
+:mod:`.labels`: human labels and calibration reports, :mod:`.compare`: choosing a
+checkpoint, a run's checkpoints ranked by quality and two compared probe by probe, the
+statistics from :mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A
+new subject gets a module of its own here.
 """
 
 from __future__ import annotations
@@ -70,6 +69,7 @@ from .runs import (
     run_summary_values,
     step_neighbours,
 )
+from .scorers import step_scorer_status
 from .steps import (
     StepFilter,
     count_scored,
@@ -116,6 +116,7 @@ __all__ = [
     "step_aggregates",
     "step_evaluation",
     "step_flags",
+    "step_scorer_status",
     # samples
     "get_sample",
     "previous_samples",

@@ -55,6 +55,7 @@ from .tables import (
     run_summary,
     runs,
     samples,
+    scorer_status,
     scores,
     tokens,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "run_summary",
     "runs",
     "samples",
+    "scorer_status",
     "scores",
     "tokens",
 ]
@@ -351,6 +353,45 @@ class Store:
         ]
         if rows:
             conn.execute(flags.insert(), rows)
+
+    def save_scorer_status(
+        self,
+        conn: Connection,
+        counts: Mapping[tuple[str, int, str, str, str], int],
+        replace: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
+        """Add samples not scored, ``(run, step, scorer, kind, reason) -> n``; first drop
+        the rows of each ``(run, step, scorer)`` in ``replace`` (set scorers: the status
+        of their last recompute)."""
+        for run, step, scorer in replace:
+            conn.execute(
+                scorer_status.delete().where(
+                    and_(
+                        scorer_status.c.run == run,
+                        scorer_status.c.step == step,
+                        scorer_status.c.scorer == scorer,
+                    )
+                )
+            )
+        merged: dict[tuple[str, int, str, str, str], int] = {}
+        for (run, step, scorer, kind, reason), n in counts.items():
+            key = (run, step, scorer, kind, reason[:500])  # the column's width
+            merged[key] = merged.get(key, 0) + n
+        if not merged:
+            return
+        now = _now()
+        ins = self._insert(scorer_status)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "scorer", "kind", "reason"],
+                set_={"n": scorer_status.c.n + ins.excluded.n, "updated": now},
+            ),
+            [
+                {"run": run, "step": step, "scorer": scorer, "kind": kind,
+                 "reason": reason, "n": n, "updated": now}
+                for (run, step, scorer, kind, reason), n in sorted(merged.items())
+            ],
+        )
 
     def save_metrics(self, run: str, step: int, values: Mapping[str, float | None]) -> None:
         """Trainer metrics of one step; NaN, ±inf (and None, meaning NaN) are kept as such."""
