@@ -49,7 +49,9 @@ class JudgeWrites:
             ins = self._insert(judge_versions).values(
                 **row, first_seen=now, updated=now, rescore_state="pending", rescored=0
             )
-            if conn.execute(ins.on_conflict_do_nothing()).rowcount:
+            # RETURNING says whether a row went in (rowcount does not, on PostgreSQL).
+            ins = ins.on_conflict_do_nothing().returning(judge_versions.c.key)
+            if conn.execute(ins).first() is not None:
                 added.append((str(row["scorer"]), str(row["key"])))
         return added
 
