@@ -16,14 +16,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from judgeserve import read
+from judgeserve.agreement import rubric_agreement
 from judgeserve.app import create_app
 from judgeserve.drift import DriftControl
 from judgeserve.exceptions import ScorerError
 from judgeserve.judge.version import JudgeVersion
+from judgeserve.rescore import queue_rescore
 from judgeserve.schema import Sample, Score
 from judgeserve.scorers import Context, SampleScorer
 from judgeserve.settings import Settings
 from judgeserve.store import Store
+from judgeserve.worker import Worker
 
 from .judged import judge_details, seed_judged
 
@@ -135,3 +138,34 @@ def test_a_failed_rescoring_says_why_and_is_tried_again(settings: Settings, stor
     assert drift.work() == 4
     (row,) = read.rubric_versions(store, "helpfulness")
     assert (row["rescore_state"], row["rescored"], row["rescore_reason"]) == ("done", 4, None)
+
+
+def test_rescore_keeps_the_replaced_verdicts_of_labelled_items(
+    settings: Settings, store: Store
+) -> None:
+    """`judgeserve rescore --scorer judge` replaces a run's judge scores with the new judge's;
+    the old judge's verdicts on labelled items stay, so both versions' agreement is known."""
+    ids = labelled(store, 3)
+    old = JudgeVersion.of(judge_details("ph-one")).key  # type: ignore[union-attr]
+    new = JudgeVersion.of(judge_details("new")).key  # type: ignore[union-attr]
+    with store.begin() as conn:  # one unlabelled sample, judged too
+        store.save_samples(conn, [Sample(run=RUN, step=1, id="free", prompt="q", completion="a")])
+        store.save_scores(conn, RUN, 1, "free", [Score(
+            scorer="judge.helpfulness.helpfulness", value=2.0, details=judge_details("ph-one"))])
+    worker = Worker(settings, store=store, scorers=[FickleJudge()], hooks=())
+    try:
+        job = queue_rescore(store, worker.queue, RUN, scorers=["judge"])
+        assert job.queued == 4
+        worker.run(idle_exit_s=1.0)
+    finally:
+        worker.close()
+    now = {r["id"]: r for r in read.step_samples(store, RUN, 1)}
+    assert {JudgeVersion.of(r["scores"][0]["details"]).key for r in now.values()} == {new}  # type: ignore[union-attr]
+    kept = read.labelled_verdicts(store, "helpfulness")
+    by = {(v["sample_id"], JudgeVersion.of(v["details"]).key) for v in kept}  # type: ignore[union-attr]
+    assert {(sid, old) for sid in ids} <= by and ("free", old) not in by
+    # The rubric's agreement: both versions, on the same three labelled items.
+    rows = read.labels_with_verdicts(store, "helpfulness")
+    agreement = rubric_agreement(rows, [], {"helpfulness": [1, 2, 3, 4, 5]}, kept)
+    versions = {v["version"]["key"]: v["n"] for v in agreement["criteria"]["helpfulness"]["versions"]}
+    assert versions == {old: 3, new: 3}

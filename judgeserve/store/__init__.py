@@ -264,6 +264,13 @@ class Store(JudgeWrites):
             return
         ins = self._insert(scores)
         if replace:
+            # A labelled item's old judge verdict stays measurable (drift control).
+            judged = {
+                (str(r["run"]), str(r["sample_id"]))
+                for r in rows
+                if str(r["scorer"]).startswith("judge.")
+            }
+            self.keep_replaced_verdicts(conn, sorted(judged))
             conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["run", "sample_id", "scorer"],

@@ -145,6 +145,39 @@ class JudgeWrites:
             [{**r, "run": run, "step": step, "updated": now} for r in rows],
         )
 
+    def keep_replaced_verdicts(self, conn: Connection, items: Sequence[tuple[str, str]]) -> int:
+        """Before ``judgeserve rescore`` replaces judge scores of these ``(run, sample_id)``,
+        keep the labelled ones in ``judge_verdicts`` under their judge version, so the old
+        version's agreement with people is not lost with them. How many were kept."""
+        from ..judge.version import JudgeVersion
+
+        if not items:
+            return 0
+        runs = sorted({r for r, _ in items})
+        ids = sorted({i for _, i in items})
+        q = (
+            select(scores.c.run, scores.c.sample_id, scores.c.scorer, scores.c.value, scores.c.details)
+            .where(
+                scores.c.run.in_(runs),
+                scores.c.sample_id.in_(ids),
+                scores.c.scorer.like("judge.%"),
+                select(labels.c.id)
+                .where(labels.c.run == scores.c.run, labels.c.sample_id == scores.c.sample_id)
+                .exists(),
+            )
+        )
+        wanted = set(items)
+        now = _now()
+        rows = [
+            {"run": run, "sample_id": sid, "scorer": scorer, "version": version.key,
+             "value": value, "details": details, "created": now}
+            for run, sid, scorer, value, details in conn.execute(q)
+            if (run, sid) in wanted and (version := JudgeVersion.of(details)) is not None
+        ]
+        if rows:
+            conn.execute(self._insert(judge_verdicts).on_conflict_do_nothing(), rows)
+        return len(rows)
+
     # -- the worker's reads ------------------------------------------------------------------
 
     def step_judge_values(self, run: str, step: int) -> Iterator[tuple[str, float, Any]]:
