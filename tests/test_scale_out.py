@@ -134,7 +134,7 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
     logs = tmp_path / "logs"
     logs.mkdir()
     cli = [sys.executable, "-m", "judgeserve.cli"]
-    r = redis.Redis.from_url(s.redis_url)
+    r: Any = redis.Redis.from_url(s.redis_url)
     store = Store(pg_url)
     api = LiveServer(s.model_copy(update={"port": free_port()}), store=store)
     # Ray's node temp dirs make socket paths: keep them short (a 107-byte limit).
@@ -159,8 +159,8 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
                                      for k, v in on_node(cluster, n).items() if k == "WorkerActor") == 4,
                          timeout=240, every=1)
             except AssertionError:
-                rows = [(a["class_name"], a["name"], a["state"], a["node_id"][:6]) for a in cluster.state("actors")]
-                raise AssertionError(f"worker actors not all alive: {rows}") from None
+                dump = [(a["class_name"], a["name"], a["state"], a["node_id"][:6]) for a in cluster.state("actors")]
+                raise AssertionError(f"worker actors not all alive: {dump}") from None
             cluster.processes()  # remember the actors' processes while they have parents
             placed = {head_: on_node(cluster, n) for head_, n in nodes.items()}
             for is_head, actors in placed.items():
@@ -179,9 +179,9 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
                         "generation": GENERATION}
                 assert http.put(f"/v1/runs/{RUN}/probes", json=body).status_code == 200
                 for step in STEPS:
-                    job = {"step": step, "path": str(policy.adapter(ADAPTER[step])), "kind": "lora",
+                    submitted = {"step": step, "path": str(policy.adapter(ADAPTER[step])), "kind": "lora",
                            "base_model": str(policy.base)}
-                    assert http.post(f"/v1/runs/{RUN}/checkpoints", json=job).status_code == 202
+                    assert http.post(f"/v1/runs/{RUN}/checkpoints", json=submitted).status_code == 202
 
             # Mid-job on the second node: its generation worker holds a job it is generating.
             key = f"{s.stream_prefix}:checkpoints"
@@ -215,9 +215,9 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
                 wait_for(lambda: sorted(on_node(cluster, nodes[True]).get("WorkerActor", [])) == everyone,
                          timeout=180, every=1)
             except AssertionError:
-                rows = [(a["class_name"], a["name"], a["state"], a["node_id"][:6], a["num_restarts"],
+                lost = [(a["class_name"], a["name"], a["state"], a["node_id"][:6], a["num_restarts"],
                          a.get("death_cause")) for a in cluster.state("actors") if a["class_name"] == "WorkerActor"]
-                raise AssertionError(f"the lost node's worker actors did not come back: {rows}") from None
+                raise AssertionError(f"the lost node's worker actors did not come back: {lost}") from None
             # The commands that started them ride it out too (a driver that exits takes its
             # actors with it).
             assert [d.poll() for d in cluster.drivers] == [None, None, None], logs
@@ -246,8 +246,8 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             rows = read.step_samples(store, RUN, step, limit=1000)
             assert len(rows) == PER_JOB
             for row in rows:
-                names = {sc["scorer"] for sc in row["scores"]}
-                assert {"length.tokens", "judge.toy.marker"} <= names, (step, row["id"], names)
+                scorers = {sc["scorer"] for sc in row["scores"]}
+                assert {"length.tokens", "judge.toy.marker"} <= scorers, (step, row["id"], scorers)
             greedy = [x for x in rows if x["tags"]["decoding"] == "greedy"]
             assert {x["completion"].split()[0] for x in greedy} == {FRUITS[ADAPTER[step]]}
             if ADAPTER[step] == "b":  # the toy judge's "5": the answer names a banana

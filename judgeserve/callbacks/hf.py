@@ -15,6 +15,11 @@ PEFT model, the adapter), and judgeserve's generator completes the probes from i
 
     JudgeCallback("probes.jsonl", mode="checkpoint")   # with TrainingArguments(save_steps=200)
 
+With ``checkpoint_save="background"`` the callback saves every ``every_n_steps`` itself
+instead (into ``<output_dir>/judgeserve/step-<N>``): the trainer waits only while the
+weights are copied into memory; a thread writes and then submits the folder
+(:mod:`judgeserve.callbacks.snapshot`). The trainer's own saves are then for resuming.
+
 Every ``on_log`` it
 forwards the trainer's numbers (loss, learning rate ...). A watcher thread polls the
 run's open alerts; when one whose rule says ``action: stop`` appears, the callback sets
@@ -144,11 +149,23 @@ class JudgeCallback(TrainerCallback):
         if self.runner.due(state.global_step):
             self._probe(state, kwargs)
 
+    def _save_in_background(self, args: TrainingArguments, state: TrainerState, kwargs: dict[str, Any]) -> None:
+        model = kwargs.get("model")
+        if not state.is_world_process_zero or model is None:
+            return
+        folder = os.path.join(args.output_dir or ".", "judgeserve", f"step-{state.global_step}")
+        # A full model's folder carries its tokenizer, as the trainer's own save would.
+        tokenizer = None if hasattr(model, "peft_config") else (
+            self.tokenizer or kwargs.get("processing_class") or kwargs.get("tokenizer"))
+        self.runner.save_checkpoint(state.global_step, model, folder, tokenizer)
+
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self.runner.due(state.global_step):
             self._probe(state, kwargs)
+        if self.runner.save_due(state.global_step):
+            self._save_in_background(args, state, kwargs)
         self._log_back(state)
         self._check_stop(state, control)
 
@@ -174,6 +191,8 @@ class JudgeCallback(TrainerCallback):
     ) -> None:
         # The folder Trainer._save_checkpoint has just written (and not rotated away).
         path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if self.runner.mode == "checkpoint" and self.runner.options.checkpoint_save == "background":
+            return  # judgeserve saves its own (on_step_end); the trainer's are for resuming
         if self.runner.mode == "checkpoint":
             if state.is_world_process_zero:
                 self.runner.submit_checkpoint(state.global_step, path)
@@ -187,7 +206,10 @@ class JudgeCallback(TrainerCallback):
             return
         if self.runner.probe_at_end and self.runner.mode == "generate":
             self._probe(state, kwargs)
-        self.runner.close()
+        if (self.runner.probe_at_end and self.runner.mode == "checkpoint"
+                and self.runner.options.checkpoint_save == "background"):
+            self._save_in_background(args, state, kwargs)  # the final weights (once)
+        self.runner.close()  # waits for a write in flight, then submits it
         self._log_back(state, final=True)
         if self._tb is not None:
             self._tb.close()
