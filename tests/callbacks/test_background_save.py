@@ -24,8 +24,8 @@ from judgeserve.settings import Settings
 from judgeserve.store import Store
 
 from ..conftest import wait_for
-from .conftest import Stack, Tiny
-from .test_checkpoint_mode import Generating, hf_trainer, lora_model
+from .conftest import Generating, Stack, Tiny
+from .test_checkpoint_mode import hf_trainer, lora_model
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
