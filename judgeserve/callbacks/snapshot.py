@@ -59,9 +59,14 @@ def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "active_adapter")
 
 
-def snapshot(model: Any, tokenizer: Any = None) -> Snapshot:
+def snapshot(model: Any, tokenizer: Any = None, reuse: dict[str, Any] | None = None) -> Snapshot:
     """Copy ``model``'s weights to CPU memory: the adapter's alone for a PEFT model (what
-    its adapter folder holds), else the whole state dict. Runs on the training thread."""
+    its adapter folder holds), else the whole state dict. Runs on the training thread.
+
+    ``reuse``: the tensors of an earlier snapshot no longer needed (its write is done);
+    each weight is copied into its old buffer when shapes and dtypes match. Fresh memory
+    costs a page fault per 4 KiB on its first write, which on a loaded machine can take
+    longer than the copy itself."""
     import torch
 
     started = time.perf_counter()
@@ -81,7 +86,11 @@ def snapshot(model: Any, tokenizer: Any = None) -> Snapshot:
             # save_pretrained still sees them tied and writes them once.
             key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
             if key not in copies:
-                copies[key] = t.detach().to("cpu", copy=True)
+                old = (reuse or {}).get(name)
+                if old is not None and old.shape == t.shape and old.dtype == t.dtype:
+                    copies[key] = old.copy_(t.detach())
+                else:
+                    copies[key] = t.detach().to("cpu", copy=True)
             tensors[name] = copies[key]
     return Snapshot(
         kind="lora" if peft_config is not None else "full", tensors=tensors, model=model,
@@ -156,6 +165,7 @@ class BackgroundSaver:
     def __init__(self) -> None:
         self.records: list[SaveRecord] = []
         self._thread: threading.Thread | None = None
+        self._last: dict[str, Any] = {}  # the last snapshot's tensors, reused once written
 
     def save(
         self, step: int, model: Any, tokenizer: Any, folder: Path,
@@ -166,7 +176,8 @@ class BackgroundSaver:
         started = time.perf_counter()
         self.wait()
         waited = time.perf_counter() - started
-        snap = snapshot(model, tokenizer)
+        snap = snapshot(model, tokenizer, reuse=self._last)  # the last write is done: reuse
+        self._last = snap.tensors
         record = SaveRecord(step, folder, snap.copy_s, waited, snap.bytes)
         self.records.append(record)
         self._thread = threading.Thread(
