@@ -50,8 +50,10 @@ from .tables import (
     plain,
     probe_sets,
     run_metrics,
+    run_summary,
     runs,
     samples,
+    scorer_status,
     scores,
     tokens,
 )
@@ -75,8 +77,10 @@ __all__ = [
     "flags",
     "probe_sets",
     "run_metrics",
+    "run_summary",
     "runs",
     "samples",
+    "scorer_status",
     "scores",
     "tokens",
 ]
@@ -217,9 +221,17 @@ class Store:
         self.save_batch_scores(conn, [(run, step, sample_id, items)])
 
     def save_batch_scores(
-        self, conn: Connection, batch: Iterable[tuple[str, int, str, Iterable[Score]]]
+        self,
+        conn: Connection,
+        batch: Iterable[tuple[str, int, str, Iterable[Score]]],
+        *,
+        replace: bool = False,
     ) -> None:
-        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement."""
+        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement.
+
+        A score already stored is kept (a redelivered sample changes nothing), unless
+        ``replace``: a sample rescored on purpose (``judgeserve rescore``) gets the new one.
+        """
         rows = [
             {
                 "run": run,
@@ -237,9 +249,20 @@ class Store:
             for run, step, sample_id, items in batch
             for sc in items
         ]
-        if rows:
+        if not rows:
+            return
+        ins = self._insert(scores)
+        if replace:
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "sample_id", "scorer"],
+                    set_={k: ins.excluded[k] for k in ("value", "is_bool", "details", "version")},
+                ),
+                rows,
+            )
+        else:
             # A re-delivered sample is re-scored; keeping the first verdict keeps rows stable.
-            conn.execute(self._insert(scores).on_conflict_do_nothing(), rows)
+            conn.execute(ins.on_conflict_do_nothing(), rows)
 
     def save_aggregates(
         self, conn: Connection, run: str, step: int, values: dict[str, Aggregate]
@@ -328,6 +351,45 @@ class Store:
         if rows:
             conn.execute(flags.insert(), rows)
 
+    def save_scorer_status(
+        self,
+        conn: Connection,
+        counts: Mapping[tuple[str, int, str, str, str], int],
+        replace: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
+        """Add samples not scored, ``(run, step, scorer, kind, reason) -> n``; first drop
+        the rows of each ``(run, step, scorer)`` in ``replace`` (set scorers: the status
+        of their last recompute)."""
+        for run, step, scorer in replace:
+            conn.execute(
+                scorer_status.delete().where(
+                    and_(
+                        scorer_status.c.run == run,
+                        scorer_status.c.step == step,
+                        scorer_status.c.scorer == scorer,
+                    )
+                )
+            )
+        merged: dict[tuple[str, int, str, str, str], int] = {}
+        for (run, step, scorer, kind, reason), n in counts.items():
+            key = (run, step, scorer, kind, reason[:500])  # the column's width
+            merged[key] = merged.get(key, 0) + n
+        if not merged:
+            return
+        now = _now()
+        ins = self._insert(scorer_status)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "scorer", "kind", "reason"],
+                set_={"n": scorer_status.c.n + ins.excluded.n, "updated": now},
+            ),
+            [
+                {"run": run, "step": step, "scorer": scorer, "kind": kind,
+                 "reason": reason, "n": n, "updated": now}
+                for (run, step, scorer, kind, reason), n in sorted(merged.items())
+            ],
+        )
+
     def save_metrics(self, run: str, step: int, values: Mapping[str, float | None]) -> None:
         """Trainer metrics of one step; NaN, ±inf (and None, meaning NaN) are kept as such."""
         now = _now()
@@ -349,6 +411,26 @@ class Store:
                         "nonfinite": ins.excluded.nonfinite,
                         "created": now,
                     },
+                ),
+                rows,
+            )
+
+    def save_summary(self, run: str, values: Mapping[str, float | None]) -> None:
+        """Values of the whole run (a trainer's end-of-run summary); a name sent again
+        replaces its value. Non-finite values are kept as such, as in :meth:`save_metrics`."""
+        now = _now()
+        rows = []
+        for k, v in values.items():
+            bad = nonfinite_name(v)
+            rows.append({"run": run, "name": k, "value": None if bad else v,
+                         "nonfinite": bad, "updated": now})
+        with self.begin() as conn:
+            self.upsert_run(conn, run, 0)
+            ins = self._insert(run_summary)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "name"],
+                    set_={k: ins.excluded[k] for k in ("value", "nonfinite", "updated")},
                 ),
                 rows,
             )

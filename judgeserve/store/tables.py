@@ -100,6 +100,22 @@ flags = Table(
     Column("details", JSON, nullable=False),
 )
 
+# Samples a scorer did not score, per checkpoint, scorer and why (no index, no reference,
+# judge not configured, disabled, failed): silence would read as "all is well". Scored
+# samples are counted from `scores`; `n` can count a redelivered sample twice, so readers
+# cap it at the samples not scored.
+scorer_status = Table(
+    "scorer_status",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("scorer", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # skipped | failed | disabled
+    Column("reason", String(500), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 # When a checkpoint is complete, so that its alert rules run once, on all of its samples:
 # `expected` is how many samples it will have (set by whoever knows: the trainer's probe
 # runner, the generation worker), `last_sample` when the worker last stored one of them.
@@ -170,6 +186,18 @@ run_metrics = Table(
     Column("value", Float, nullable=True),
     Column("nonfinite", String(8), nullable=True),
     Column("created", DateTime(timezone=True), nullable=False),
+)
+
+# Values that describe the whole run rather than a step (a trainer's end-of-run summary:
+# train_runtime, total_flos ...): the latest value of each name, never a series.
+run_summary = Table(
+    "run_summary",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("value", Float, nullable=True),
+    Column("nonfinite", String(8), nullable=True),
+    Column("updated", DateTime(timezone=True), nullable=False),
 )
 
 alerts = Table(
