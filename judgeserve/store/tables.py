@@ -239,6 +239,40 @@ tokens = Table(
 )
 
 
+# Human labels, one per labeller and item (a sample on one criterion of a rubric): a level,
+# or pairwise the outcome against `baseline_id` as judge scores are written (1 win, 0 loss).
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run", String(128), nullable=False),
+    Column("sample_id", String(128), nullable=False),
+    Column("rubric", String(64), nullable=False),
+    Column("criterion", String(64), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("baseline_id", String(128), nullable=True),
+    Column("labeller", String(128), nullable=False),
+    Column("project", String(128), nullable=True),
+    Column("rubric_version", String(64), nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ux_labels_item", "run", "sample_id", "rubric", "criterion", "labeller", unique=True),
+    Index("ix_labels_rubric", "rubric", "created"),
+)
+
+# Reports of `judgeserve calibrate` (a CalibrationReport as JSON), newest shown per rubric.
+calibration_reports = Table(
+    "calibration_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rubric", String(64), nullable=False),
+    Column("rubric_version", String(64), nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_calibration_reports_rubric", "rubric", "created"),
+)
+
+
 def plain(r: Any) -> dict[str, Any]:
     """A result row as a dict, its times in UTC (SQLite drops the zone)."""
     d = dict(r)
