@@ -97,7 +97,7 @@ class Stack:
     root: Path
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
-    runs: list[str] = field(default_factory=list)
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def get(self, route: str, **params: Any) -> Any:
         r = httpx.get(f"{self.url}{route}", params=params, headers=self.auth(), timeout=10)
@@ -120,8 +120,18 @@ class Stack:
 
     def start(self, *args: str, log: str, **env: str) -> subprocess.Popen[bytes]:
         with (self.root / log).open("ab") as out:  # the child keeps its own descriptor
-            return subprocess.Popen(command(*args), env={**self.env, **env}, cwd=self.root,
+            proc = subprocess.Popen(command(*args), env={**self.env, **env}, cwd=self.root,
                                     stdout=out, stderr=subprocess.STDOUT)
+        self.started.append(proc)
+        return proc
+
+    def reap(self) -> None:
+        """Kill what a failed case left running."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.started.clear()
 
     def log(self, log: str) -> str:
         return (self.root / log).read_text(errors="replace")
@@ -177,6 +187,7 @@ def stack(redis_db: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     port = free_port()
     s = Stack(stack_env(root, redis_db, port), f"http://127.0.0.1:{port}", root)
     s.proc = s.start("up", log="up.log")
+    s.started.clear()  # the stack outlives every case; reap() is for what a case starts
     try:
         wait_for(lambda: bool(worker_names(s.url)) or s.proc.poll() is not None, timeout=60, every=0.2)
         assert s.proc.poll() is None, s.log("up.log")
@@ -235,15 +246,15 @@ def _up(stack: Stack) -> None:
     root = stack.root / "second"
     root.mkdir()
     env = stack_env(root, int(stack.env["JUDGESERVE_REDIS_URL"].rsplit("/", 1)[1]), free_port())
-    proc = Stack(env, "", root).start("up", "--port", str(port), log="up.log")
     url = f"http://127.0.0.1:{port}"
+    second = Stack(env, url, root, started=stack.started)
+    proc = second.start("up", "--port", str(port), log="up.log")
     wait_for(lambda: bool(worker_names(url)) or proc.poll() is not None, timeout=60, every=0.2)
-    second = Stack(env, url, root)
     assert proc.poll() is None, second.log("up.log")
     token = read_token(token_path(root / "data"))
     assert token and token in second.log("up.log")  # printed once, at the first start
     assert httpx.get(f"{url}/v1/runs", timeout=10).status_code == 401
-    assert httpx.get(f"{url}/v1/runs", headers=second.auth(token), timeout=10).json() == []
+    assert httpx.get(f"{url}/v1/runs", headers=second.auth(token), timeout=10).json() == {"runs": []}
     second.stop(proc, "up.log")
 
 
@@ -258,8 +269,8 @@ def _api(stack: Stack) -> None:
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: healthz(url) is not None or proc.poll() is not None, timeout=60, every=0.2)
     assert proc.poll() is None, stack.log("api.log")
-    runs = httpx.get(f"{url}/v1/runs", headers=stack.auth(), timeout=10).json()
-    assert "api-run" in {r["run"] for r in runs}
+    runs = httpx.get(f"{url}/v1/runs", headers=stack.auth(), timeout=10).json()["runs"]
+    assert "api-run" in {r["name"] for r in runs}, runs
     stack.stop(proc, "api.log")
 
 
@@ -290,7 +301,7 @@ def _token_create(stack: Stack) -> None:
     token = stack.cli("token", "create", "--project", "docs").stdout.strip()
     assert token and token != stack.token
     r = httpx.get(f"{stack.url}/v1/runs", headers=stack.auth(token), timeout=10)
-    assert r.status_code == 200 and r.json() == []  # project docs has no run yet
+    assert r.status_code == 200 and r.json() == {"runs": []}  # project docs has no run yet
 
 
 @real("token", "list")
@@ -351,9 +362,13 @@ def _deadletter_requeue(stack: Stack) -> None:
     wait_for(lambda: "requeue-run@1" in stack.cli("deadletter", "list").stdout, timeout=60, every=0.5)
 
 
+# Long enough that a verbatim copy is a span over the memorized threshold (50 tokens).
 TRAINING = [f"The quarterly report of the river authority number {i} says the northern dam holds "
             f"{100 + i} million cubic metres and the southern spillway was inspected in spring "
-            f"by the engineers of district {i}, who found the gates sound and the sluices clear."
+            f"by the engineers of district {i}, who found the gates sound and the sluices clear. "
+            f"The western canal carried {20 + i} barges a day until the autumn floods closed the "
+            f"lower locks for {i + 3} weeks, and the board voted to raise the embankment by "
+            f"{i + 1} metres before the next winter storms arrive from the coast."
             for i in range(8)]
 
 
@@ -446,7 +461,7 @@ def _quality_lint(stack: Stack) -> None:
     bad = stack.root / "quality.yaml"
     bad.write_text("metrics:\n  - metric: reference.semscore\n    wieght: 1\n")
     r = stack.cli("quality", "lint", str(bad), ok=False)
-    assert r.returncode == 1 and "line 3" in r.stderr and "wieght" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"{bad}:3: metrics[0].wieght" in r.stderr, r.stderr
 
 
 @real("quality", "schema")
@@ -458,11 +473,11 @@ def _quality_schema(stack: Stack) -> None:
 @real("alerts", "lint")
 def _alerts_lint(stack: Stack) -> None:
     out = stack.cli("alerts", "lint").stdout
-    assert "loss_not_finite: threshold on train.loss" in out, out
+    assert "loss_not_finite: threshold on nonfinite.train.loss (critical, notify)" in out.splitlines(), out
     bad = stack.root / "rules.yaml"
     bad.write_text("rules:\n  - name: x\n    type: threshold\n    metric: length.tokens\n    colour: red\n")
     r = stack.cli("alerts", "lint", str(bad), ok=False)
-    assert r.returncode == 1 and "line 5" in r.stderr and "colour" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"{bad}:5:" in r.stderr and "colour" in r.stderr, r.stderr
 
 
 @real("alerts", "schema")
@@ -488,7 +503,7 @@ def _rubric_schema(stack: Stack) -> None:
     assert printed == json.loads((ROOT / "docs" / "rubric.schema.json").read_text())
 
 
-@real("calibrate")
+@real("calibrate", timeout=300)
 def _calibrate(stack: Stack) -> None:
     from judgeserve.testing.toy_judge import BAD, GOOD, TOY_RUBRIC, cached_toy_judge
 
@@ -580,4 +595,7 @@ def _demo(stack: Stack) -> None:
 
 @pytest.mark.parametrize(("path", "case"), list(REAL.values()))
 def test_real_invocation(stack: Stack, path: tuple[str, ...], case: Case) -> None:
-    case(stack)
+    try:
+        case(stack)
+    finally:
+        stack.reap()
