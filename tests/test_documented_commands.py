@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +74,20 @@ def test_every_documented_command_has_a_real_invocation() -> None:
     assert missing == [], "documented commands without a real invocation here:\n" + "\n".join(missing)
     stale = sorted(name(p) for p in set(REAL) - set(DOCUMENTED_PATHS))
     assert stale == [], "real invocations of commands no document shows: " + ", ".join(stale)
+
+
+def test_docs_web_shows_every_page() -> None:
+    """docs/web.md names every page the web view serves (issue 17: /deadletter was missing)."""
+    from fastapi.responses import HTMLResponse
+
+    from judgeserve.web import routers
+
+    web = (ROOT / "docs" / "web.md").read_text()
+    pages = {re.sub(r":\w+}", "}", r.path) for router in routers for r in router.routes
+             if getattr(r, "response_class", None) is HTMLResponse}
+    assert "/deadletter" in pages and "/runs/{run}" in pages
+    missing = sorted(p for p in pages if not re.search(rf"`{re.escape(p)}[`?]|{re.escape(p)}[,)]", web))
+    assert missing == [], f"pages docs/web.md does not show: {missing}"
 
 
 @pytest.mark.parametrize("path", DOCUMENTED_PATHS, ids=name)
@@ -379,6 +394,14 @@ def _training_file(stack: Stack, name: str) -> Path:
     return path
 
 
+DETECTORS_MD = (ROOT / "docs" / "detectors.md").read_text()
+
+
+def _shape(line: str, run: str) -> str:
+    """The line with its numbers and run name taken out."""
+    return re.sub(r"\d+(?:[.,]\d+)*", "N", line.replace(run, "RUN"))
+
+
 @real("index", "build")
 def _index_build(stack: Stack) -> None:
     data = _training_file(stack, "index-train.jsonl")
@@ -386,6 +409,11 @@ def _index_build(stack: Stack) -> None:
     first, skipped = r.stdout.splitlines()[-2:]
     assert first.startswith("indexed ") and "of 8 documents" in first and "'index-run'" in first, r.stdout
     assert skipped == "skipped 1 JSONL lines without a string 'text' field", r.stdout
+    # docs/detectors.md shows the same two lines (numbers and run name aside).
+    shown = re.search(r"printing what it indexed and skipped:\n\n```\n(.*?)```", DETECTORS_MD, re.S)
+    assert shown, "docs/detectors.md no longer shows what index build prints"
+    assert [_shape(x, "my-run") for x in shown.group(1).splitlines()] == [
+        _shape(x, "index-run") for x in (first, skipped)]
     assert (Path(stack.env["JUDGESERVE_INDEX_DIR"]) / "index-run").is_dir()
 
 
