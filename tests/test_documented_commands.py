@@ -193,7 +193,17 @@ def stack_env(root: Path, redis_db: int, port: int) -> dict[str, str]:
         "JUDGESERVE_SCORERS": '["tests.plugins:PoisonScorer"]',
         "JUDGESERVE_RETRY_DELAY_S": "0.05",
         "JUDGESERVE_MAX_DELIVERIES": "2",
+        # The toy judge's rubric, by name (labels, calibrate).
+        "JUDGESERVE_RUBRIC_DIR": str(rubric_dir(root)),
     }
+
+
+def rubric_dir(root: Path) -> Path:
+    from judgeserve.testing.toy_judge import TOY_RUBRIC
+
+    (root / "rubrics").mkdir(exist_ok=True)
+    (root / "rubrics" / "toy.yaml").write_text(TOY_RUBRIC)
+    return root / "rubrics"
 
 
 @pytest.fixture(scope="module")
@@ -531,22 +541,76 @@ def _rubric_schema(stack: Stack) -> None:
     assert printed == json.loads((ROOT / "docs" / "rubric.schema.json").read_text())
 
 
+def fruit(i: int) -> str:
+    """The toy judge's answer: 5 for banana, 1 for cherry."""
+    from judgeserve.testing.toy_judge import BAD, GOOD
+
+    return f"I would pick the {GOOD if i % 2 else BAD} today."
+
+
 @real("calibrate", timeout=300)
 def _calibrate(stack: Stack) -> None:
-    from judgeserve.testing.toy_judge import BAD, GOOD, TOY_RUBRIC, cached_toy_judge
+    from judgeserve.testing.toy_judge import cached_toy_judge
 
-    rubric = stack.root / "toy.yaml"
-    rubric.write_text(TOY_RUBRIC)
+    rubric = stack.root / "rubrics" / "toy.yaml"
     labels = stack.root / "labels.jsonl"
-    rows = [{"prompt": "Name a fruit.", "completion": f"I would pick the {GOOD if i % 2 else BAD} today.",
-             "label": 5 if i % 2 else 1} for i in range(6)]
+    rows = [{"prompt": "Name a fruit.", "completion": fruit(i), "label": 5 if i % 2 else 1} for i in range(6)]
     labels.write_text("".join(json.dumps(x) + "\n" for x in rows))
     out = stack.root / "report.json"
+    model = str(cached_toy_judge())
     r = stack.cli("calibrate", str(rubric), str(labels), "--backend", "transformers",
-                  "--model", str(cached_toy_judge()), "--out", str(out))
+                  "--model", model, "--out", str(out))
     assert f"report: {out}" in r.stdout, r.stdout
     report = json.loads(out.read_text())
     assert report["rubric"] == "toy" and report["criteria"]["marker"]["exact_agreement"] == 1.0
+    if LABELS:
+        # With no file, the labels people made (here imported), by rubric name; the
+        # report is kept in the store, where the rubric pages read it.
+        stack.cli("labels", "import", str(_labelled(stack, "calibrate-run")))
+        r = stack.cli("calibrate", "toy", "--backend", "transformers", "--model", model)
+        assert "report kept in the store: /rubrics/toy shows it" in r.stdout, r.stdout
+
+
+LABELS = ("labels", "import") in cli_commands()  # lands from the labels branch
+
+
+def _labelled(stack: Stack, run: str) -> Path:
+    """Six samples of ``run`` scored by the stack, and a file of one person's labels of them."""
+    with stack.client(run) as client:
+        client.submit(1, [{"id": f"l{i}", "prompt": "Name a fruit.", "completion": fruit(i)}
+                          for i in range(6)], expected=6)
+        assert client.flush(30) and client.errors == []
+    wait_for(scored(stack, run, 1, 6), timeout=60)
+    path = stack.root / f"{run}.labels.jsonl"
+    path.write_text("".join(json.dumps({"run": run, "sample_id": f"l{i}", "rubric": "toy", "criterion": "marker",
+                                        "label": 5 if i % 2 else 1, "labeller": "ann"}) + "\n"
+                            for i in range(6)))
+    return path
+
+
+if LABELS:
+
+    @real("labels", "import")
+    def _labels_import(stack: Stack) -> None:
+        path = _labelled(stack, "import-run")
+        r = stack.cli("labels", "import", str(path))
+        assert r.stdout.strip() == f"imported 6 labels from {path}", r.stdout
+        bad = stack.root / "bad.labels.jsonl"
+        first, second = path.read_text().splitlines()[:2]
+        bad.write_text(first + "\n" + second.replace('"label": 5', '"label": 9') + "\n")
+        r = stack.cli("labels", "import", str(bad), ok=False)
+        assert r.returncode == 1 and f"{bad}:2: " in r.stderr and "nothing was stored" in r.stderr, r.stderr
+
+    @real("labels", "export")
+    def _labels_export(stack: Stack) -> None:
+        stack.cli("labels", "import", str(_labelled(stack, "export-run")))
+        out = stack.root / "exported.jsonl"
+        r = stack.cli("labels", "export", "--rubric", "toy", "--out", str(out))
+        assert f"exported {{}} labels to {out}".format(len(out.read_text().splitlines())) in r.stderr
+        mine = [x for x in map(json.loads, out.read_text().splitlines()) if x["run"] == "export-run"]
+        assert sorted((x["sample_id"], x["label"], x["completion"]) for x in mine) == [
+            (f"l{i}", 5 if i % 2 else 1, fruit(i)) for i in range(6)]
+        assert stack.cli("labels", "export", "--rubric", "toy").stdout == out.read_text()
 
 
 @real("serve", slow=True, timeout=420)
