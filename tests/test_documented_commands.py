@@ -236,18 +236,31 @@ def stack(redis_db: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 # -- one real invocation of each documented command -----------------------------------------
 
 Case = Callable[[Stack], None]
-REAL: dict[tuple[str, ...], Any] = {}
+REAL: dict[tuple[str, ...], Any] = {}  # the command's words -> its first case
+VARIANTS: list[Any] = []  # further cases of a command (other options)
 
 
-def real(*path: str, slow: bool = False, timeout: int | None = None) -> Callable[[Case], Case]:
+def real(*path: str, variant: str = "", slow: bool = False, timeout: int | None = None) -> Callable[[Case], Case]:
     def register(case: Case) -> Case:
         marks = [pytest.mark.slow] if slow else []
         if timeout:
             marks.append(pytest.mark.timeout(timeout))
-        REAL[path] = pytest.param(path, case, marks=marks, id=" ".join(path))
+        param = pytest.param(path, case, marks=marks, id=" ".join((*path, variant)).strip())
+        if variant:
+            VARIANTS.append(param)
+        else:
+            REAL[path] = param
         return case
 
     return register
+
+
+def ray_tmpdir() -> str:
+    """A Ray temp dir of our own: a local Ray finds no other session's cluster there, and
+    the path is short (Ray's socket paths must fit in 107 bytes)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="jsray", dir="/tmp")
 
 
 def test_real_invocations_are_registered() -> None:
@@ -312,6 +325,15 @@ def _worker(stack: Stack) -> None:
     wait_for(scored(stack, "worker-run", 1, 20), timeout=60)
     stack.stop(proc, "worker.log")
     assert "documented-worker" not in worker_names(stack.url)  # it said goodbye
+
+
+@real("worker", variant="--ray", slow=True, timeout=300)
+def _worker_ray(stack: Stack) -> None:
+    proc = stack.start("worker", "--ray", "1", log="ray-worker.log", RAY_TMPDIR=ray_tmpdir())
+    wait_for(lambda: "ray-worker-0" in worker_names(stack.url) or proc.poll() is not None, timeout=240, every=1)
+    assert proc.poll() is None, stack.log("ray-worker.log")
+    stack.stop(proc, "ray-worker.log", timeout=90)
+    assert "ray-worker-0" not in worker_names(stack.url)
 
 
 @real("token", "local")
@@ -632,7 +654,7 @@ def _serve(stack: Stack) -> None:
         }],
     }))
     proc = stack.start("serve", "--config", str(config), "--num-cpus", "2", log="serve.log",
-                       RAY_TMPDIR=str(stack.root / "ray"))
+                       RAY_TMPDIR=ray_tmpdir())
     url = f"http://127.0.0.1:{port}/judge"
 
     def up() -> bool:
@@ -686,7 +708,7 @@ def _demo(stack: Stack) -> None:
     assert re.search(r"^best: ", r.stdout, re.M) and "run `judgeserve up` and open" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize(("path", "case"), list(REAL.values()))
+@pytest.mark.parametrize(("path", "case"), [*REAL.values(), *VARIANTS])
 def test_real_invocation(stack: Stack, path: tuple[str, ...], case: Case) -> None:
     try:
         case(stack)
