@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .schema import RubricName
@@ -83,9 +83,6 @@ class Settings(BaseSettings):
     disabled_scorers: list[str] = Field(
         default_factory=list, description="Scorer names not to run, e.g. ['reference']."
     )
-    index_dir: Path = Field(
-        Path("judgeserve-indexes"), description="Where memorization indexes are stored, one per run."
-    )
     spool_dir: Path = Field(
         Path.home() / ".cache" / "judgeserve" / "spool",
         description="Where the SDK keeps its journals (what it has not delivered yet); must be "
@@ -139,7 +136,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path.home() / ".local" / "share" / "judgeserve",
         description="Where the API keeps the local token (file 'token', mode 0600) that the "
-        "SDK and CLI on this machine read instead of being given one.",
+        "SDK and CLI on this machine read instead of being given one; the memorization "
+        "indexes too, unless index_dir says otherwise.",
+    )
+    # After data_dir: its default is made from data_dir's value.
+    index_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "indexes",
+        description="Where memorization indexes are stored, one folder per run; default "
+        "<data_dir>/indexes. Made absolute, so that `judgeserve index build` and the workers "
+        "agree wherever they are started.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -166,6 +171,12 @@ class Settings(BaseSettings):
     alert_webhook_format: Literal["json", "slack"] = Field(
         "json", description="Webhook body: the alert as JSON, or a Slack-compatible message."
     )
+
+    @field_validator("index_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # A relative path would name another folder for each working directory.
+        return path.expanduser().absolute()
 
 
 @lru_cache(maxsize=1)

@@ -429,24 +429,27 @@ def _training_file(stack: Stack, name: str) -> Path:
 DETECTORS_MD = (ROOT / "docs" / "detectors.md").read_text()
 
 
-def _shape(line: str, run: str) -> str:
-    """The line with its numbers and run name taken out."""
-    return re.sub(r"\d+(?:[.,]\d+)*", "N", line.replace(run, "RUN"))
+def _shape(line: str, run: str, folder: str) -> str:
+    """The line with its numbers, run name and index folder taken out."""
+    return re.sub(r"\d+(?:[.,]\d+)*", "N", line.replace(folder, "DIR").replace(run, "RUN"))
 
 
 @real("index", "build")
 def _index_build(stack: Stack) -> None:
     data = _training_file(stack, "index-train.jsonl")
     r = stack.cli("index", "build", "--run", "index-run", str(data))
-    first, skipped = r.stdout.splitlines()[-2:]
-    assert first.startswith("indexed ") and "of 8 documents" in first and "'index-run'" in first, r.stdout
-    assert skipped == "skipped 1 JSONL lines without a string 'text' field", r.stdout
-    # docs/detectors.md shows the same two lines (numbers and run name aside).
-    shown = re.search(r"printing what it indexed and skipped:\n\n```\n(.*?)```", DETECTORS_MD, re.S)
+    indexed, skipped, wrote = r.stdout.splitlines()[-3:]
+    assert indexed.startswith("indexed ") and "of 8 documents" in indexed and "'index-run'" in indexed, r.stdout
+    assert skipped == "skipped 1 JSONL line(s) without a string 'text' field", r.stdout
+    index_dir = Path(stack.env["JUDGESERVE_INDEX_DIR"])
+    assert wrote.startswith(f"wrote {index_dir / 'index-run'}: "), r.stdout
+    assert (index_dir / "index-run").is_dir()
+    # docs/detectors.md shows the same lines (numbers, run name and folder aside).
+    shown = re.search(r"the folder\nit wrote:\n\n```\n(.*?)```", DETECTORS_MD, re.S)
     assert shown, "docs/detectors.md no longer shows what index build prints"
-    assert [_shape(x, "my-run") for x in shown.group(1).splitlines()] == [
-        _shape(x, "index-run") for x in (first, skipped)]
-    assert (Path(stack.env["JUDGESERVE_INDEX_DIR"]) / "index-run").is_dir()
+    doc_dir = "/home/me/.local/share/judgeserve/indexes"
+    assert [_shape(x, "my-run", doc_dir) for x in shown.group(1).splitlines()] == [
+        _shape(x, "index-run", str(index_dir)) for x in (indexed, skipped, wrote)]
 
 
 @real("rescore")

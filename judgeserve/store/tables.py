@@ -100,6 +100,22 @@ flags = Table(
     Column("details", JSON, nullable=False),
 )
 
+# Samples a scorer did not score, per checkpoint, scorer and why (no index, no reference,
+# judge not configured, disabled, failed): silence would read as "all is well". Scored
+# samples are counted from `scores`; `n` can count a redelivered sample twice, so readers
+# cap it at the samples not scored.
+scorer_status = Table(
+    "scorer_status",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("scorer", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # skipped | failed | disabled
+    Column("reason", String(500), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 # When a checkpoint is complete, so that its alert rules run once, on all of its samples:
 # `expected` is how many samples it will have (set by whoever knows: the trainer's probe
 # runner, the generation worker), `last_sample` when the worker last stored one of them.
@@ -220,6 +236,40 @@ tokens = Table(
     Column("hash", String(64), nullable=False),  # sha256 of the secret; the secret is never kept
     Column("created", DateTime(timezone=True), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+)
+
+
+# Human labels, one per labeller and item (a sample on one criterion of a rubric): a level,
+# or pairwise the outcome against `baseline_id` as judge scores are written (1 win, 0 loss).
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run", String(128), nullable=False),
+    Column("sample_id", String(128), nullable=False),
+    Column("rubric", String(64), nullable=False),
+    Column("criterion", String(64), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("baseline_id", String(128), nullable=True),
+    Column("labeller", String(128), nullable=False),
+    Column("project", String(128), nullable=True),
+    Column("rubric_version", String(64), nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ux_labels_item", "run", "sample_id", "rubric", "criterion", "labeller", unique=True),
+    Index("ix_labels_rubric", "rubric", "created"),
+)
+
+# Reports of `judgeserve calibrate` (a CalibrationReport as JSON), newest shown per rubric.
+calibration_reports = Table(
+    "calibration_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rubric", String(64), nullable=False),
+    Column("rubric_version", String(64), nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_calibration_reports_rubric", "rubric", "created"),
 )
 
 
