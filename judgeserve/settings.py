@@ -6,12 +6,34 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .schema import RubricName
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "RayActorOptions", "get_settings"]
+
+
+class RayActorOptions(BaseModel):
+    """Where Ray places each worker actor of ``judgeserve worker --ray N`` and
+    ``judgeserve generate-worker --ray N`` (Ray's own actor options, by the same names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(
+        0.5, ge=0, description="CPUs each actor reserves (fractions share a core)."
+    )
+    num_gpus: float = Field(0, ge=0, description="GPUs each actor reserves (workers need none).")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom resources each actor needs, e.g. {\"judgeserve\": 1} to keep the "
+        "actors on the nodes started with `ray start --resources '{\"judgeserve\": 8}'`.",
+    )
+    scheduling_strategy: Literal["SPREAD", "DEFAULT"] = Field(
+        "SPREAD",
+        description="SPREAD: the actors go to as many nodes as fit them, so losing one node "
+        "loses few of them; DEFAULT: Ray packs them where it prefers.",
+    )
 
 
 class Settings(BaseSettings):
@@ -87,6 +109,11 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "judgeserve" / "spool",
         description="Where the SDK keeps its journals (what it has not delivered yet); must be "
         "a local disk: its locks do not hold across the hosts of a network filesystem.",
+    )
+    ray_actor_options: RayActorOptions = Field(
+        default_factory=RayActorOptions,
+        description="Placement of the worker actors `--ray N` starts (JSON), e.g. "
+        '{"num_cpus": 0.25, "resources": {"judgeserve": 1}, "scheduling_strategy": "SPREAD"}.',
     )
     judge_url: str | None = Field(
         None, description="The Ray Serve judge endpoint (e.g. http://host:8001/judge)."
