@@ -55,6 +55,7 @@ def create_app(
         app.state.tokens = TokenCache()
         app.state.rubrics = RubricCatalog([settings.rubric_dir])
         _announce_auth(settings, app.state.store)
+        _announce_indexes(settings)
         _warn_durability(app.state.queue)
         try:
             yield
@@ -82,6 +83,14 @@ def create_app(
     # rebinding page) is turned away before anything else looks at it.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings))
     return app
+
+
+def _announce_indexes(settings: Settings) -> None:
+    """Which runs have a memorization index, and where: built in another folder, an
+    index would otherwise go unused without a word."""
+    from .detectors.memorization import describe_indexes
+
+    log.info(describe_indexes(settings.index_dir))
 
 
 def _announce_auth(settings: Settings, store: Store) -> None:

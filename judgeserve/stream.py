@@ -271,6 +271,18 @@ class Queue:
                 pipe.xadd(self.stream_key, {"data": json.dumps(p)})
             return [i.decode() for i in pipe.execute()]
 
+    def still_queued(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` still in the stream: not yet processed (acknowledged entries
+        are deleted; an entry set aside for a retry or dead-lettered left it too)."""
+        if not ids:
+            return []
+        with _unavailable("still_queued"):
+            pipe = self.redis.pipeline(transaction=False)
+            for i in ids:
+                pipe.xrange(self.stream_key, min=i, max=i, count=1)
+            found: Any = pipe.execute()
+        return [i for i, hit in zip(ids, found, strict=True) if hit]
+
     # -- reading -------------------------------------------------------------------------
 
     def read(self, count: int, block_ms: int = 1000) -> list[Entry]:
