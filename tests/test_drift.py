@@ -169,3 +169,24 @@ def test_rescore_keeps_the_replaced_verdicts_of_labelled_items(
     agreement = rubric_agreement(rows, [], {"helpfulness": [1, 2, 3, 4, 5]}, kept)
     versions = {v["version"]["key"]: v["n"] for v in agreement["criteria"]["helpfulness"]["versions"]}
     assert versions == {old: 3, new: 3}
+
+
+def test_overlaid_runs_draw_a_line_per_judge_version() -> None:
+    """/compare?runs=a,b: a run whose judge changed is two lines there too."""
+    from judgeserve.web.charts import overlay_payload
+
+    def point(step: int, mean: float, version: str | None) -> dict[str, object]:
+        return {"step": step, "mean": mean, "ci_low": None, "ci_high": None, "n": 6,
+                "judge_version": version}
+
+    runs = {
+        "a": {"judge.r.c": [point(1, 2.0, "k-old"), point(2, 2.0, "k-old"), point(3, 4.0, "k-new")]},
+        "b": {"judge.r.c": [point(1, 3.0, "k-old"), point(2, 3.0, "k-old")]},
+    }
+    (metric,) = overlay_payload(runs)["metrics"]
+    lines = [(s["label"], s["version"], s["x"], s["mean"]) for s in metric["series"]]
+    assert lines == [
+        ("a · judge k-old", 0, [1.0, 2.0], [2.0, 2.0]),
+        ("a · judge k-new", 1, [3.0], [4.0]),
+        ("b", 0, [1.0, 2.0], [3.0, 3.0]),
+    ]
