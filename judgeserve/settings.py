@@ -150,6 +150,26 @@ class Settings(BaseSettings):
     rubric_dir: Path = Field(
         Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
     )
+    drift_rescore_max: int = Field(
+        500,
+        ge=0,
+        le=100_000,
+        description="When a judge version first appears for a rubric, re-score at most this "
+        "many of the rubric's labelled items with it, so its agreement with people is known "
+        "(0: never).",
+    )
+    drift_rescore_batch: int = Field(
+        16,
+        ge=1,
+        le=1_000,
+        description="Labelled items a worker re-scores at a time, between batches of samples.",
+    )
+    drift_stale_s: float = Field(
+        600.0,
+        gt=0,
+        description="A re-scoring whose worker said nothing for this long (it died), or that "
+        "failed this long ago, is taken on by another worker with the same judge.",
+    )
     api_token: str | None = Field(
         None,
         description="Token the SDK sends (Authorization: Bearer); unset, an SDK talking to a "

@@ -42,6 +42,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import read
+from .drift import DriftControl, judge_step_aggregates
 from .exceptions import QueueError, StoreError, StoreUnavailable
 from .liveness import Keeper
 from .schema import Aggregate, Sample, Score
@@ -130,6 +131,8 @@ class Worker:
         self.set_scorers = [s for s in loaded if isinstance(s, SetScorer)]
         # None: the alert engine (unless settings.alerts is off); () for no hooks at all.
         self.hooks = list(hooks) if hooks is not None else _default_hooks(settings)
+        # A new judge version: its labelled items re-scored between batches (drift.py).
+        self.drift = DriftControl(self.store, self.sample_scorers, settings, self.queue.consumer)
         self._stop = threading.Event()
         self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
         self._looked_for_complete = -math.inf
@@ -208,6 +211,8 @@ class Worker:
                 idle_since = time.monotonic()
             self._set_status("idle")
             self.flush_checkpoints(idle=not entries)
+            if self.drift.work():
+                idle_since = time.monotonic()  # re-scoring labelled items is work too
             idle_for = time.monotonic() - idle_since
             if not entries and idle_exit_s is not None and idle_for > idle_exit_s:
                 break
@@ -390,6 +395,8 @@ class Worker:
                     batch.dead.append((pair[0], f"the store refused it: {_why(one)}", None))
             self._flush_dead(batch)
         batch.stored = True
+        scored = batch.scored or {}
+        self.drift.observe((s.run, s.step, sc) for _, s in batch.good for sc in scored[s.id_key])
 
     def _store(self, pairs: list[tuple[Entry, Sample]], batch: _Batch) -> None:
         assert batch.scored is not None
@@ -536,6 +543,13 @@ class Worker:
 
         values = self.store.step_score_values(run, step)
         aggs: dict[str, Aggregate] = {m: aggregate(v) for m, v in values.items()}
+        # A judge's aggregate covers one judge version, never a mix (drift.py).
+        judged = list(self.store.step_judge_values(run, step)) if any(
+            m.startswith("judge.") for m in values
+        ) else []
+        seen = self.store.judge_versions_seen(s for s, _, _ in judged)
+        main, by_version = judge_step_aggregates(judged, seen)
+        aggs.update(main)
         flags = []
         status: StatusCounts = Counter()
         if self.set_scorers:
@@ -557,6 +571,7 @@ class Worker:
                 flags.extend(res.flags)
         with self.store.begin() as conn:
             self.store.save_aggregates(conn, run, step, aggs)
+            self.store.save_judge_aggregates(conn, run, step, by_version)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
                 replace = [(run, step, s.name) for s in self.set_scorers]

@@ -17,7 +17,8 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`: which scorers ran
 and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.ops`,
-:mod:`.labels`: human labels and calibration reports, :mod:`.compare`: choosing a
+:mod:`.labels`: human labels and calibration reports, :mod:`.judging`: judge versions
+(drift control), :mod:`.compare`: choosing a
 checkpoint, a run's checkpoints ranked by quality and two compared probe by probe, the
 statistics from :mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A
 new subject gets a module of its own here.
@@ -39,6 +40,14 @@ from .compare import (
     probe_side,
     rank_input,
     ranking,
+)
+from .judging import (
+    judge_series,
+    labelled_verdicts,
+    main_judge_versions,
+    rubric_versions,
+    step_judge_versions,
+    version_dict,
 )
 from .labels import (
     MAX_LABEL_ROWS,
@@ -157,4 +166,11 @@ __all__ = [
     "label_export_rows",
     "list_calibrations",
     "latest_calibrations",
+    # judge versions: drift control
+    "rubric_versions",
+    "labelled_verdicts",
+    "judge_series",
+    "step_judge_versions",
+    "main_judge_versions",
+    "version_dict",
 ]

@@ -39,6 +39,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..exceptions import StoreError, StoreUnavailable
 from ..schema import Aggregate, Alert, Sample, Score
+from .judging import RESCORE_STATES, JudgeWrites
 from .tables import (
     JOB_STATES,
     aggregates,
@@ -47,6 +48,9 @@ from .tables import (
     checkpoint_jobs,
     checkpoints,
     flags,
+    judge_aggregates,
+    judge_verdicts,
+    judge_versions,
     labels,
     metadata,
     plain,
@@ -70,6 +74,7 @@ __all__ = [
     "store_error",
     "nonfinite_name",
     "JOB_STATES",
+    "RESCORE_STATES",
     "SQLITE_BUSY_S",
     # the tables, for the read path and the tests
     "aggregates",
@@ -78,6 +83,9 @@ __all__ = [
     "checkpoint_jobs",
     "checkpoints",
     "flags",
+    "judge_aggregates",
+    "judge_verdicts",
+    "judge_versions",
     "labels",
     "probe_sets",
     "run_metrics",
@@ -123,7 +131,7 @@ def nonfinite_name(value: float | None) -> str | None:
     return None
 
 
-class Store:
+class Store(JudgeWrites):
     """judgeserve's database: its engine and its writes (reads: :mod:`judgeserve.read`)."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -256,6 +264,13 @@ class Store:
             return
         ins = self._insert(scores)
         if replace:
+            # A labelled item's old judge verdict stays measurable (drift control).
+            judged = {
+                (str(r["run"]), str(r["sample_id"]))
+                for r in rows
+                if str(r["scorer"]).startswith("judge.")
+            }
+            self.keep_replaced_verdicts(conn, sorted(judged))
             conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["run", "sample_id", "scorer"],

@@ -103,6 +103,7 @@ def run_charts(
         payload: dict[str, Any] = chart_payload(
             read.metric_series(conn, run, from_step), read.alert_markers(conn, run),
             read.ranking(conn, run, quality) if quality is not None else None,
+            read.judge_series(conn, run, from_step),
         )
     payload["run"] = run
     payload["from_step"] = from_step
