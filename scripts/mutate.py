@@ -98,8 +98,14 @@ TARGETS: dict[str, Target] = {
     ),
     "auth": Target(("judgeserve/auth.py",), ("tests/test_auth.py",)),
     "judge": Target(
-        ("judgeserve/judge/prompt.py", "judgeserve/judge/scorer.py"),
-        ("tests/judge/test_judge_prompt.py", "tests/judge/test_judge_injection.py"),
+        ("judgeserve/judge/prompt.py", "judgeserve/judge/scorer.py", "judgeserve/judge/verdicts.py"),
+        # Not the tests that load the toy judge (a model per run): verdicts are tested on
+        # distributions, the scorer through a judge that is not configured or unreachable.
+        (
+            "tests/judge/test_judge_prompt.py", "tests/judge/test_judge_fence.py",
+            "tests/judge/test_judge_verdicts.py", "tests/judge/test_judge_unreachable.py",
+            "tests/test_rubric_names.py",
+        ),
     ),
 }
 
