@@ -28,12 +28,14 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
 
 from .exceptions import QueueError
+from .keys import Keys, StreamName
+from .telemetry import field_name
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -53,42 +55,6 @@ log = logging.getLogger(__name__)
 # Redis is not reachable now (down, restarting, a network blip): try again later.
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
-StreamName = Literal["samples", "checkpoints"]
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Every Redis key judgeserve writes, derived from one prefix."""
-
-    prefix: str = "js"
-
-    @property
-    def samples(self) -> str:
-        return f"{self.prefix}:samples"
-
-    @property
-    def deadletter(self) -> str:
-        return f"{self.prefix}:deadletter"
-
-    @property
-    def retry(self) -> str:
-        # A sorted set: failed scorers of a sample, scored by when to try them again.
-        return f"{self.prefix}:retry"
-
-    @property
-    def checkpoints(self) -> str:
-        # Checkpoint mode: "checkpoint saved at PATH" jobs for the generation workers.
-        return f"{self.prefix}:checkpoints"
-
-    @property
-    def checkpoint_deadletter(self) -> str:
-        return f"{self.prefix}:checkpoints:deadletter"
-
-    def of(self, stream: StreamName) -> tuple[str, str, str]:
-        """(stream, dead letters, retries) of the ``samples`` or the ``checkpoints`` stream."""
-        if stream == "checkpoints":
-            return self.checkpoints, self.checkpoint_deadletter, f"{self.prefix}:checkpoints:retry"
-        return self.samples, self.deadletter, self.retry
 
 
 @dataclass
@@ -301,6 +267,9 @@ class Queue:
         )
         pipe.xack(self.stream_key, self.group, entry.id)
         pipe.xdel(self.stream_key, entry.id)
+        # Counted in the same transaction: /metrics shows every dead letter, once.
+        dead = field_name("judgeserve_deadlettered_total", {"stream": self.stream})
+        pipe.hincrbyfloat(self.keys.metrics, dead, 1)
         pipe.execute()
         log.warning("dead-lettered %s after %d tries: %s", entry.id, tries, error[:200])
 

@@ -34,6 +34,7 @@ from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
 from .settings import Settings
 from .store import Store
 from .stream import Entry, Queue
+from .telemetry import Telemetry
 
 __all__ = ["Worker", "BatchResult", "run_worker"]
 
@@ -81,6 +82,8 @@ class Worker:
         self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
         self._looked_for_complete = -math.inf
         self._rubrics_cache: dict[str, list[str] | None] = {}
+        # Samples scored per scorer, for /metrics (judgeserve.telemetry: shared through Redis).
+        self.telemetry = Telemetry(self.queue.redis, self.queue.keys)
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class Worker:
             close = getattr(hook, "close", None)
             if callable(close):
                 close()
+        self.telemetry.flush()
         if self._own_queue:
             self.queue.close()
         if self._own_store:
@@ -218,6 +222,10 @@ class Worker:
                     result.dead += 1
         self.queue.ack([e.id for e, _ in good])
         result.stored = len(good)
+        for s in samples:
+            for family in {sc.scorer.split(".", 1)[0] for sc in scored[s.id_key]}:
+                self.telemetry.inc("judgeserve_samples_scored_total", scorer=family)
+        self.telemetry.flush()
         result.checkpoints = {(s.run, s.step) for s in samples}
         now = time.monotonic()
         for key in result.checkpoints:
@@ -312,6 +320,7 @@ class Worker:
                 flags.extend(res.flags)
         with self.store.begin() as conn:
             self.store.save_aggregates(conn, run, step, aggs)
+            self.store.save_judge_costs(conn, run, step)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
 

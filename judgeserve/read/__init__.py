@@ -16,7 +16,7 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
-:mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of
+:mod:`.costs`, :mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of
 its own here.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, Source, connect
 from .alerts import alert_run, alerts_after, count_alerts, list_alerts, live_stamp
 from .checkpoints import checkpoint_job, count_checkpoint_jobs, list_checkpoint_jobs, probe_set
+from .costs import judge_cost
 from .ops import deadletters, list_tokens, token
 from .runs import (
     alert_markers,
@@ -98,6 +99,8 @@ __all__ = [
     "list_checkpoint_jobs",
     "count_checkpoint_jobs",
     "checkpoint_job",
+    # judge cost
+    "judge_cost",
     # tokens, dead letters
     "token",
     "list_tokens",

@@ -15,6 +15,7 @@ import httpx
 
 from ...exceptions import ConfigError
 from ..prompt import JudgePrompt
+from .base import TokenUsage
 
 __all__ = ["ServeBackend"]
 
@@ -48,24 +49,47 @@ class ServeBackend:
                 )
         return str(self._info.get("model"))
 
+    @property
+    def reports_usage(self) -> bool:
+        """Whether the deployment's backend counts tokens (it then returns them per prompt)."""
+        if self._info is None:
+            self._info = self.info()
+        return bool(self._info.get("reports_usage", False))
+
     def info(self) -> dict[str, Any]:
         response = self._client.get(f"{self.url}/info")
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
 
-    def _post(self, op: str, body: dict[str, Any]) -> list[Any]:
+    def _post(
+        self, op: str, body: dict[str, Any], usage: Sequence[TokenUsage] | None = None
+    ) -> list[Any]:
         response = self._client.post(f"{self.url}/{op}", json=body)
         response.raise_for_status()
-        results: list[Any] = response.json()["results"]
+        data = response.json()
+        results: list[Any] = data["results"]
+        if usage is not None:
+            for u, counted in zip(usage, data.get("usage") or [], strict=False):
+                u.prompt_tokens += int(counted.get("prompt_tokens", 0))
+                u.generated_tokens += int(counted.get("generated_tokens", 0))
         return results
 
-    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
-        return self._post("label_probs", {"prompts": [p.to_dict() for p in prompts]})
+    def label_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
+        return self._post("label_probs", {"prompts": [p.to_dict() for p in prompts]}, usage)
 
-    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
         return self._post(
-            "generate", {"prompts": [p.to_dict() for p in prompts], "max_tokens": max_tokens}
+            "generate",
+            {"prompts": [p.to_dict() for p in prompts], "max_tokens": max_tokens},
+            usage,
         )
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN)]
 PER_PAGE = 50
 ALERTS_SHOWN = 10
 CHECKPOINTS_SHOWN = 20  # the newest submitted checkpoints (all: GET /v1/runs/{run}/checkpoints)
+COST_STEPS_SHOWN = 10  # the newest steps' judge cost (all: GET /v1/runs/{run}/costs)
 
 
 @router.get("/runs/{run}", response_class=HTMLResponse)
@@ -37,6 +38,7 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
+        cost = read.judge_cost(conn, run, limit=COST_STEPS_SHOWN)
     return render(
         request,
         "run.html",
@@ -52,6 +54,7 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "n_jobs": n_jobs,
             "live_run": run,
             "live_since": stamp,
+            "cost": cost,
         },
     )
 
