@@ -64,6 +64,11 @@ class MetricDef:
 
 # Every metric shared through Redis; /metrics exposes these (and only these) from the hash.
 SHARED: dict[str, MetricDef] = {
+    "judgeserve_http_requests_total": MetricDef(
+        "counter",
+        "HTTP requests the API answered, by method, route template and status code.",
+        ("method", "route", "status"),
+    ),
     "judgeserve_samples_scored_total": MetricDef(
         "counter",
         "Samples a scorer gave at least one score to, by scorer (rate() is samples scored/s).",
