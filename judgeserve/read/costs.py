@@ -20,14 +20,15 @@ COST_FIELDS = ("scores", "judge_calls", "cache_hits", "judge_s", "prompt_tokens"
 
 
 def _row(values: dict[str, Any]) -> dict[str, Any]:
-    out = {k: values.get(k) for k in COST_FIELDS}
+    out: dict[str, Any] = {k: values.get(k) for k in COST_FIELDS}
     out["judge_s"] = round(float(out["judge_s"] or 0.0), 6)
     for k in ("scores", "judge_calls", "cache_hits"):
         out[k] = int(out[k] or 0)
     for k in ("prompt_tokens", "generated_tokens"):
         out[k] = None if out[k] is None else int(out[k])
-    asked = out["judge_calls"] + out["cache_hits"]
-    out["cache_hit_rate"] = round(out["cache_hits"] / asked, 4) if asked else None
+    hits: int = out["cache_hits"]
+    asked: int = out["judge_calls"] + hits
+    out["cache_hit_rate"] = round(hits / asked, 4) if asked else None
     return out
 
 
