@@ -54,7 +54,7 @@ lint: $(STAMP)
 
 # Each prints a table of figures measured side by side in one run (see the README).
 bench: $(STAMP) services
-	for b in submit ingest detectors judge generator checkpoint_mode pipeline trainer_overhead web alerts; do \
+	for b in submit ingest validation detectors judge generator checkpoint_mode pipeline trainer_overhead web alerts; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__, api, web
 from .auth import OriginCheck, TokenCache, allowed_hosts, ensure_local_token
 from .exceptions import Backpressure, QueueError, StoreError, StoreUnavailable
+from .judge.rubric import RubricCatalog
 from .local_token import is_loopback, token_path
 from .settings import Settings, get_settings
 from .store import Store
@@ -57,6 +58,7 @@ def create_app(
         app.state.metrics_registry = api.registry_for(app.state.queue.redis, app.state.queue.keys)
         app.state.auth = settings.auth == "on"
         app.state.tokens = TokenCache()
+        app.state.rubrics = RubricCatalog([settings.rubric_dir])
         _announce_auth(settings, app.state.store)
         _warn_durability(app.state.queue)
         try:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +16,15 @@ from .settings import Settings
 app = typer.Typer(help="Evaluate fine-tuning runs beside the training loop.", no_args_is_help=True)
 Host = Annotated[str | None, typer.Option(help="Bind address (default JUDGESERVE_HOST).")]
 Port = Annotated[int | None, typer.Option(help="Port (default JUDGESERVE_PORT).")]
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _settings(host: str | None = None, port: int | None = None) -> Settings:
@@ -161,6 +171,125 @@ def alerts_schema() -> None:
     typer.echo(json.dumps(rules_json_schema(), indent=2))
 
 
+quality_app = typer.Typer(help="Quality definitions (which checkpoint is best): check, schema.")
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("lint")
+def quality_lint(
+    path: Annotated[str | None, typer.Argument(help="Quality YAML (default: the shipped one).")] = None,
+) -> None:
+    """Validate a quality file; errors name the line and the field."""
+    from .exceptions import ConfigError
+    from .ranking import load_quality
+
+    try:
+        quality = load_quality(path)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    for m in quality.metrics:
+        typer.echo(f"metric {m.metric}: {m.better} is better, weight {m.weight:g}, "
+                   f"scale [{m.scale[0]:g}, {m.scale[1]:g}]")
+    for g in quality.gates:
+        typer.echo(f"gate {g.text()}")
+
+
+@quality_app.command("schema")
+def quality_schema() -> None:
+    """Print the JSON Schema of quality files (for editor completion)."""
+    import json
+
+    from .ranking import quality_json_schema
+
+    typer.echo(json.dumps(quality_json_schema(), indent=2))
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead.")]
+QualityFile = Annotated[
+    str | None, typer.Option("--quality", help="Quality YAML (default JUDGESERVE_QUALITY).")
+]
+
+
+@app.command()
+def best(
+    run: Annotated[str, typer.Option(help="The run whose checkpoints to rank.")],
+    quality: QualityFile = None,
+    as_json: Json = False,
+) -> None:
+    """The run's best checkpoint by quality, with its CI, the checkpoints that cannot be
+    told apart from it, and why any was disqualified."""
+    from . import read
+    from .ranking import load_quality
+    from .ranking.report import best_lines
+
+    q = _config(lambda: load_quality(quality or _settings().quality))
+    with _store() as store:
+        if read.get_run(store, run) is None:
+            typer.echo(f"no run named {run!r}", err=True)
+            raise typer.Exit(1)
+        result = read.best(store, run, q)
+    if as_json:
+        typer.echo(_dumps(result))
+        return
+    for line in best_lines(result):
+        typer.echo(line)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="The first checkpoint, RUN@STEP.")],
+    b: Annotated[str, typer.Argument(help="The second checkpoint, RUN@STEP (or STEP of a's run).")],
+    quality: QualityFile = None,
+    as_json: Json = False,
+) -> None:
+    """Compare two checkpoints probe by probe: each metric's change b - a with its 95% CI
+    and Wilcoxon p (Holm-corrected over the metrics)."""
+    from . import read
+    from .exceptions import NotComparableError
+    from .ranking import load_quality
+    from .ranking.report import compare_lines
+
+    q = _config(lambda: load_quality(quality or _settings().quality))
+    try:
+        ref_a = read.parse_checkpoint(a)
+        ref_b = read.parse_checkpoint(b, run=ref_a.run)
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    with _store() as store:
+        for ref in (ref_a, ref_b):
+            if read.count_step_samples(store, ref.run, ref.step) == 0:
+                typer.echo(f"{ref}: no samples at that step of that run", err=True)
+                raise typer.Exit(1)
+        try:
+            result = read.compare_checkpoints(store, ref_a, ref_b, q)
+        except NotComparableError as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(_dumps(result))
+        return
+    for line in compare_lines(result):
+        typer.echo(line)
+
+
+def _config(load: Any) -> Any:
+    from .exceptions import ConfigError
+
+    try:
+        return load()
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, default=str)
+
+
 token_app = typer.Typer(help="API tokens: one project each, stored only as hashes.")
 dead_app = typer.Typer(help="Samples whose scoring kept failing.")
 app.add_typer(token_app, name="token")
@@ -244,12 +373,28 @@ Checkpoints = Annotated[
 
 @dead_app.command("list")
 def deadletter_list(limit: int = 100, checkpoints: Checkpoints = False) -> None:
+    """One line each: entry id, run@step, sample id (or folder), deliveries, first line of
+    the error; then, on stderr, how many and where they were read (Redis, key)."""
+    from .exceptions import QueueError
+
     with _queue(checkpoints) as queue:
-        for d in queue.deadletters(limit):
+        where = f"{queue.dead_key} at {redacted_url(_settings().redis_url)}"
+        try:
+            items = queue.deadletters(limit)
+        except QueueError as e:
+            typer.echo(f"cannot read dead letters ({where}): {e}", err=True)
+            raise typer.Exit(1) from None
+        for d in items:
             p = d["payload"]
             err = d["error"].splitlines()[0] if d["error"] else ""
             what = p.get("path") if checkpoints else p.get("id")
             typer.echo(f"{d['id']}  {p.get('run')}@{p.get('step')}  {what}  x{d['deliveries']}  {err}")
+        kind = "checkpoint jobs" if checkpoints else "samples"
+        if not items:
+            typer.echo(f"no dead letters ({kind}) in {where}", err=True)
+        else:
+            more = " (the first; --limit for more)" if len(items) == limit else ""
+            typer.echo(f"{len(items)} dead letters ({kind}){more} in {where}", err=True)
 
 
 @dead_app.command("requeue")
@@ -258,7 +403,72 @@ def deadletter_requeue(
 ) -> None:
     """Put dead letters (all, or the given ids) back on their stream."""
     with _queue(checkpoints) as queue:
-        typer.echo(f"requeued {queue.requeue_deadletters(ids or None)}")
+        n = queue.requeue_deadletters(ids or None)
+        typer.echo(f"requeued {n} from {queue.dead_key} to {queue.stream_key} at "
+                   f"{redacted_url(_settings().redis_url)}")
+
+
+@app.command()
+def rescore(
+    run: Annotated[str, typer.Option(help="The run whose stored samples to score again.")],
+    steps: Annotated[
+        str | None, typer.Option(help="Steps A:B (inclusive), A:, :B or one step (default: all).")
+    ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(help="A scorer family to run again (repeatable; default: every scorer)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the workers until they processed them.")] = True,
+    timeout: Annotated[float | None, typer.Option(help="Stop following after this many seconds.")] = None,
+) -> None:
+    """Score a run's stored samples again with the named scorers (an index built, a rubric
+    fixed, a judge back up): their scores are replaced, the checkpoints recomputed."""
+    from tqdm import tqdm
+
+    from . import read
+    from .exceptions import ConfigError, QueueError, StoreError
+    from .rescore import parse_steps, queue_rescore, wait_processed
+    from .scorers import registered
+
+    settings = _settings()
+    try:
+        span = parse_steps(steps)
+        known = set(registered(settings.scorers)) - set(settings.disabled_scorers)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    unknown = sorted(set(scorer or ()) - known)
+    if unknown:
+        typer.echo(f"unknown scorer {', '.join(map(repr, unknown))}: the workers run "
+                   f"{', '.join(sorted(known))}", err=True)
+        raise typer.Exit(2)
+    try:
+        with _store() as store, _queue() as queue:
+            if read.get_run(store, run) is None:
+                typer.echo(f"no run named {run!r} in {redacted_url(settings.database_url)}", err=True)
+                raise typer.Exit(1)
+            bar = tqdm(total=read.count_run_samples(store, run, *span), unit="sample",
+                       desc="queued", disable=None)
+            job = queue_rescore(store, queue, run, steps=span, scorers=scorer,
+                                max_backlog=settings.max_backlog,
+                                progress=lambda j: bar.update(j.queued - bar.n))
+            bar.close()
+            which = ", ".join(scorer) if scorer else "every scorer"
+            typer.echo(f"queued {job.queued:,} samples of run {run!r} for {which}")
+            if not wait or not job.entries:
+                return
+            done = tqdm(total=len(job.entries), unit="sample", desc="processed", disable=None)
+            left = wait_processed(queue, job.entries, timeout=timeout,
+                                  progress=lambda n: done.update(n - done.n))
+            done.close()
+    except (StoreError, QueueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    if left:
+        typer.echo(f"{left:,} not processed yet (are workers running?); they stay queued", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"processed {len(job.entries):,} (a scorer that failed on one is retried, then "
+               "dead-lettered: judgeserve deadletter list)")
 
 
 index_app = typer.Typer(help="Indexes of a run's training data, for the memorization detector.")
@@ -284,6 +494,8 @@ def index_build(
         raise typer.Exit(1) from None
     typer.echo(f"indexed {stats.tokens:,} tokens of {stats.documents:,} documents "
                f"({stats.bytes_per_token:.2f} bytes/token) for run {run!r}")
+    if stats.skipped or any(f.lower().endswith((".jsonl", ".ndjson")) for f in files):
+        typer.echo(f"skipped {stats.skipped:,} JSONL lines without a string {text_field!r} field")
 
 
 def _mount_judge() -> None:

@@ -34,6 +34,15 @@ class Keys:
         # A sorted set: failed scorers of a sample, scored by when to try them again.
         return f"{self.prefix}:retry"
 
+    def worker(self, consumer: str) -> str:
+        # A worker's heartbeat (judgeserve.liveness), expiring unless renewed.
+        return f"{self.prefix}:worker:{consumer}"
+
+    @property
+    def workers(self) -> str:
+        """Pattern matching every worker's heartbeat key."""
+        return f"{self.prefix}:worker:*"
+
     @property
     def checkpoints(self) -> str:
         # Checkpoint mode: "checkpoint saved at PATH" jobs for the generation workers.

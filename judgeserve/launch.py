@@ -32,6 +32,7 @@ __all__ = [
     "serve_api",
     "run_stack",
     "background_stack",
+    "keep_running",
     "start_actors",
     "run_ray_workers",
 ]
@@ -74,7 +75,7 @@ def background_stack(settings: Settings) -> Iterator[Worker]:
     )
     threads = [
         threading.Thread(target=server.run, name="judgeserve-api", daemon=True),
-        threading.Thread(target=worker.run, name="judgeserve-worker", daemon=True),
+        threading.Thread(target=keep_running, args=(worker,), name="judgeserve-worker", daemon=True),
     ]
     if generation is not None:
         threads.append(
@@ -99,6 +100,25 @@ def background_stack(settings: Settings) -> Iterator[Worker]:
         if generation is not None:
             generation.close()
         store.close()
+
+
+def keep_running(worker: Worker, *, first_delay_s: float = 1.0) -> None:
+    """Run ``worker`` until it is stopped, restarting it whenever it dies (an exception
+    its own loop did not expect): ``judgeserve up`` must not go on answering 202 with
+    nobody scoring. While it is down, ``/healthz`` lists no live worker."""
+    delay = first_delay_s
+    while not worker.stopped:
+        try:
+            worker.run()
+        except Exception:
+            log.exception("the worker died; restarting it in %.0fs", delay)
+        else:
+            if worker.stopped:
+                return
+            log.error("the worker stopped on its own; restarting it in %.0fs", delay)
+        if worker.wait_stopped(delay):
+            return
+        delay = min(delay * 2, 30.0)
 
 
 def run_stack(settings: Settings) -> None:

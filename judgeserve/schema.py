@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,12 +23,16 @@ __all__ = [
     "MAX_TEXT_BYTES",
     "MAX_SAMPLES_PER_REQUEST",
     "RunName",
+    "RUBRIC_NAME_PATTERN",
+    "RubricName",
+    "rubric_name_problem",
     "Sample",
     "SampleIn",
     "SampleBatch",
     "Score",
     "RunMetric",
     "MetricsIn",
+    "SummaryIn",
     "CheckpointIn",
     "CheckpointKind",
     "Alert",
@@ -42,24 +47,53 @@ RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 RunName = Annotated[str, StringConstraints(pattern=RUN_NAME_PATTERN)]
 SampleId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 
+# A rubric is named by an identifier (its file is <rubric dir>/<name>.yaml), never by a
+# path: a client must not make a worker read /dev/zero or any YAML file on its host.
+RUBRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_RUBRICS = 32
+
+
+def rubric_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a rubric name (None when it is one)."""
+    if isinstance(name, str) and re.fullmatch(RUBRIC_NAME_PATTERN, name):
+        return None
+    return (
+        f"{str(name)[:80]!r} is not a rubric name: rubrics are named, not given by path (lower-case "
+        "letters, digits and '_', starting with a letter, at most 64; the file is "
+        "<rubric dir>/<name>.yaml)"
+    )
+
+
+def _rubric_name(value: str) -> str:
+    problem = rubric_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+RubricName = Annotated[str, AfterValidator(_rubric_name)]
+
 
 def clean_text(value: str) -> str:
     """``value`` if every store can keep it: valid Unicode (no lone UTF-16 surrogate, which
     JSON's ``\\ud800`` escapes can carry) and no NUL character (PostgreSQL refuses it)."""
+    _utf8_size(value)
+    return value
+
+
+def _utf8_size(value: str) -> int:
+    """:func:`clean_text`'s checks, returning the UTF-8 size: one pass (ASCII: none)."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
     if value.isascii():
-        if "\x00" in value:
-            raise ValueError("text must not contain NUL characters")
-        return value
+        return len(value)
     try:
-        value.encode("utf-8")
+        return len(value.encode("utf-8"))
     except UnicodeEncodeError as e:
         raise ValueError(
             f"text must be valid Unicode; a lone surrogate {value[e.start]!r} is at "
             f"character {e.start}"
         ) from None
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    return value
 
 
 def _clean_all(value: Any) -> None:
@@ -83,16 +117,35 @@ class WireModel(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _clean(cls, value: Any, info: ValidationInfo) -> Any:
-        _clean_all(value)
+        if info.field_name not in _text_fields(cls):  # those were checked as they were read
+            _clean_all(value)
         return value
 
 
 def _within_text_limit(value: str) -> str:
     # Character counts undercount multi-byte text; the limit protects storage, so count bytes.
-    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    size = _utf8_size(value)
     if size > MAX_TEXT_BYTES:
         raise ValueError(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES} bytes (64 KiB)")
-    return clean_text(value)
+    return value
+
+
+@functools.cache
+def _text_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``model`` typed :data:`Text` (or ``Text | None``): already checked."""
+
+    def checked(annotation: Any) -> bool:
+        meta = getattr(annotation, "__metadata__", ())
+        if any(getattr(m, "func", None) is _within_text_limit for m in meta):
+            return True
+        return any(checked(a) for a in get_args(annotation))
+
+    return frozenset(
+        name
+        for name, f in model.model_fields.items()
+        if any(getattr(m, "func", None) is _within_text_limit for m in f.metadata)
+        or checked(f.annotation)
+    )
 
 
 Text = Annotated[str, AfterValidator(_within_text_limit)]
@@ -114,8 +167,16 @@ class _Request(_Strict, WireModel):
 class SampleIn(_Request):
     """One generation as the trainer sends it; run and step come from the request."""
 
-    id: SampleId = Field(description="Client-made id; the idempotency key within the run.")
-    prompt: Text = Field(description="The prompt the model completed (≤ 64 KiB).")
+    id: SampleId = Field(
+        description="The idempotency key within the run: made by the client (the SDK makes "
+        "one on submit when the caller gives none); a re-sent sample with the same id adds "
+        "nothing."
+    )
+    prompt: Text = Field(
+        "",
+        description="The prompt the model completed (≤ 64 KiB); optional: the detectors "
+        "read the completion alone (the judge and reference scorers show it when given).",
+    )
     completion: Text = Field(description="What the model generated (≤ 64 KiB).")
     reference: Text | None = Field(None, description="A reference answer, if the probe has one.")
     probe_id: ShortText | None = Field(None, description="Stable id of the probe across checkpoints.")
@@ -127,7 +188,12 @@ class SampleBatch(_Request):
 
     step: int = Field(ge=0, le=2**53, description="Training step the samples were generated at.")
     checkpoint: ShortText | None = Field(None, description="Checkpoint name or path, if saved.")
-    rubrics: list[ShortText] | None = Field(None, description="Rubrics to judge this run with.")
+    rubrics: list[RubricName] | None = Field(
+        None,
+        max_length=MAX_RUBRICS,
+        description="Rubrics to judge this run with, by name (files in the server's rubric "
+        "directory, or built in); an unknown or invalid one is refused (422).",
+    )
     expected: int | None = Field(
         None,
         ge=1,
@@ -221,6 +287,18 @@ class MetricsIn(_Request):
         description="Metric name to value. NaN and ±infinity are accepted and kept as such "
         "(a diverged loss is news): as JSON's NaN/Infinity, as the strings 'nan', 'inf', "
         "'-inf', or as null (what JSON encoders make of NaN).",
+    )
+
+
+class SummaryIn(_Request):
+    """Body of ``POST /v1/runs/{run}/summary``: values of the whole run, not of a step
+    (a trainer's end-of-run ``train_runtime``, ``total_flos``, ``train_loss`` ...)."""
+
+    values: dict[ShortText, float | None] = Field(
+        min_length=1,
+        max_length=MAX_METRICS_PER_REQUEST,
+        description="Name to value; a name sent again replaces its value. NaN and "
+        "±infinity are kept as such, as for metrics.",
     )
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +70,31 @@ def run(
         handles[app.name] = serve.run(application, name=app.name, route_prefix=app.route_prefix)
         log.info("application %r serving at %s", app.name, app.route_prefix)
     if blocking:
-        import time
-
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.shutdown()  # type: ignore[no-untyped-call]
+        _serve_until_signalled(serve, ray)
     return handles
+
+
+def _serve_until_signalled(serve: Any, ray: Any) -> None:
+    """Block until SIGTERM or SIGINT, then shut Serve and Ray down and return.
+
+    Ray's core worker installs a fatal-signal handler that answers SIGTERM with a native
+    stack dump and a killed process; a service manager's plain stop deserves a clean exit.
+    """
+    stop = threading.Event()
+    received: list[int] = []
+
+    def _stop(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    name = signal.Signals(received[0]).name if received else "a signal"
+    log.info("%s: shutting down Ray Serve", name)
+    serve.shutdown()
+    ray.shutdown()

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .schema import RubricName
+
 __all__ = ["Settings", "get_settings"]
 
 
@@ -25,6 +27,22 @@ class Settings(BaseSettings):
     api_url: str = Field("http://127.0.0.1:8000", description="Where the SDK sends samples.")
     host: str = Field("127.0.0.1", description="Address `judgeserve up/api` bind to.")
     port: int = Field(8000, description="Port `judgeserve up/api` listen on.")
+    redis_socket_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a Redis command may wait for an answer before it fails (and is "
+        "retried): a silent network partition must not hang the API or a worker. Keep it "
+        "above the workers' 0.5 s blocking read.",
+    )
+    redis_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to wait for a connection to Redis before retrying."
+    )
+    worker_heartbeat_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often each worker reports to Redis that it is alive and what it is "
+        "doing; /healthz counts a worker silent for 3 times this as gone.",
+    )
     stream_prefix: str = Field("js", description="Prefix of every Redis key judgeserve writes.")
     consumer_group: str = Field("workers", description="Redis consumer group the workers share.")
     worker_batch: int = Field(64, ge=1, le=10_000, description="Entries a worker reads per batch.")
@@ -109,8 +127,9 @@ class Settings(BaseSettings):
         "this (~0.5 KB each); 0 turns the shared cache off (duplicates within one batch are "
         "still judged once).",
     )
-    judge_rubrics: list[str] = Field(
-        default_factory=list, description="Rubrics for runs that name none (JSON list)."
+    judge_rubrics: list[RubricName] = Field(
+        default_factory=list,
+        description="Rubrics for runs that name none (JSON list of rubric names).",
     )
     rubric_dir: Path = Field(
         Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
@@ -144,6 +163,12 @@ class Settings(BaseSettings):
     alerts: bool = Field(True, description="Evaluate alert rules after every checkpoint.")
     alert_rules: Path | None = Field(
         None, description="Alert rules YAML file; unset: the default rules shipped in the package."
+    )
+    quality: Path | None = Field(
+        None,
+        description="Quality YAML: which metrics make a checkpoint best, and the gates that "
+        "disqualify one (`judgeserve best`, GET /v1/runs/{run}/best); unset: the default "
+        "shipped in the package.",
     )
     alert_webhook_url: str | None = Field(None, description="POST every new alert to this URL.")
     alert_webhook_format: Literal["json", "slack"] = Field(

@@ -6,17 +6,27 @@ jobs, read by :mod:`judgeserve.generation_worker`, which hands each job's comple
 the sample stream in the same transaction that acknowledges the job).
 
 At-least-once: an entry is acknowledged only after its results are stored; entries left
-pending by a dead consumer are reclaimed with XAUTOCLAIM. An entry delivered more than
-``max_deliveries`` times without being stored (it kills its worker, or the store refuses
-it) moves to the dead-letter stream. A scorer that fails on a sample is retried for that
-sample alone: the entry goes to a sorted set of retries due later (backoff doubling per
-attempt) and back onto the stream when due; after ``max_deliveries`` attempts it is
-dead-lettered with the error. The stream is never trimmed past unacknowledged entries:
-acknowledged entries are deleted one by one (XACK + XDEL), so only work still owed stays.
+pending by a dead consumer are reclaimed. An entry delivered more than ``max_deliveries``
+times without being stored (it kills its worker, or the store refuses it) moves to the
+dead-letter stream. A scorer that fails on a sample is retried for that sample alone: the
+entry goes to a sorted set of retries due later (backoff doubling per attempt) and back
+onto the stream when due (one Lua script: never in neither place); after
+``max_deliveries`` attempts it is dead-lettered with the error. The stream is never
+trimmed past unacknowledged entries: acknowledged entries are deleted one by one (XACK +
+XDEL), so only work still owed stays.
+
+A delivery counts only when an entry is really tried. Entries taken over from a dead
+consumer (or left pending by this one before a restart) are claimed without counting
+(``XAUTOCLAIM ... JUSTID``) and then handed out one at a time, each counted as it is
+tried: a sample that kills its worker runs up only its own count, not its batch's. While
+a worker holds entries (scoring a slow batch, waiting for the store to come back) it
+refreshes their idle time (:meth:`Queue.keep_claimed`, ``XCLAIM ... JUSTID``), so no other
+worker takes them over and an outage costs no deliveries.
 
 Each process builds its clients once (:meth:`Queue.from_settings`,
-:meth:`AsyncProducer.from_settings`) and passes them down. Redis errors that mean "not
-reachable now" (:data:`RETRYABLE`) become :class:`~judgeserve.exceptions.QueueError`.
+:meth:`AsyncProducer.from_settings`), with socket timeouts so a silent partition cannot
+hang them. Every Redis error becomes :class:`~judgeserve.exceptions.QueueError`: Redis is
+not usable now, try again later.
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,17 +57,60 @@ __all__ = [
     "Keys",
     "StreamName",
     "Entry",
+    "Retry",
     "Queue",
     "AsyncProducer",
     "RETRYABLE",
     "durability_warnings",
+    "redis_client",
 ]
 
 log = logging.getLogger(__name__)
 
-# Redis is not reachable now (down, restarting, a network blip): try again later.
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Redis cannot serve us now (down, restarting, a timeout, a network blip, out of memory,
+# loading its data, a read-only replica): try again later.
+RETRYABLE = (redis.RedisError, OSError)
 DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
+NONCE_LEN = 32  # a retry is stored as a hex nonce followed by its payload's JSON
+
+# Moves due retries back onto the stream in one step: a crash between the ZREM and the
+# XADD of two separate commands would lose the retry. Members stored before the nonce
+# prefix (a JSON object) are re-encoded from their "payload".
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local data
+  if string.sub(member, 1, 1) == '{' then
+    data = cjson.encode(cjson.decode(member)['payload'])
+  else
+    data = string.sub(member, tonumber(ARGV[3]) + 1)
+  end
+  redis.call('XADD', KEYS[2], '*', 'data', data)
+end
+return #due
+"""
+
+
+def redis_client(
+    url: str, *, socket_timeout: float | None = 10.0, connect_timeout: float | None = 5.0
+) -> redis.Redis:
+    """A synchronous client with socket timeouts (none by default in redis-py: a silent
+    partition would hang a worker forever)."""
+    client: redis.Redis = redis.Redis.from_url(
+        url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+    )
+    return client
+
+
+@contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    try:
+        yield
+    except RETRYABLE as e:
+        raise QueueError(f"Redis unavailable ({what}): {type(e).__name__}: {e}") from e
+
+
 
 
 @dataclass
@@ -66,9 +122,26 @@ class Entry:
     deliveries: int = 1
 
 
+@dataclass
+class Retry:
+    """Scorers to run again on an entry's sample, and why they failed."""
+
+    entry: Entry
+    scorers: list[str]
+    error: str
+
+
 def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(fields[b"data"])
-    return data
+    # Whatever was written, the worker gets a dict: one it cannot validate is dead-lettered
+    # with what was there, instead of failing the read of the whole batch.
+    raw = fields.get(b"data", b"")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    return {"_undecodable": raw.decode("utf-8", "backslashreplace")[:4000]}
 
 
 def default_consumer_name() -> str:
@@ -95,9 +168,11 @@ class Queue:
         claim_idle_ms: int = 60_000,
         retry_delay_s: float = 5.0,
         create_group: bool = True,
+        socket_timeout: float | None = 10.0,
+        connect_timeout: float | None = 5.0,
         stream: StreamName = "samples",
     ) -> None:
-        self.redis: redis.Redis = redis.Redis.from_url(url)
+        self.redis = redis_client(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         self.keys = Keys(prefix)
         self.stream = stream
         self.stream_key, self.dead_key, self.retry_key = self.keys.of(stream)
@@ -107,6 +182,10 @@ class Queue:
         self.claim_idle_ms = claim_idle_ms
         self.retry_delay_s = retry_delay_s
         self._own_pending_done = False
+        # Entries this consumer owns but has not tried yet (taken over, or pending from
+        # before a restart): handed out one at a time by read().
+        self._suspects: deque[str] = deque()
+        self._promote = self.redis.register_script(_PROMOTE)
         if create_group:
             self.ensure_group()
 
@@ -129,6 +208,8 @@ class Queue:
             claim_idle_ms=settings.claim_idle_ms,
             retry_delay_s=settings.retry_delay_s,
             create_group=create_group,
+            socket_timeout=settings.redis_socket_timeout_s,
+            connect_timeout=settings.redis_connect_timeout_s,
             stream=stream,
         )
 
@@ -143,34 +224,57 @@ class Queue:
 
     def add(self, payloads: list[dict[str, Any]]) -> list[str]:
         """Append entries (used by tests and tools; the API uses :class:`AsyncProducer`)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for p in payloads:
-            pipe.xadd(self.stream_key, {"data": json.dumps(p)})
-        return [i.decode() for i in pipe.execute()]
+        with _unavailable("add"):
+            pipe = self.redis.pipeline(transaction=False)
+            for p in payloads:
+                pipe.xadd(self.stream_key, {"data": json.dumps(p)})
+            return [i.decode() for i in pipe.execute()]
+
+    def still_queued(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` still in the stream: not yet processed (acknowledged entries
+        are deleted; an entry set aside for a retry or dead-lettered left it too)."""
+        if not ids:
+            return []
+        with _unavailable("still_queued"):
+            pipe = self.redis.pipeline(transaction=False)
+            for i in ids:
+                pipe.xrange(self.stream_key, min=i, max=i, count=1)
+            found: Any = pipe.execute()
+        return [i for i, hit in zip(ids, found, strict=True) if hit]
+
+    # -- reading -------------------------------------------------------------------------
 
     def read(self, count: int, block_ms: int = 1000) -> list[Entry]:
-        """Next batch for this consumer: its own pending first, then stale, then new entries."""
+        """Next batch for this consumer: one entry it owns but has not tried (its own
+        pending after a restart, or one taken over from a dead consumer), else up to
+        ``count`` new entries."""
         try:
             if not self._own_pending_done:
                 # After a restart under the same name, finish what this consumer was given.
-                own = self._read_group("0", count, None)
-                if own:
-                    return self._with_counts(own)
+                self._suspects.extend(self._own_pending())
                 self._own_pending_done = True
-            claimed = self.claim_stale(count)
-            if claimed:
-                return claimed
+            if not self._suspects:
+                self._suspects.extend(self._claim_stale_ids(count))
+            while self._suspects:
+                found = self._try_one(self._suspects.popleft())
+                if found:
+                    return found
             return self._read_group(">", count, block_ms)
-        except RETRYABLE as e:
-            raise QueueError(f"Redis unreachable: {e}") from e
         except redis.ResponseError as e:
             # The stream or group was deleted under us (NOGROUP, or UNBLOCKED while we
             # waited): recreate them; whatever was lost with the key is gone either way.
             if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
                 raise QueueError(f"Redis refused the read: {e}") from e
             log.warning("stream or consumer group vanished (%s); recreating", e)
+            self._suspects.clear()
             self.ensure_group()
             return []
+        except RETRYABLE as e:
+            raise QueueError(f"Redis unavailable (read): {type(e).__name__}: {e}") from e
+
+    def held(self) -> list[str]:
+        """Ids this consumer owns but has not handed out yet (keep them claimed too)."""
+        return list(self._suspects)
 
     def _read_group(self, last_id: str, count: int, block_ms: int | None) -> list[Entry]:
         resp: Any = self.redis.xreadgroup(
@@ -185,8 +289,14 @@ class Queue:
                     self.redis.xack(self.stream_key, self.group, mid)
         return out
 
-    def claim_stale(self, count: int) -> list[Entry]:
-        """Take over entries another consumer left pending longer than ``claim_idle_ms``."""
+    def _own_pending(self) -> list[str]:
+        info: Any = self.redis.xpending_range(
+            self.stream_key, self.group, min="-", max="+", count=10_000, consumername=self.consumer
+        )
+        return [_id(p["message_id"]) for p in info]
+
+    def _claim_stale_ids(self, count: int) -> list[str]:
+        # JUSTID: ownership moves, the delivery count does not; it counts when tried.
         resp: Any = self.redis.xautoclaim(
             self.stream_key,
             self.group,
@@ -194,12 +304,34 @@ class Queue:
             min_idle_time=self.claim_idle_ms,
             start_id="0-0",
             count=count,
+            justid=True,
         )
-        messages = resp[1]
-        entries = [Entry(mid.decode(), _decode(f)) for mid, f in messages if f]
-        if entries:
-            log.info("reclaimed %d stale entries", len(entries))
+        ids = [_id(i) for i in resp]  # with JUSTID, redis-py returns the ids alone
+        if ids:
+            log.info("took over %d stale entries; trying them one at a time", len(ids))
+        return ids
+
+    def _try_one(self, entry_id: str) -> list[Entry]:
+        """Deliver one owned entry (counted: XCLAIM without JUSTID), with its count."""
+        resp: Any = self.redis.xclaim(
+            self.stream_key, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id]
+        )
+        entries = [Entry(_id(mid), _decode(f)) for mid, f in resp if f]
+        if not entries:
+            # Deleted while pending (acknowledged by a worker that was slow, not dead).
+            self.redis.xack(self.stream_key, self.group, entry_id)
+            return []
         return self._with_counts(entries)
+
+    def claim_stale(self, count: int) -> list[Entry]:
+        """Take over up to ``count`` entries another consumer left pending longer than
+        ``claim_idle_ms`` and deliver them now (tools; the worker's :meth:`read` takes
+        them over one at a time)."""
+        with _unavailable("claim"):
+            out: list[Entry] = []
+            for entry_id in self._claim_stale_ids(count):
+                out.extend(self._try_one(entry_id))
+            return out
 
     def _with_counts(self, entries: list[Entry]) -> list[Entry]:
         if not entries:
@@ -208,119 +340,147 @@ class Queue:
             self.stream_key, self.group, min=entries[0].id, max=entries[-1].id,
             count=len(entries) * 2 + 10,
         )
-        counts = {
-            (p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]):
-            int(p["times_delivered"])
-            for p in info
-        }
+        counts = {_id(p["message_id"]): int(p["times_delivered"]) for p in info}
         for e in entries:
             e.deliveries = counts.get(e.id, 1)
         return entries
 
-    def ack(self, ids: list[str]) -> None:
-        if not ids:
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.stream_key, self.group, *ids)
-        pipe.xdel(self.stream_key, *ids)
-        pipe.execute()
+    def keep_claimed(self, ids: Iterable[str]) -> int:
+        """Reset the idle time of entries this consumer still owns, without counting a
+        delivery (``XCLAIM ... JUSTID``): while it works on them or waits for the store,
+        no other worker takes them over. Entries another consumer has taken meanwhile
+        are left to it. Returns how many were refreshed."""
+        wanted = set(ids)
+        if not wanted:
+            return 0
+        with _unavailable("keep claimed"):
+            info: Any = self.redis.xpending_range(
+                self.stream_key, self.group, min=min(wanted, key=_order),
+                max=max(wanted, key=_order), count=len(wanted) * 2 + 10,
+                consumername=self.consumer,
+            )
+            mine: list[Any] = sorted({_id(p["message_id"]) for p in info} & wanted, key=_order)
+            if not mine:
+                return 0
+            got: Any = self.redis.xclaim(
+                self.stream_key, self.group, self.consumer, min_idle_time=0,
+                message_ids=mine, justid=True,
+            )
+            return len(got)
 
     def heartbeat(self, ids: list[Any]) -> None:
         """Reset the idle time of entries this consumer is still working on, so that a long
         job (generating a checkpoint's completions) is not reclaimed by another consumer
-        after ``claim_idle_ms``; entries of a consumer that died stop being touched."""
-        if ids:
-            try:
-                self.redis.xclaim(
-                    self.stream_key, self.group, self.consumer, 0, ids, justid=True
-                )
-            except RETRYABLE as e:
-                raise QueueError(f"Redis unreachable: {e}") from e
+        after ``claim_idle_ms`` (:meth:`keep_claimed`)."""
+        self.keep_claimed(_id(i) for i in ids)
 
     def hand_off(self, entry: Entry, samples: list[dict[str, Any]]) -> None:
         """Append ``samples`` to the sample stream and acknowledge ``entry`` (a checkpoint
         job) in one transaction: a worker killed at any point leaves either the job
         pending (it is generated again, under the same sample ids) or both done."""
-        pipe = self.redis.pipeline(transaction=True)
-        for p in samples:
-            pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
-        pipe.xack(self.stream_key, self.group, entry.id)
-        pipe.xdel(self.stream_key, entry.id)
-        try:
+        with _unavailable("hand off"):
+            pipe = self.redis.pipeline(transaction=True)
+            for p in samples:
+                pipe.xadd(self.keys.samples, {"data": json.dumps(p)})
+            pipe.xack(self.stream_key, self.group, entry.id)
+            pipe.xdel(self.stream_key, entry.id)
             pipe.execute()
-        except RETRYABLE as e:
-            raise QueueError(f"Redis unreachable: {e}") from e
+
+    # -- settling ------------------------------------------------------------------------
+
+    def ack(self, ids: list[str]) -> None:
+        """Acknowledge and delete stored entries."""
+        self.settle(ids, [])
+
+    def settle(self, ids: list[str], retries: list[Retry]) -> int:
+        """In one transaction: schedule the ``retries`` (or dead-letter those out of
+        attempts), then acknowledge and delete every entry of ``ids``. Nothing is half
+        done: a crash before it leaves the entries pending, after it nothing is owed
+        twice. Returns how many retries were dead-lettered instead."""
+        if not ids and not retries:
+            return 0
+        dead = 0
+        with _unavailable("settle"):
+            pipe = self.redis.pipeline(transaction=True)
+            for r in retries:
+                attempt = int(r.entry.payload.get("attempt", 0)) + 1
+                payload = {**r.entry.payload, "only": r.scorers, "attempt": attempt}
+                if attempt >= self.max_deliveries:
+                    self._queue_dead_letter(pipe, r.entry, r.error, attempt, payload)
+                    dead += 1
+                    continue
+                due = time.time() + self.retry_delay_s * 2 ** (attempt - 1)
+                member = uuid.uuid4().hex + json.dumps(payload)
+                pipe.zadd(self.retry_key, {member: due})
+            if ids:
+                pipe.xack(self.stream_key, self.group, *ids)
+                pipe.xdel(self.stream_key, *ids)
+            pipe.execute()
+        return dead
+
+    def _queue_dead_letter(
+        self, pipe: Any, entry: Entry, error: str, tries: int, payload: dict[str, Any]
+    ) -> None:
+        pipe.xadd(
+            self.dead_key,
+            {
+                "data": json.dumps(payload),
+                # The error may quote the bad text itself: a lone surrogate must not stop it.
+                "error": error[:4000].encode("utf-8", "backslashreplace").decode("utf-8"),
+                "original_id": entry.id,
+                "deliveries": str(tries),
+            },
+        )
+        # Counted in the same transaction: /metrics shows every dead letter, once.
+        dead = field_name("judgeserve_deadlettered_total", {"stream": self.stream})
+        pipe.hincrbyfloat(self.keys.metrics, dead, 1)
+        log.warning("dead-lettered %s after %d tries: %s", entry.id, tries, error[:200])
 
     def dead_letter(
         self, entry: Entry, error: str, tries: int, payload: dict[str, Any] | None = None
     ) -> None:
         """Move an entry to the dead-letter stream with why, and take it off the stream."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(
-            self.dead_key,
-            {
-                "data": json.dumps(payload if payload is not None else entry.payload),
-                "error": error[:4000],
-                "original_id": entry.id,
-                "deliveries": str(tries),
-            },
-        )
-        pipe.xack(self.stream_key, self.group, entry.id)
-        pipe.xdel(self.stream_key, entry.id)
-        # Counted in the same transaction: /metrics shows every dead letter, once.
-        dead = field_name("judgeserve_deadlettered_total", {"stream": self.stream})
-        pipe.hincrbyfloat(self.keys.metrics, dead, 1)
-        pipe.execute()
-        log.warning("dead-lettered %s after %d tries: %s", entry.id, tries, error[:200])
+        with _unavailable("dead letter"):
+            pipe = self.redis.pipeline(transaction=True)
+            self._queue_dead_letter(
+                pipe, entry, error, tries, payload if payload is not None else entry.payload
+            )
+            pipe.xack(self.stream_key, self.group, entry.id)
+            pipe.xdel(self.stream_key, entry.id)
+            pipe.execute()
 
     def retry_later(self, entry: Entry, scorers: list[str], error: str) -> bool:
         """Schedule ``scorers`` to run again on this entry's sample, after a backoff that
-        doubles per attempt; dead-letter it after ``max_deliveries`` attempts.
+        doubles per attempt; dead-letter it after ``max_deliveries`` attempts. The entry
+        stays pending: :meth:`settle` does both at once.
 
         Returns True when the sample was dead-lettered.
         """
-        attempt = int(entry.payload.get("attempt", 0)) + 1
-        payload = {**entry.payload, "only": scorers, "attempt": attempt}
-        if attempt >= self.max_deliveries:
-            self.dead_letter(entry, error, attempt, payload)
-            return True
-        due = time.time() + self.retry_delay_s * 2 ** (attempt - 1)
-        member = json.dumps({"nonce": uuid.uuid4().hex, "payload": payload})
-        self.redis.zadd(self.retry_key, {member: due})
-        return False
+        return bool(self.settle([], [Retry(entry, scorers, error)]))
 
     def promote_due_retries(self, limit: int = 100) -> int:
-        """Move retries whose time has come back onto the stream (once, across workers)."""
-        try:
-            due: Any = self.redis.zrangebyscore(self.retry_key, 0, time.time(), start=0, num=limit)
-            moved = 0
-            for member in due:
-                # ZREM answers 1 to exactly one worker: that one re-queues it.
-                if self.redis.zrem(self.retry_key, member):
-                    payload = json.loads(member)["payload"]
-                    self.redis.xadd(self.stream_key, {"data": json.dumps(payload)})
-                    moved += 1
-            return moved
-        except RETRYABLE as e:
-            raise QueueError(f"Redis unreachable: {e}") from e
+        """Move retries whose time has come back onto the stream (atomically, once)."""
+        with _unavailable("promote retries"):
+            moved: Any = self._promote(
+                keys=[self.retry_key, self.stream_key], args=[time.time(), limit, NONCE_LEN]
+            )
+            return int(moved)
+
+    # -- dead letters --------------------------------------------------------------------
 
     def deadletters(
         self, count: int = 100, *, stream: StreamName | None = None
     ) -> list[dict[str, Any]]:
         """Dead letters, oldest first (see :func:`read_deadletters`), of this queue's stream
         or of ``stream`` (the API reads the checkpoint jobs' beside the samples')."""
-        try:
+        with _unavailable("dead letters"):
             return read_deadletters(self.redis, self._keys(stream)[1], count)
-        except RETRYABLE as e:
-            raise QueueError(f"Redis unreachable: {e}") from e
 
     def deadletter(self, entry_id: str, *, stream: StreamName | None = None) -> dict[str, Any] | None:
         """One dead letter by id (one ``XRANGE id id``), or None."""
         key = self._keys(stream)[1]
-        try:
+        with _unavailable("dead letter"):
             found = read_deadletters(self.redis, key, 1, start=entry_id, end=entry_id)
-        except RETRYABLE as e:
-            raise QueueError(f"Redis unreachable: {e}") from e
         return found[0] if found else None
 
     def requeue_deadletters(
@@ -333,9 +493,10 @@ class Queue:
             found = [self.deadletter(i, stream=stream) for i in ids]
             return sum(self._requeue(d, *keys) for d in found if d is not None)
         moved, start = 0, "-"
-        while page := read_deadletters(self.redis, keys[1], DEADLETTER_PAGE, start=start):
-            moved += sum(self._requeue(d, *keys) for d in page)
-            start = "(" + page[-1]["id"]  # exclusive: after the last one seen
+        with _unavailable("requeue"):
+            while page := read_deadletters(self.redis, keys[1], DEADLETTER_PAGE, start=start):
+                moved += sum(self._requeue(d, *keys) for d in page)
+                start = "(" + page[-1]["id"]  # exclusive: after the last one seen
         return moved
 
     def _keys(self, stream: StreamName | None) -> tuple[str, str]:
@@ -346,10 +507,11 @@ class Queue:
 
     def _requeue(self, item: dict[str, Any], stream_key: str, dead_key: str) -> int:
         payload = {k: v for k, v in item["payload"].items() if k != "attempt"}
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(stream_key, {"data": json.dumps(payload)})
-        pipe.xdel(dead_key, item["id"])
-        pipe.execute()
+        with _unavailable("requeue"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(stream_key, {"data": json.dumps(payload)})
+            pipe.xdel(dead_key, item["id"])
+            pipe.execute()
         return 1
 
     def durability_warnings(self) -> list[str]:
@@ -358,14 +520,24 @@ class Queue:
 
     def backlog(self) -> int:
         """Entries still owed: in the stream, plus retries waiting for their time."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xlen(self.stream_key)
-        pipe.zcard(self.retry_key)
-        n: Any = pipe.execute()
-        return int(n[0]) + int(n[1])
+        with _unavailable("backlog"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xlen(self.stream_key)
+            pipe.zcard(self.retry_key)
+            n: Any = pipe.execute()
+            return int(n[0]) + int(n[1])
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def read_deadletters(
@@ -414,18 +586,33 @@ def durability_warnings(client: redis.Redis) -> list[str]:
 class AsyncProducer:
     """The API's side: appends accepted samples to the stream (redis.asyncio)."""
 
-    def __init__(self, url: str, *, prefix: str = "js") -> None:
-        self.redis: aredis.Redis = aredis.Redis.from_url(url)
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "js",
+        socket_timeout: float | None = 10.0,
+        connect_timeout: float | None = 5.0,
+    ) -> None:
+        self.redis: aredis.Redis = aredis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+        )
         self.keys = Keys(prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncProducer:
-        return cls(settings.redis_url, prefix=settings.stream_prefix)
+        return cls(
+            settings.redis_url,
+            prefix=settings.stream_prefix,
+            socket_timeout=settings.redis_socket_timeout_s,
+            connect_timeout=settings.redis_connect_timeout_s,
+        )
 
     async def add(self, payloads: list[str]) -> None:
-        """Append pre-serialised JSON payloads in one round trip."""
+        """Append pre-serialised JSON payloads in one round trip, all or none (MULTI): a
+        request is queued whole or refused whole, never half-accepted."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=True) as pipe:
                 for p in payloads:
                     pipe.xadd(self.keys.samples, {"data": p})
                 await pipe.execute()

@@ -136,9 +136,11 @@ class Telemetry:
     def from_settings(cls, settings: Settings) -> Telemetry:
         import redis
 
-        return cls(
-            redis.Redis.from_url(settings.redis_url), Keys(settings.stream_prefix), own_client=True
+        # Timeouts: a partitioned Redis must not hang a worker or a request in a flush.
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
         )
+        return cls(client, Keys(settings.stream_prefix), own_client=True)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         """Add to a counter of :data:`SHARED`."""

@@ -5,6 +5,19 @@ acknowledged only after its rows are committed; a scorer that fails on a sample 
 only that scorer's scores of that sample, which are retried later and finally
 dead-lettered with the error.
 
+Nothing a sample carries and no outage stops a worker. A batch moves through stages —
+triage, score, store, settle (acknowledge, and schedule retries, in one transaction) —
+and each failure has its place:
+
+- an entry that cannot be a sample, or that the store refuses (the batch is then stored
+  one sample at a time to find it), is dead-lettered at once with the error;
+- the store or Redis unreachable: the batch is held, already scored, and the same stage
+  is tried again with a growing backoff; nothing more is read meanwhile, and the held
+  entries are kept claimed (:mod:`judgeserve.liveness`), so an outage costs no delivery
+  and turns no backlog into dead letters;
+- anything else is logged and the loop goes on; the entries come back after
+  ``claim_idle_ms``, one at a time, each with its own delivery count.
+
 A checkpoint's aggregates are recomputed while its samples arrive (the web view shows
 progress), but its checkpoint hooks (the alert rules) run once, when the checkpoint is
 complete: as many samples stored as its sender said it will have (``expected``), or none
@@ -28,15 +41,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import read
-from .exceptions import QueueError, StoreError
+from .exceptions import QueueError, StoreError, StoreUnavailable
+from .liveness import Keeper
 from .schema import Aggregate, Sample, Score
 from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
 from .settings import Settings
 from .store import Store
-from .stream import Entry, Queue
+from .stream import Entry, Queue, Retry
 from .telemetry import Telemetry
 
-__all__ = ["Worker", "BatchResult", "run_worker"]
+__all__ = ["Worker", "BatchResult", "Backoff", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +60,33 @@ CheckpointHook = Callable[[Store, str, int], None]
 @dataclass
 class BatchResult:
     stored: int = 0
-    failed: int = 0
+    failed: int = 0  # samples with a scorer to retry
     dead: int = 0
     checkpoints: set[tuple[str, int]] = field(default_factory=set)
+    # Why the batch is held (the store or Redis unavailable): it is not finished, and
+    # :meth:`Worker.resume` takes it on from where it stopped.
+    waiting: str | None = None
+
+
+Scored = dict[tuple[str, str], list[Score]]
+Failed = dict[tuple[str, str], dict[str, str]]
+
+
+@dataclass
+class _Batch:
+    """A batch in progress: what each stage made, so a retry starts where it stopped."""
+
+    entries: list[Entry]
+    result: BatchResult = field(default_factory=BatchResult)
+    good: list[tuple[Entry, Sample]] | None = None
+    dead: list[tuple[Entry, str, dict[str, Any] | None]] = field(default_factory=list)
+    scored: Scored | None = None
+    errors: Failed = field(default_factory=dict)
+    stored: bool = False
+    settled: bool = False
+
+    def unsettled(self) -> list[str]:
+        return [] if self.settled else [e.id for e in self.entries]
 
 
 class Worker:
@@ -68,7 +106,12 @@ class Worker:
         self._own_store = store is None
         self.store = store or Store.from_settings(settings)
         self._own_queue = queue is None
-        self.queue = queue or Queue.from_settings(settings, consumer)
+        try:
+            self.queue = queue or Queue.from_settings(settings, consumer)
+        except QueueError:
+            if self._own_store:
+                self.store.close()
+            raise
         loaded = (
             list(scorers)
             if scorers is not None
@@ -84,6 +127,8 @@ class Worker:
         self._rubrics_cache: dict[str, list[str] | None] = {}
         # Samples scored per scorer, for /metrics (judgeserve.telemetry: shared through Redis).
         self.telemetry = Telemetry(self.queue.redis, self.queue.keys)
+        self._batch: _Batch | None = None  # in progress, or held while the store is down
+        self._status: dict[str, Any] = {"state": "starting", "detail": "", "since": time.time()}
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -91,28 +136,83 @@ class Worker:
         """Finish the batch in flight, acknowledge it, then return from :meth:`run`."""
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if :meth:`stop` was called."""
+        return self._stop.wait(timeout)
+
     def run(self, *, idle_exit_s: float | None = None) -> None:
-        """Process batches until stopped (or, for tools and tests, idle for ``idle_exit_s``)."""
+        """Process batches until stopped (or, for tools and tests, idle for ``idle_exit_s``).
+
+        Meanwhile a keeper thread beats for ``/healthz`` and keeps the held entries claimed.
+        """
+        keeper = Keeper(self.queue, self._held, self.status, self.settings.worker_heartbeat_s)
+        keeper.start()
+        try:
+            self._loop(idle_exit_s)
+        finally:
+            keeper.stop()
+
+    def status(self) -> dict[str, Any]:
+        """What this worker is doing: ``{"state", "detail", "since"}``."""
+        return dict(self._status)
+
+    def _set_status(self, state: str, detail: str = "") -> None:
+        if self._status["state"] != state or self._status["detail"] != detail:
+            self._status = {"state": state, "detail": detail[:500], "since": time.time()}
+
+    def _held(self) -> list[str]:
+        batch = self._batch
+        return (batch.unsettled() if batch is not None else []) + self.queue.held()
+
+    def _loop(self, idle_exit_s: float | None) -> None:
         idle_since = time.monotonic()
-        backoff = 0.5
+        backoff = Backoff()
         while not self._stop.is_set():
             try:
+                if self._batch is not None:
+                    # Held: finish it before reading anything more.
+                    result = self.resume()
+                    if result.waiting:
+                        self._wait(backoff, result.waiting)
+                        continue
+                    idle_since = time.monotonic()
                 self.queue.promote_due_retries()
                 entries = self.queue.read(self.settings.worker_batch, block_ms=500)
             except QueueError as e:
-                log.warning("%s; retrying in %.1fs", e, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                self._wait(backoff, f"waiting for Redis: {e}", "waiting for Redis")
                 continue
-            backoff = 0.5
+            except Exception as e:
+                # A bug must not stop the worker: held entries come back after claim_idle_ms.
+                log.exception("worker loop failed; going on")
+                self._batch = None
+                self._wait(backoff, f"{type(e).__name__}: {e}", "recovering")
+                continue
+            backoff.reset()
             if entries:
-                self.process(entries, defer_checkpoints=True)
+                self._set_status("scoring", f"{len(entries)} entries")
+                result = self.process(entries, defer_checkpoints=True)
+                if result.waiting:
+                    self._wait(backoff, result.waiting)
+                    continue
                 idle_since = time.monotonic()
+            self._set_status("idle")
             self.flush_checkpoints(idle=not entries)
             idle_for = time.monotonic() - idle_since
             if not entries and idle_exit_s is not None and idle_for > idle_exit_s:
                 break
         self.flush_checkpoints(idle=True)
+
+    def _wait(self, backoff: Backoff, why: str, state: str | None = None) -> None:
+        if state is None:
+            state = "waiting for the store" if why.startswith("store") else "waiting for Redis"
+        self._set_status(state, why)
+        delay = backoff.next()
+        log.warning("%s; trying again in %.1fs", why, delay)
+        self._stop.wait(delay)
 
     def flush_checkpoints(self, *, idle: bool = True) -> None:
         """Recompute the checkpoints touched since last time; evaluate the complete ones.
@@ -137,17 +237,22 @@ class Worker:
             if idle or now - since >= self.settings.checkpoint_delay_s
         ]
         for run, step in sorted(set(due) - set(complete)):
-            del self._dirty[(run, step)]
+            since = self._dirty.pop((run, step))
             try:
                 self.update_checkpoint(run, step)
-            except StoreError as e:
+            except StoreUnavailable as e:
+                self._dirty[(run, step)] = since  # again once the store is back
                 log.error("checkpoint %s@%d not updated: %s", run, step, e)
+            except Exception:
+                log.exception("checkpoint %s@%d not updated", run, step)
         for run, step in complete:
             self._dirty.pop((run, step), None)
             try:
                 self.evaluate_checkpoint(run, step)
-            except StoreError as e:
+            except StoreError as e:  # still not evaluated: the store offers it again
                 log.error("checkpoint %s@%d not evaluated: %s", run, step, e)
+            except Exception:
+                log.exception("checkpoint %s@%d not evaluated", run, step)
 
     def close(self) -> None:
         every: list[AnyScorer] = [*self.sample_scorers, *self.set_scorers]
@@ -171,68 +276,160 @@ class Worker:
 
         A scorer failing on a sample costs only that scorer's scores: the others are
         stored, and the failed scorers are retried for that sample alone after a backoff
-        (``Queue.retry_later``), then dead-lettered with the error.
+        (``Queue.settle``), then dead-lettered with the error. When the store or Redis is
+        unavailable the result says why (``waiting``) and the batch is held, scored, for
+        :meth:`resume`; its entries stay pending, unacknowledged.
         """
-        result = BatchResult()
-        good: list[tuple[Entry, Sample]] = []
-        for e in entries:
-            if e.deliveries > self.queue.max_deliveries:
-                # Never acknowledged in all its deliveries: it kills its worker, or the
-                # store keeps refusing it. Set it aside rather than loop on it.
-                self.queue.dead_letter(
-                    e, f"delivered {e.deliveries} times without being stored", e.deliveries
-                )
-                result.dead += 1
-                continue
-            try:
-                good.append((e, _to_sample(e.payload)))
-            except ValidationError as err:
-                # A payload that cannot be parsed never will be: dead-letter it at once.
-                self.queue.dead_letter(e, f"invalid payload: {err}", e.deliveries)
-                result.dead += 1
+        self._batch = _Batch(entries)
+        return self.resume(defer_checkpoints=defer_checkpoints)
 
-        samples = [s for _, s in good]
-        only = [set(e.payload["only"]) if e.payload.get("only") else None for e, _ in good]
-        scored, errors = self._score(samples, self._contexts(good), only)
+    def resume(self, *, defer_checkpoints: bool = True) -> BatchResult:
+        """Take the batch in progress on from the stage where it stopped."""
+        batch = self._batch
+        if batch is None:
+            return BatchResult()
+        result = batch.result
+        result.waiting = None
         try:
-            with self.store.begin() as conn:
-                runs: dict[str, tuple[int, list[str] | None]] = {}
-                for e, s in good:
-                    step, rubrics = runs.get(s.run, (0, None))
-                    runs[s.run] = (max(step, s.step), e.payload.get("rubrics") or rubrics)
-                for run, (step, rubrics) in runs.items():
-                    self.store.upsert_run(conn, run, step, rubrics)
-                self.store.save_samples(conn, samples)
-                self.store.save_batch_scores(
-                    conn, [(s.run, s.step, s.id, scored[s.id_key]) for s in samples]
-                )
-                self.store.touch_checkpoints(conn, _expected(good))
-        except StoreError as err:
-            # Nothing acknowledged: every entry comes back after claim_idle_ms.
-            log.error("store failed, batch left pending: %s", err)
-            result.failed = len(good)
+            self._triage(batch)
+            if batch.scored is None:
+                self._prepare(batch)
+            if not batch.stored:
+                self._commit(batch)
+            if not batch.settled:
+                self._settle(batch)
+        except StoreUnavailable as e:
+            result.waiting = f"store unavailable: {e}"
             return result
-
-        for e, s in good:
-            failed = errors.get(s.id_key)
-            if failed:
-                result.failed += 1
-                # Scheduled before the ack: a crash in between repeats work, loses none.
-                if self.queue.retry_later(e, sorted(failed), "\n".join(failed.values())):
-                    result.dead += 1
-        self.queue.ack([e.id for e, _ in good])
-        result.stored = len(good)
-        for s in samples:
-            for family in {sc.scorer.split(".", 1)[0] for sc in scored[s.id_key]}:
-                self.telemetry.inc("judgeserve_samples_scored_total", scorer=family)
-        self.telemetry.flush()
-        result.checkpoints = {(s.run, s.step) for s in samples}
+        except QueueError as e:
+            result.waiting = f"Redis unavailable: {e}"
+            return result
+        except BaseException:
+            self._batch = None  # its entries come back after claim_idle_ms
+            raise
+        self._batch = None
         now = time.monotonic()
         for key in result.checkpoints:
             self._dirty.setdefault(key, now)
         if not defer_checkpoints:
             self.flush_checkpoints(idle=True)
         return result
+
+    def _triage(self, batch: _Batch) -> None:
+        """Set aside what can never be stored; then dead-letter it (again, if Redis failed)."""
+        if batch.good is None:
+            batch.good = []
+            for e in batch.entries:
+                if e.deliveries > self.queue.max_deliveries:
+                    # Never acknowledged in all its deliveries: it kills its worker, or
+                    # something keeps failing on it. Set it aside rather than loop on it.
+                    batch.dead.append(
+                        (e, f"delivered {e.deliveries} times without being stored", None)
+                    )
+                    continue
+                try:
+                    batch.good.append((e, _to_sample(e.payload)))
+                except ValidationError as err:
+                    # A payload that cannot be parsed never will be: dead-letter it at once.
+                    batch.dead.append((e, f"invalid payload: {err}", None))
+        self._flush_dead(batch)
+
+    def _flush_dead(self, batch: _Batch) -> None:
+        while batch.dead:
+            e, error, payload = batch.dead[0]
+            self.queue.dead_letter(e, error, e.deliveries, payload)
+            batch.dead.pop(0)
+            batch.result.dead += 1
+
+    def _prepare(self, batch: _Batch) -> None:
+        """Contexts (reads the store) and scores of the batch's samples."""
+        assert batch.good is not None
+        try:
+            contexts = self._contexts(batch.good)
+        except StoreUnavailable:
+            raise
+        except Exception as err:
+            log.warning("contexts failed for a batch (%s); one sample at a time", err)
+            contexts = []
+            for pair in list(batch.good):
+                try:
+                    contexts.extend(self._contexts([pair]))
+                except StoreUnavailable:
+                    raise
+                except Exception as one:
+                    batch.good.remove(pair)
+                    batch.dead.append((pair[0], f"cannot read its context: {_why(one)}", None))
+            self._flush_dead(batch)
+        samples = [s for _, s in batch.good]
+        only = [set(e.payload["only"]) if e.payload.get("only") else None for e, _ in batch.good]
+        batch.scored, batch.errors = self._score(samples, contexts, only)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Store the batch in one transaction; if the store refuses it (not unavailable:
+        refused), store its samples one by one and dead-letter the ones it refuses."""
+        assert batch.good is not None
+        try:
+            self._store(batch.good, batch)
+        except StoreUnavailable:
+            raise
+        except Exception as err:
+            log.warning("the store refused a batch (%s); storing one sample at a time", _why(err))
+            for pair in list(batch.good):
+                try:
+                    self._store([pair], batch)
+                except StoreUnavailable:
+                    raise  # the samples stored so far are stored again later: idempotent
+                except Exception as one:
+                    batch.good.remove(pair)
+                    batch.dead.append((pair[0], f"the store refused it: {_why(one)}", None))
+            self._flush_dead(batch)
+        batch.stored = True
+
+    def _store(self, pairs: list[tuple[Entry, Sample]], batch: _Batch) -> None:
+        assert batch.scored is not None
+        samples = [s for _, s in pairs]
+        with self.store.begin() as conn:
+            runs: dict[str, tuple[int, list[str] | None]] = {}
+            for e, s in pairs:
+                step, rubrics = runs.get(s.run, (0, None))
+                runs[s.run] = (max(step, s.step), e.payload.get("rubrics") or rubrics)
+            for run, (step, rubrics) in runs.items():
+                self.store.upsert_run(conn, run, step, rubrics)
+            self.store.save_samples(conn, samples)
+            for again in (False, True):  # `judgeserve rescore` entries replace what was stored
+                self.store.save_batch_scores(
+                    conn,
+                    [
+                        (s.run, s.step, s.id, batch.scored[s.id_key])
+                        for e, s in pairs
+                        if bool(e.payload.get("rescore")) is again
+                    ],
+                    replace=again,
+                )
+            self.store.touch_checkpoints(conn, _expected(pairs))
+
+    def _settle(self, batch: _Batch) -> None:
+        """Acknowledge what was stored and schedule its retries, in one transaction."""
+        assert batch.good is not None
+        retries = [
+            Retry(e, sorted(failed), "\n".join(failed.values()))
+            for e, s in batch.good
+            if (failed := batch.errors.get(s.id_key))
+        ]
+        ids = [e.id for e, _ in batch.good]
+        dead = self.queue.settle(ids, retries)
+        batch.settled = True
+        result = batch.result
+        result.failed = len(retries)
+        result.dead += dead
+        result.stored = len(batch.good)
+        result.checkpoints = {(s.run, s.step) for _, s in batch.good}
+        scored = batch.scored or {}
+        for _, s in batch.good:
+            for family in {sc.scorer.split(".", 1)[0] for sc in scored.get(s.id_key, ())}:
+                self.telemetry.inc("judgeserve_samples_scored_total", scorer=family)
+        # Never fails (Redis down: the counts wait for the next flush).
+        self.telemetry.flush()
 
     def _contexts(self, good: list[tuple[Entry, Sample]]) -> list[Context]:
         """The run's rubrics and, when a scorer wants it, each probe's previous answer."""
@@ -325,6 +522,31 @@ class Worker:
                 self.store.save_flags(conn, run, step, flags)
 
 
+class Backoff:
+    """Waits that double from 0.5 s up to 10 s while a failure lasts."""
+
+    def __init__(self, first: float = 0.5, most: float = 10.0) -> None:
+        self.first, self.most = first, most
+        self.delay = first
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+def _why(err: BaseException) -> str:
+    # The error text, and the database's own message when it was wrapped.
+    cause = err.__cause__
+    text = f"{type(err).__name__}: {err}"
+    if cause is not None and str(cause) not in text:
+        text += f" ({type(cause).__name__}: {cause})"
+    return text[:2000]
+
+
 def _default_hooks(settings: Settings) -> list[CheckpointHook]:
     if not settings.alerts:
         return []
@@ -335,7 +557,9 @@ def _default_hooks(settings: Settings) -> list[CheckpointHook]:
 
 def _to_sample(payload: dict[str, Any]) -> Sample:
     data = {
-        k: v for k, v in payload.items() if k not in ("rubrics", "only", "attempt", "expected")
+        k: v
+        for k, v in payload.items()
+        if k not in ("rubrics", "only", "attempt", "expected", "rescore")
     }
     return Sample.model_validate(data)
 
@@ -352,17 +576,37 @@ def _expected(good: list[tuple[Entry, Sample]]) -> dict[tuple[str, int], int | N
 
 
 def run_worker(settings: Settings, *, consumer: str | None = None) -> None:
-    """Entry point of ``judgeserve worker``: SIGTERM/SIGINT finish the batch in flight."""
-    worker = Worker(settings, consumer=consumer)
+    """Entry point of ``judgeserve worker``: SIGTERM/SIGINT finish the batch in flight.
+
+    Started while the store or Redis is down (a restart during an outage), it waits for
+    them instead of exiting, saying so in its log."""
+    stopping = threading.Event()
+    worker: Worker | None = None
 
     def _graceful(signum: int, _frame: Any) -> None:
         log.info("signal %d: finishing the batch in flight", signum)
-        worker.stop()
+        stopping.set()
+        if worker is not None:
+            worker.stop()
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
-    for warning in worker.queue.durability_warnings():
-        log.warning(warning)
+    backoff = Backoff()
+    while worker is None:
+        try:
+            worker = Worker(settings, consumer=consumer)
+        except (StoreUnavailable, QueueError) as e:
+            delay = backoff.next()
+            log.warning("cannot start yet: %s; trying again in %.1fs", e, delay)
+            if stopping.wait(delay):
+                return
+    if stopping.is_set():
+        worker.stop()
+    try:
+        for warning in worker.queue.durability_warnings():
+            log.warning(warning)
+    except QueueError as e:
+        log.warning("cannot check Redis durability: %s", e)
     log.info("worker %s consuming %s", worker.queue.consumer, worker.queue.keys.samples)
     try:
         worker.run()

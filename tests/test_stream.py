@@ -51,18 +51,26 @@ def test_redelivered_sample_adds_no_rows(settings: Settings, make_worker: Callab
 
 
 def test_entries_of_a_dead_consumer_are_reclaimed(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+    settings = settings.model_copy(update={"claim_idle_ms": 1000})
+    survivor = make_worker(settings=settings, consumer="survivor")  # loading scorers takes a while
     dead = _queue(settings, "dead-consumer")
     dead.add([payload(i) for i in range(3)])
     assert len(dead.read(10, block_ms=100)) == 3  # delivered, never acknowledged
     r = redis.Redis.from_url(settings.redis_url)
     assert r.xpending(dead.keys.samples, "workers")["pending"] == 3
-    survivor = make_worker(consumer="survivor")
     assert survivor.queue.read(10, block_ms=50) == []  # not idle long enough yet: not stolen
     time.sleep(settings.claim_idle_ms / 1000 + 0.1)
-    entries = survivor.queue.read(10, block_ms=50)
-    assert sorted(e.payload["id"] for e in entries) == ["s0", "s1", "s2"]
-    assert all(e.deliveries == 2 for e in entries)
-    survivor.process(entries)
+    # Taken over all at once, tried one at a time: each is counted when it is tried, so
+    # one that kills its worker runs up its own count, not its neighbours'.
+    seen = []
+    for expected in ("s0", "s1", "s2"):
+        entries = survivor.queue.read(10, block_ms=50)
+        assert [(e.payload["id"], e.deliveries) for e in entries] == [(expected, 2)]
+        untried = r.xpending_range(dead.keys.samples, "workers", "-", "+", 10, consumername="survivor")
+        # The one being tried counts its second delivery; the others, still untried, one.
+        assert sorted(int(p["times_delivered"]) for p in untried) == [1] * (2 - len(seen)) + [2]
+        survivor.process(entries)
+        seen.append(expected)
     assert read.count_scored(survivor.store, "q-run") == 3
     assert r.xpending(dead.keys.samples, "workers")["pending"] == 0
 
@@ -213,9 +221,15 @@ def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Call
     listed = run_cli("deadletter", "list", env=env)
     assert listed.returncode == 0 and "q-run@1" in listed.stdout and "s7" in listed.stdout
     assert "cannot score s7" in listed.stdout
+    # Says how many, and which Redis and key it read (an empty answer is no answer).
+    where = f"{s.stream_prefix}:deadletter at {s.redis_url}"
+    assert listed.stderr.strip() == f"1 dead letters (samples) in {where}"
     requeued = run_cli("deadletter", "requeue", env=env)
-    assert requeued.stdout.strip() == "requeued 1"
+    assert requeued.stdout.strip() == f"requeued 1 from {s.stream_prefix}:deadletter to {s.stream_prefix}:samples at {s.redis_url}"
     assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1
+    empty = run_cli("deadletter", "list", env=env)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr.strip() == f"no dead letters (samples) in {where}"
 
 
 def test_dead_letters_requeue_by_id_and_all(

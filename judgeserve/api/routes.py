@@ -7,15 +7,18 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from .. import read
 from ..auth import Caller, ReadRun, WriteRun, check_run, may_read
-from ..exceptions import Backpressure
-from ..schema import Alert, MetricsIn, SampleBatch
+from ..exceptions import Backpressure, QueueError
+from ..judge.rubric import RubricCatalog, rubrics_in_tag
+from ..liveness import read_heartbeats
+from ..schema import Alert, MetricsIn, SampleBatch, SummaryIn
 from ..store import Store
 from ..stream import AsyncProducer
 
-__all__ = ["router", "BacklogGauge"]
+__all__ = ["router", "BacklogGauge", "rubric_problems"]
 
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -43,6 +46,26 @@ class BacklogGauge:
         self._value += n
 
 
+def rubric_problems(catalog: RubricCatalog, batch: SampleBatch) -> list[dict[str, Any]]:
+    """422 errors for every rubric the batch names that the judge could not use: not
+    found in the rubric directories, or invalid (the lint error). Accepting them would
+    only skip the judge, silently, in a worker's log."""
+    errors: list[dict[str, Any]] = []
+
+    def check(name: str, loc: tuple[str | int, ...]) -> None:
+        why = catalog.problem(name)
+        if why:
+            errors.append({"loc": loc, "msg": f"rubric {name!r} cannot be used: {why}",
+                           "type": "rubric"})
+
+    for i, name in enumerate(batch.rubrics or []):
+        check(name, ("body", "rubrics", i))
+    for i, sample in enumerate(batch.samples):
+        for name in rubrics_in_tag(sample.tags.get("rubrics")):
+            check(name, ("body", "samples", i, "tags", "rubrics"))
+    return errors
+
+
 def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
@@ -50,15 +73,46 @@ def _store(request: Request) -> Store:
 
 @router.get("/healthz", tags=["ops"])
 async def healthz(request: Request) -> dict[str, Any]:
-    redis_ok = await request.app.state.producer.ping()
+    """The API answers and Redis with it (else 503); and who is scoring: each live
+    worker's last heartbeat, and ``scoring``: ``ok`` when at least one worker is alive and
+    none waits for the store or Redis, else what is wrong."""
+    producer: AsyncProducer = request.app.state.producer
+    redis_ok = await producer.ping()
     if not redis_ok:
         raise HTTPException(503, "redis unreachable")
-    return {"status": "ok", "redis": redis_ok}
+    try:
+        beats = await read_heartbeats(producer.redis, producer.keys)
+    except QueueError:
+        beats = []
+    now = time.time()
+    workers = [
+        {
+            "name": b.get("consumer"),
+            "host": b.get("host"),
+            "pid": b.get("pid"),
+            "state": b.get("state"),
+            "detail": b.get("detail", ""),
+            "for_s": round(max(0.0, now - float(b.get("since") or now)), 1),
+            "seen_s_ago": round(max(0.0, now - float(b.get("at") or now)), 1),
+        }
+        for b in beats
+    ]
+    stuck = [w for w in workers if str(w["state"]).startswith("waiting")]
+    if not workers:
+        scoring = "no live worker: accepted samples wait in Redis until one starts"
+    elif stuck and len(stuck) == len(workers):
+        scoring = f"stalled: {stuck[0]['state']} ({stuck[0]['detail']})"
+    else:
+        scoring = "ok"
+    return {"status": "ok", "redis": redis_ok, "scoring": scoring, "workers": workers}
 
 
 @router.post("/v1/runs/{run}/samples", status_code=202, tags=["ingest"])
 async def submit_samples(run: WriteRun, batch: SampleBatch, request: Request) -> dict[str, Any]:
     """Queue samples for scoring. Idempotent per sample id: re-sending is harmless."""
+    problems = rubric_problems(request.app.state.rubrics, batch)
+    if problems:
+        raise RequestValidationError(problems)
     gauge: BacklogGauge = request.app.state.backlog
     await gauge.check()
     head = {"run": run, "step": batch.step, "checkpoint": batch.checkpoint}
@@ -83,6 +137,14 @@ def submit_metrics(run: WriteRun, body: MetricsIn, request: Request) -> dict[str
     return {"accepted": len(body.values), "run": run, "step": body.step}
 
 
+@router.post("/v1/runs/{run}/summary", status_code=202, tags=["ingest"])
+def submit_summary(run: WriteRun, body: SummaryIn, request: Request) -> dict[str, Any]:
+    """Values of the whole run (a trainer's end-of-run summary), kept apart from the
+    series over steps so a run time or a FLOP count never lands on a chart."""
+    _store(request).save_summary(run, body.values)
+    return {"accepted": len(body.values), "run": run}
+
+
 @router.get("/v1/runs", tags=["read"])
 def list_runs(request: Request, who: Caller, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     return {"runs": read.list_runs(_store(request), limit, offset, project=who.project)}
@@ -95,9 +157,21 @@ def _run_or_404(source: read.Source, run: str) -> dict[str, Any]:
     return found
 
 
+def active_rubrics(request: Request, found: dict[str, Any]) -> dict[str, Any]:
+    """The run's rubrics (or the server's default ones) and whether each can judge."""
+    settings = request.app.state.settings
+    catalog: RubricCatalog = request.app.state.rubrics
+    return catalog.active(found.get("rubrics"), settings.judge_rubrics, settings.judge_url)
+
+
 @router.get("/v1/runs/{run}", tags=["read"])
 def get_run(run: ReadRun, request: Request) -> dict[str, Any]:
-    return _run_or_404(_store(request), run)
+    """The run, its ``summary`` values, and under ``judge`` the rubrics that judge it and
+    any reason one cannot."""
+    with read.connect(_store(request)) as conn:
+        found = _run_or_404(conn, run)
+        summary = read.run_summary_values(conn, run)
+    return {**found, "summary": summary, "judge": active_rubrics(request, found)}
 
 
 @router.get("/v1/runs/{run}/steps/{step}", tags=["read"])

@@ -39,7 +39,6 @@ __all__ = [
     "load_backend",
     "register_backend",
     "backend_names",
-    "calibrate",
     "CalibrationReport",
 ]
 
@@ -60,9 +59,11 @@ _WHERE = {
     "load_backend": "backends.base",
     "register_backend": "backends.base",
     "backend_names": "backends.base",
-    "calibrate": "calibrate",
     "CalibrationReport": "calibrate",
 }
+# No lazy name may be a submodule's name: the first ``from . import <name>`` would bind the
+# attribute instead of the module (``judgeserve calibrate`` once crashed so). The
+# function ``calibrate`` is ``judgeserve.judge.calibrate.calibrate``.
 
 
 def __getattr__(name: str) -> Any:

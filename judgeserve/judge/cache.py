@@ -155,7 +155,10 @@ class RedisVerdictCache:
     def from_settings(cls, settings: Settings) -> RedisVerdictCache:
         import redis
 
-        client = redis.Redis.from_url(settings.redis_url)
+        # Timeouts: a partitioned Redis must not hang the judge (it answers without the cache).
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
+        )
         return cls(
             client, Keys(settings.stream_prefix), settings.verdict_cache_size, own_client=True
         )

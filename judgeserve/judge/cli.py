@@ -79,8 +79,9 @@ def calibrate(
     out: Annotated[Path | None, typer.Option(help="Where to write the JSON report.")] = None,
 ) -> None:
     """Score human-labelled examples and report the judge's agreement with people."""
-    from . import calibrate as cal
     from .backends.base import load_backend
+    from .calibrate import calibrate as run_calibration
+    from .calibrate import format_report, save_report
     from .rubric import find_rubric
     from .verdicts import Judge
 
@@ -93,14 +94,14 @@ def calibrate(
             backend or spec.judge.backend, model or spec.judge.model, **options
         )
         try:
-            report = cal.calibrate(Judge(judge_backend), spec, labels)
+            report = run_calibration(Judge(judge_backend), spec, labels)
         finally:
             judge_backend.close()
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from e
-    typer.echo(cal.format_report(report))
+    typer.echo(format_report(report))
     target = out or labels.with_suffix(
         f".{report.rubric}-v{report.rubric_version}.calibration.json"
     )
-    typer.echo(f"report: {cal.save_report(report, target)}")
+    typer.echo(f"report: {save_report(report, target)}")

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from ..exceptions import ConfigError
+from ..schema import RUBRIC_NAME_PATTERN, rubric_name_problem
 from ..yamlfile import validate_yaml
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "load_rubric",
     "parse_rubric",
     "find_rubric",
+    "rubric_by_name",
+    "RubricCatalog",
+    "rubrics_in_tag",
     "rubric_json_schema",
 ]
 
@@ -49,7 +53,7 @@ BUILTIN_RUBRIC_DIR = Path(__file__).parent / "rubrics"
 # first token in every tokenizer we know, which one-step scoring needs.
 PAIRWISE_LABELS: tuple[str, ...] = ("A", "B", "tie")
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Identifier = Annotated[str, StringConstraints(pattern=RUBRIC_NAME_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
 # YAML reads `version: 1` as an int; a version is a label, so accept numbers as text.
 Version = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v)]
@@ -216,17 +220,109 @@ def load_rubric(path: str | Path) -> Rubric:
 
 
 def find_rubric(name_or_path: str, dirs: Sequence[str | Path] = ()) -> Rubric:
-    """A rubric by file path, or by name from ``dirs`` then the built-in rubrics."""
+    """A rubric by file path, or by name from ``dirs`` then the built-in rubrics.
+
+    For a person at the command line (``judgeserve calibrate FILE``). What a client sends
+    (a run's rubrics, a sample's ``rubrics`` tag) goes through :func:`rubric_by_name`,
+    which never reads a path.
+    """
     as_path = Path(name_or_path)
     if as_path.suffix in (".yaml", ".yml") or as_path.exists():
         return load_rubric(as_path)
+    return rubric_by_name(name_or_path, dirs)
+
+
+def rubrics_in_tag(tag: str | None) -> list[str]:
+    """The rubric names of a sample's ``rubrics`` tag (comma-separated)."""
+    return [r.strip() for r in (tag or "").split(",") if r.strip()]
+
+
+def _rubric_file(name: str, dirs: Sequence[str | Path]) -> Path:
+    """The file of rubric ``name``: ``<dir>/<name>.yaml`` (or ``.yml``) in ``dirs``, then
+    the built-in rubrics. ``name`` must be a rubric name, never a path."""
+    problem = rubric_name_problem(name)
+    if problem:
+        raise ConfigError(problem)
     for directory in [*map(Path, dirs), BUILTIN_RUBRIC_DIR]:
         for suffix in (".yaml", ".yml"):
-            candidate = directory / f"{name_or_path}{suffix}"
+            candidate = directory / f"{name}{suffix}"
             if candidate.is_file():
-                return load_rubric(candidate)
+                return candidate
     searched = ", ".join(str(d) for d in [*dirs, BUILTIN_RUBRIC_DIR])
-    raise ConfigError(f"no rubric named {name_or_path!r} (searched {searched})")
+    raise ConfigError(f"no rubric named {name!r} (searched {searched})")
+
+
+def rubric_by_name(name: str, dirs: Sequence[str | Path] = ()) -> Rubric:
+    """The rubric named ``name`` (an identifier, as ``Rubric.name``), looked up only in
+    ``dirs`` then the built-in rubrics: a path (``/dev/zero``, ``../x``) is refused."""
+    return load_rubric(_rubric_file(name, dirs))
+
+
+class RubricCatalog:
+    """Rubrics by name for a long-lived process (the API checks what clients name): each
+    file is parsed again only when its size or modification time changed, so a request
+    costs a few ``stat`` calls, and a fixed rubric is seen without a restart."""
+
+    def __init__(self, dirs: Sequence[str | Path] = ()) -> None:
+        self.dirs = [Path(d) for d in dirs]
+        self._parsed: dict[Path, tuple[tuple[int, int], Rubric | ConfigError]] = {}
+
+    def get(self, name: str) -> Rubric:
+        """The rubric, or :class:`ConfigError` saying why not (bad name, not found, invalid)."""
+        path = _rubric_file(name, self.dirs)
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read rubric: {e.strerror or e}") from e
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self._parsed.get(path)
+        if cached is None or cached[0] != key:
+            try:
+                result: Rubric | ConfigError = load_rubric(path)
+            except ConfigError as e:
+                result = e
+            self._parsed[path] = cached = (key, result)
+        if isinstance(cached[1], ConfigError):
+            raise cached[1]
+        return cached[1]
+
+    def problem(self, name: str) -> str | None:
+        """Why ``name`` cannot be used as a rubric (None: it can)."""
+        try:
+            self.get(name)
+        except ConfigError as e:
+            return str(e)
+        return None
+
+    def active(
+        self, run_rubrics: Sequence[str] | None, default: Sequence[str], judge_url: str | None
+    ) -> dict[str, Any]:
+        """Which rubrics judge a run and whether each can: ``{"named_by": "run" | "server
+        default" | None, "rubrics": [{"name", "version", "mode", "criteria", "backend",
+        "problem"}]}``. ``problem`` says why a rubric's samples get no judge scores (not
+        found, invalid, no judge endpoint configured); None when it can judge."""
+        names = list(run_rubrics or [])
+        named_by = "run" if names else ("server default" if default else None)
+        out = []
+        for name in names or default:
+            entry: dict[str, Any] = {"name": name, "version": None, "mode": None,
+                                     "criteria": [], "backend": None, "problem": None}
+            try:
+                rubric = self.get(name)
+            except ConfigError as e:
+                entry["problem"] = str(e)
+                out.append(entry)
+                continue
+            spec = rubric.judge
+            entry.update(version=rubric.version, mode=rubric.mode, backend=spec.backend,
+                         criteria=[c.name for c in rubric.criteria])
+            if spec.backend == "serve" and not (spec.url or judge_url):
+                entry["problem"] = ("no judge endpoint: set JUDGESERVE_JUDGE_URL (or the "
+                                    "rubric's judge.url); its samples are not judged")
+            elif spec.backend == "openai" and not spec.url:
+                entry["problem"] = "the openai judge backend needs judge.url in the rubric"
+            out.append(entry)
+        return {"named_by": named_by, "rubrics": out}
 
 
 def rubric_json_schema() -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ..telemetry import Telemetry
 from .backends.base import JudgeBackend, load_backend
 from .cache import RedisVerdictCache, VerdictCache
 from .prompt import PromptBuilder
-from .rubric import Rubric, find_rubric
+from .rubric import Rubric, rubric_by_name, rubrics_in_tag
 from .verdicts import Cost, Item, Judge
 
 __all__ = ["JudgeScorer", "selected", "rubrics_for"]
@@ -59,10 +59,8 @@ def rubrics_for(
     """Rubric names that apply to a sample (see the module docstring for the order)."""
     if explicit:
         return list(explicit)
-    tag = sample.tags.get("rubrics")
-    if tag:
-        return [r.strip() for r in tag.split(",") if r.strip()]
-    return list(default)
+    tagged = rubrics_in_tag(sample.tags.get("rubrics"))
+    return tagged or list(default)
 
 
 class JudgeScorer(SampleScorer):
@@ -106,7 +104,7 @@ class JudgeScorer(SampleScorer):
     def _rubric(self, name: str) -> Rubric | None:
         if name not in self._rubrics:
             try:
-                self._rubrics[name] = find_rubric(name, self._dirs)
+                self._rubrics[name] = rubric_by_name(name, self._dirs)
             except ConfigError as e:
                 self._warn_once(name, f"rubric {name!r} skipped: {e}")
                 return None

@@ -16,8 +16,10 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
-:mod:`.costs`, :mod:`.ops`); import the names from ``judgeserve.read``. A new subject gets a module of
-its own here.
+:mod:`.costs`, :mod:`.ops`, :mod:`.compare`: choosing a checkpoint, a run's checkpoints
+ranked by quality and two compared probe by probe, the statistics from
+:mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A new subject gets a
+module of its own here.
 """
 
 from __future__ import annotations
@@ -25,10 +27,23 @@ from __future__ import annotations
 from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, Source, connect
 from .alerts import alert_run, alerts_after, count_alerts, list_alerts, live_stamp
 from .checkpoints import checkpoint_job, count_checkpoint_jobs, list_checkpoint_jobs, probe_set
+from .compare import (
+    CheckpointRef,
+    ProbeSide,
+    best,
+    checkpoint_steps,
+    compare_checkpoints,
+    compare_pairs,
+    parse_checkpoint,
+    probe_side,
+    rank_input,
+    ranking,
+)
 from .costs import judge_cost
 from .ops import deadletters, list_tokens, token
 from .runs import (
     alert_markers,
+    count_run_samples,
     count_runs,
     flagged_counts,
     get_run,
@@ -38,7 +53,9 @@ from .runs import (
     nearest_step,
     nonfinite_metrics,
     open_alerts_by_run,
+    run_samples,
     run_steps,
+    run_summary_values,
     step_neighbours,
 )
 from .steps import (
@@ -74,6 +91,9 @@ __all__ = [
     "nearest_step",
     "metric_series",
     "nonfinite_metrics",
+    "run_summary_values",
+    "run_samples",
+    "count_run_samples",
     "alert_markers",
     # one step
     "step_scorers",
@@ -101,6 +121,17 @@ __all__ = [
     "checkpoint_job",
     # judge cost
     "judge_cost",
+    # choosing a checkpoint
+    "CheckpointRef",
+    "ProbeSide",
+    "parse_checkpoint",
+    "checkpoint_steps",
+    "rank_input",
+    "ranking",
+    "best",
+    "compare_checkpoints",
+    "compare_pairs",
+    "probe_side",
     # tokens, dead letters
     "token",
     "list_tokens",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from ..store import (
@@ -13,6 +13,7 @@ from ..store import (
     alerts,
     plain,
     run_metrics,
+    run_summary,
     runs,
     samples,
     scores,
@@ -31,6 +32,9 @@ __all__ = [
     "nearest_step",
     "metric_series",
     "nonfinite_metrics",
+    "run_summary_values",
+    "run_samples",
+    "count_run_samples",
     "alert_markers",
 ]
 
@@ -235,6 +239,58 @@ def nonfinite_metrics(conn: Connection, run: str, limit: int = 5) -> list[dict[s
         .limit(limit)
     )
     return [{"name": f"train.{n}", "step": int(s), "value": v} for n, s, v in conn.execute(q)]
+
+
+@_reads
+def run_summary_values(conn: Connection, run: str) -> dict[str, float | str]:
+    """The run's summary values by name (a trainer's end-of-run ``train_runtime``,
+    ``total_flos`` ...); a non-finite one as 'nan', 'inf' or '-inf'."""
+    q = (
+        select(run_summary.c.name, run_summary.c.value, run_summary.c.nonfinite)
+        .where(run_summary.c.run == run)
+        .order_by(run_summary.c.name)
+    )
+    return {n: (bad if bad is not None else float(v)) for n, v, bad in conn.execute(q)}
+
+
+def _in_steps(run: str, first: int | None, last: int | None) -> list[Any]:
+    where = [samples.c.run == run]
+    if first is not None:
+        where.append(samples.c.step >= first)
+    if last is not None:
+        where.append(samples.c.step <= last)
+    return where
+
+
+@_reads
+def run_samples(
+    conn: Connection,
+    run: str,
+    first: int | None = None,
+    last: int | None = None,
+    *,
+    after: tuple[int, str] | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """A page of the run's stored samples with steps in ``[first, last]`` (None: open),
+    ordered by step then id, after ``(step, id)``: every field a sample was sent with."""
+    where = _in_steps(run, first, last)
+    if after is not None:
+        step, sid = after
+        where.append(
+            or_(samples.c.step > step, and_(samples.c.step == step, samples.c.id > sid))
+        )
+    q = select(samples).where(*where).order_by(samples.c.step, samples.c.id).limit(limit)
+    return [plain(r) for r in conn.execute(q).mappings()]
+
+
+@_reads
+def count_run_samples(
+    conn: Connection, run: str, first: int | None = None, last: int | None = None
+) -> int:
+    """How many samples the run has stored with steps in ``[first, last]``."""
+    q = select(func.count()).select_from(samples).where(*_in_steps(run, first, last))
+    return int(conn.execute(q).scalar_one())
 
 
 @_reads

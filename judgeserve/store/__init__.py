@@ -51,6 +51,7 @@ from .tables import (
     plain,
     probe_sets,
     run_metrics,
+    run_summary,
     runs,
     samples,
     scores,
@@ -67,6 +68,7 @@ __all__ = [
     "store_error",
     "nonfinite_name",
     "JOB_STATES",
+    "SQLITE_BUSY_S",
     # the tables, for the read path and the tests
     "aggregates",
     "alerts",
@@ -76,6 +78,7 @@ __all__ = [
     "judge_costs",
     "probe_sets",
     "run_metrics",
+    "run_summary",
     "runs",
     "samples",
     "scores",
@@ -83,6 +86,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+# How long a SQLite write waits for another writer's lock before it fails (and the worker
+# holds its batch and tries again).
+SQLITE_BUSY_S = 30.0
 
 
 # A step's judge cost before its first judge score is summed in (see judge_costs).
@@ -129,7 +137,7 @@ class Store:
     def __init__(self, url: str, *, create: bool = True) -> None:
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_S}
         else:
             kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql") and "connect_timeout" not in url:
@@ -224,9 +232,17 @@ class Store:
         self.save_batch_scores(conn, [(run, step, sample_id, items)])
 
     def save_batch_scores(
-        self, conn: Connection, batch: Iterable[tuple[str, int, str, Iterable[Score]]]
+        self,
+        conn: Connection,
+        batch: Iterable[tuple[str, int, str, Iterable[Score]]],
+        *,
+        replace: bool = False,
     ) -> None:
-        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement."""
+        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement.
+
+        A score already stored is kept (a redelivered sample changes nothing), unless
+        ``replace``: a sample rescored on purpose (``judgeserve rescore``) gets the new one.
+        """
         rows = [
             {
                 "run": run,
@@ -244,9 +260,20 @@ class Store:
             for run, step, sample_id, items in batch
             for sc in items
         ]
-        if rows:
+        if not rows:
+            return
+        ins = self._insert(scores)
+        if replace:
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "sample_id", "scorer"],
+                    set_={k: ins.excluded[k] for k in ("value", "is_bool", "details", "version")},
+                ),
+                rows,
+            )
+        else:
             # A re-delivered sample is re-scored; keeping the first verdict keeps rows stable.
-            conn.execute(self._insert(scores).on_conflict_do_nothing(), rows)
+            conn.execute(ins.on_conflict_do_nothing(), rows)
 
     def save_aggregates(
         self, conn: Connection, run: str, step: int, values: dict[str, Aggregate]
@@ -399,6 +426,26 @@ class Store:
                         "nonfinite": ins.excluded.nonfinite,
                         "created": now,
                     },
+                ),
+                rows,
+            )
+
+    def save_summary(self, run: str, values: Mapping[str, float | None]) -> None:
+        """Values of the whole run (a trainer's end-of-run summary); a name sent again
+        replaces its value. Non-finite values are kept as such, as in :meth:`save_metrics`."""
+        now = _now()
+        rows = []
+        for k, v in values.items():
+            bad = nonfinite_name(v)
+            rows.append({"run": run, "name": k, "value": None if bad else v,
+                         "nonfinite": bad, "updated": now})
+        with self.begin() as conn:
+            self.upsert_run(conn, run, 0)
+            ins = self._insert(run_summary)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "name"],
+                    set_={k: ins.excluded[k] for k in ("value", "nonfinite", "updated")},
                 ),
                 rows,
             )
@@ -619,5 +666,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_S * 1000)}")
     cur.close()

@@ -78,6 +78,8 @@ async def login(request: Request) -> Response:
     """Check the posted token like the API would; keep it in an HttpOnly cookie."""
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
+    if not (token.isascii() and token.isprintable()):
+        token = ""  # no token looks like that, and a cookie header could not carry it
     target = _safe_next((form.get("next") or ["/"])[0])
     cache = request.app.state.tokens
     found = cache.principal(request.app.state.store, token) if token else None

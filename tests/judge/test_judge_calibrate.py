@@ -155,3 +155,15 @@ def test_cli_calibrate(toy_model: Path, toy_items: list[Item], tmp_path: Path) -
     report = json.loads(out.read_text())
     assert report["criteria"]["marker"]["exact_agreement"] == 1.0
     assert report["rubric"] == "toy" and report["judge_backend"] == "transformers"
+
+
+@pytest.mark.parametrize("package", ["judgeserve.judge", "judgeserve.callbacks"])
+def test_lazy_names_are_not_submodule_names(package: str) -> None:
+    # `from . import calibrate` in a fresh process got the lazily exported *function*
+    # calibrate, not the module, and `judgeserve calibrate` crashed on every call.
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    submodules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+    assert set(pkg.__all__) & submodules == set()

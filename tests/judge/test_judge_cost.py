@@ -90,8 +90,8 @@ def test_collapsed_checkpoints_cost_one_call_per_distinct_answer(
             assert api.get("/v1/runs/nobody/costs").status_code == 404
             page = api.get(f"/runs/{RUN}").text
         assert "Judge cost" in page
-        assert f'<b class="judge-calls">4</b>' in page
-        assert f'<b class="cache-hits">124</b>' in page
+        assert '<b class="judge-calls">4</b>' in page
+        assert '<b class="cache-hits">124</b>' in page
         tokens = f'{cost["total"]["prompt_tokens"]:,}'
         assert f'<b class="prompt-tokens">{tokens}</b>' in page
     finally:

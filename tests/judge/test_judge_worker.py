@@ -24,6 +24,7 @@ def test_run_rubrics_reach_the_judge_through_the_worker(
     rubric_dir = tmp_path / "rubrics"
     rubric_dir.mkdir()
     (rubric_dir / "toy.yaml").write_text(TOY_RUBRIC)
+    settings = settings.model_copy(update={"rubric_dir": rubric_dir})  # the API checks names there
     judge = JudgeScorer(rubrics=[], rubric_dirs=[rubric_dir], backend=transformers_backend)  # type: ignore[arg-type]
     worker = Worker(settings, scorers=[LengthScorer(), judge], hooks=())
     api = LiveServer(settings).start()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ...exceptions import ConfigError
+from ...exceptions import ConfigError, ScorerError
 from ...settings import get_settings
 from ..prompt import JudgePrompt
 from .base import TokenUsage, match_label
@@ -80,8 +80,15 @@ class OpenAIBackend:
         self, prompt: JudgePrompt, max_tokens: int, logprobs: bool, usage: TokenUsage | None
     ) -> dict[str, Any]:
         path, body = self._body(prompt, max_tokens, logprobs)
-        response = self._client.post(path, json=body)
-        response.raise_for_status()
+        where = str(self._client.base_url).rstrip("/") + path
+        try:
+            response = self._client.post(path, json=body)
+        except httpx.HTTPError as e:  # the message must say which server could not be reached
+            raise ScorerError(f"judge at {where} unreachable ({type(e).__name__}: {e})") from e
+        if response.is_error:
+            raise ScorerError(
+                f"judge at {where} answered HTTP {response.status_code}: {response.text[:500]}"
+            )
         data = response.json()
         counted = data.get("usage") or {}  # the server's own count; absent on some servers
         if usage is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ...exceptions import ConfigError
+from ...exceptions import ConfigError, ScorerError
 from ..prompt import JudgePrompt
 from .base import TokenUsage
 
@@ -57,23 +57,36 @@ class ServeBackend:
         return bool(self._info.get("reports_usage", False))
 
     def info(self) -> dict[str, Any]:
-        response = self._client.get(f"{self.url}/info")
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
+        data: dict[str, Any] = self._call("GET", "info").json()
         return data
 
     def _post(
         self, op: str, body: dict[str, Any], usage: Sequence[TokenUsage] | None = None
     ) -> list[Any]:
-        response = self._client.post(f"{self.url}/{op}", json=body)
-        response.raise_for_status()
-        data = response.json()
+        data = self._call("POST", op, body).json()
         results: list[Any] = data["results"]
         if usage is not None:
             for u, counted in zip(usage, data.get("usage") or [], strict=False):
                 u.prompt_tokens += int(counted.get("prompt_tokens", 0))
                 u.generated_tokens += int(counted.get("generated_tokens", 0))
         return results
+
+    def _call(self, method: str, op: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        # httpx's own messages ("[Errno 111] Connection refused") do not say where: the
+        # worker's log and the dead letters must name the judge that could not be reached.
+        try:
+            response = self._client.request(method, f"{self.url}/{op}", json=body)
+        except httpx.HTTPError as e:
+            raise ScorerError(
+                f"judge at {self.url} unreachable ({type(e).__name__}: {e}); is `judgeserve "
+                "serve` running there (JUDGESERVE_JUDGE_URL, or the rubric's judge.url)?"
+            ) from e
+        if response.is_error:
+            raise ScorerError(
+                f"judge at {self.url} answered HTTP {response.status_code} to {op}: "
+                f"{response.text[:500]}"
+            )
+        return response
 
     def label_probs(
         self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None

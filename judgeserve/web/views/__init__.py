@@ -5,6 +5,8 @@
 ``/runs/{run}``                             one run: charts, steps, alerts (:mod:`.run`)
 ``/runs/{run}/steps/{step}``                one checkpoint's samples (:mod:`.step`)
 ``/runs/{run}/samples/{sample_id}``         one sample, highlighted (:mod:`.sample`)
+``/runs/{run}/compare?a=&b=``               two checkpoints side by side (:mod:`.compare`)
+``/compare?runs=a,b``                       runs' metrics overlaid (:mod:`.overlay`)
 ``/alerts``                                 alerts, open and resolved (:mod:`.alerts`)
 ``/rubrics``                                the rubrics the judge can load (:mod:`.rubrics`)
 ``/deadletter``                             samples whose scoring kept failing (:mod:`.deadletter`)
@@ -18,10 +20,10 @@ from fastapi import APIRouter, Depends
 
 from .. import live
 from ..login import require_viewer
-from . import alerts, deadletter, rubrics, run, runs, sample, step
+from . import alerts, compare, deadletter, overlay, rubrics, run, runs, sample, step
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(require_viewer)], include_in_schema=False)
-for _module in (runs, run, step, sample, alerts, rubrics, deadletter, live):
+for _module in (runs, run, step, sample, compare, overlay, alerts, rubrics, deadletter, live):
     router.include_router(_module.router)
