@@ -144,11 +144,21 @@ def _shared_families(shared: Series) -> Iterator[Metric]:
     for name, d in SHARED.items():
         labels = list(d.labels)
         if d.kind == "counter":
+            found = {
+                tuple(dict(pairs).get(k, "") for k in labels): value
+                for (n, pairs), value in shared.items()
+                if n == name
+            }
+            # Series whose labels are known in advance start at 0 rather than appear with
+            # the first event: rate() and alerts then see the first one too.
+            if not labels:
+                found.setdefault((), 0.0)
+            elif labels == ["stream"]:
+                for stream in get_args(StreamName):
+                    found.setdefault((stream,), 0.0)
             counter = CounterMetricFamily(name, d.help, labels=labels)
-            for (n, pairs), value in sorted(shared.items()):
-                if n == name:
-                    got = dict(pairs)
-                    counter.add_metric([got.get(k, "") for k in labels], value)
+            for key in sorted(found):
+                counter.add_metric(list(key), found[key])
             yield counter
             continue
         hist = HistogramMetricFamily(name, d.help, labels=labels)

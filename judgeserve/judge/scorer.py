@@ -288,7 +288,8 @@ class JudgeScorer(SampleScorer):
 
     def close(self) -> None:
         for judge in self._judges.values():
-            if judge is not None:
+            # A backend given to the constructor belongs to the caller, who closes it.
+            if judge is not None and judge.backend is not self._fixed_backend:
                 judge.backend.close()
         self._judges.clear()
         if self.telemetry is not None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from judgeserve import read
@@ -18,6 +19,8 @@ from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.testing.toy_judge import BAD, GOOD, TOY_RUBRIC, toy_text
 from judgeserve.worker import Worker
+
+from ..test_metrics import dashboard_metrics, scrape, value
 
 RUN = "costly"
 
@@ -89,6 +92,33 @@ def test_collapsed_checkpoints_cost_one_call_per_distinct_answer(
             ]
             assert api.get("/v1/runs/nobody/costs").status_code == 404
             page = api.get(f"/runs/{RUN}").text
+            metrics = scrape(api)
+        # What the worker's judge did reached /metrics (through Redis, as from any host).
+        assert value(metrics, "judgeserve_judge_cache_hits_total") == 124
+        assert value(metrics, "judgeserve_judge_cache_misses_total") == 4
+        assert value(metrics, "judgeserve_judge_cache_hit_ratio") == pytest.approx(124 / 128)
+        assert value(metrics, "judgeserve_judge_cache_entries") == 4
+        assert value(metrics, "judgeserve_judge_prompts_total", backend="transformers") == 4
+        calls = value(metrics, "judgeserve_judge_requests_total", backend="transformers")
+        assert calls is not None and calls >= 1
+        assert value(metrics, "judgeserve_judge_latency_seconds_count", backend="transformers") == (
+            calls
+        )
+        inf = value(metrics, "judgeserve_judge_latency_seconds_bucket", backend="transformers",
+                    le="+Inf")
+        assert inf == calls
+        took = value(metrics, "judgeserve_judge_latency_seconds_sum", backend="transformers")
+        # The calls' wall time is what the verdicts' shares add up to.
+        assert took == pytest.approx(cost["total"]["judge_s"], abs=1e-4) and took > 0
+        counted = "judgeserve_judge_tokens_total"
+        assert value(metrics, counted, backend="transformers", kind="prompt") == (
+            cost["total"]["prompt_tokens"]
+        )
+        assert value(metrics, counted, backend="transformers", kind="generated") == 4
+        assert value(metrics, "judgeserve_samples_scored_total", scorer="judge") == 128
+        # Everything the Grafana dashboard draws is there once the service has worked.
+        names = {name for name, _ in metrics}
+        assert dashboard_metrics() <= names, sorted(dashboard_metrics() - names)
         assert "Judge cost" in page
         assert '<b class="judge-calls">4</b>' in page
         assert '<b class="cache-hits">124</b>' in page
