@@ -60,6 +60,7 @@ def create_app(
         app.state.tokens = TokenCache()
         app.state.rubrics = RubricCatalog([settings.rubric_dir])
         _announce_auth(settings, app.state.store)
+        _announce_indexes(settings)
         _warn_durability(app.state.queue)
         try:
             yield
@@ -90,6 +91,14 @@ def create_app(
     # Outermost: every answer is counted, the guards' refusals too.
     app.add_middleware(api.RequestMetrics, telemetry=telemetry)
     return app
+
+
+def _announce_indexes(settings: Settings) -> None:
+    """Which runs have a memorization index, and where: built in another folder, an
+    index would otherwise go unused without a word."""
+    from .detectors.memorization import describe_indexes
+
+    log.info(describe_indexes(settings.index_dir))
 
 
 def _announce_auth(settings: Settings, store: Store) -> None:

@@ -482,26 +482,32 @@ def index_build(
     text_field: Annotated[str, typer.Option(help="The text field of JSONL lines.")] = "text",
     min_span: Annotated[int, typer.Option(help="Tokens of verbatim copy that count as memorized.")] = 50,
 ) -> None:
-    """Stream the files into an on-disk n-gram index under JUDGESERVE_INDEX_DIR/RUN."""
+    """Stream the files into an on-disk n-gram index under JUDGESERVE_INDEX_DIR/RUN
+    (default: the data directory's indexes/ folder)."""
     from .detectors.memorization import build_index, run_index_dir
     from .exceptions import ConfigError
 
     try:
-        stats = build_index(files, run_index_dir(run, _settings().index_dir), text_field=text_field,
-                            min_span=min_span, progress=True)
+        out = run_index_dir(run, _settings().index_dir)
+        stats = build_index(files, out, text_field=text_field, min_span=min_span, progress=True)
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"indexed {stats.tokens:,} tokens of {stats.documents:,} documents "
                f"({stats.bytes_per_token:.2f} bytes/token) for run {run!r}")
     if stats.skipped or any(f.lower().endswith((".jsonl", ".ndjson")) for f in files):
-        typer.echo(f"skipped {stats.skipped:,} JSONL lines without a string {text_field!r} field")
+        typer.echo(f"skipped {stats.skipped:,} JSONL line(s) without a string {text_field!r} field")
+    typer.echo(f"wrote {out}: workers with JUDGESERVE_INDEX_DIR={out.parent} use it from their "
+               "next batch")
 
 
 def _mount_judge() -> None:
     from .judge.cli import app as judge_app
+    from .labels_cli import calibrate, labels_app
 
-    app.add_typer(judge_app)  # rubric lint|schema, serve, calibrate
+    app.add_typer(judge_app)  # rubric lint|schema, serve
+    app.add_typer(labels_app, name="labels")  # labels export|import
+    app.command("calibrate")(calibrate)
 
 
 _mount_judge()

@@ -15,8 +15,9 @@ earlier:
 
 What is measured per candidate (:class:`Candidate`): the period, the region, the share of
 it covered, the number of repeats (region / period + 1), the covered tokens, and the
-share of covered tokens that are words: tables of numbers, dice grids and JSON records
-repeat their punctuation and keys, not words, and are structure rather than loops. Which
+share of the covered elements that are words (a run of one mark, such as a dot leader,
+is one element): tables of numbers, dice grids and JSON records repeat their
+punctuation and keys, not words, and are structure rather than loops. Which
 candidates are loops is decided by :class:`NearLoopRule`, whose thresholds were
 calibrated on ``tests/data/loops.jsonl`` (see docs/detectors.md).
 """
@@ -204,7 +205,7 @@ class Candidate:
     end: int
     coverage: float  # share of the region's tokens covered by a copy one period back
     covered: int
-    word_share: float  # share of the covered tokens that are words
+    word_share: float  # share of the covered elements (a run of one mark is one) that are words
     data_share: float = 0.0  # share of the covered tokens that are numbers changed as data
 
     @property
@@ -368,14 +369,17 @@ def _regions(
     classes: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]],
     values: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.int64]:
-    """Rows ``(period, start, end, covered, covered words, data numbers)``, one per period.
+    """Rows ``(period, start, end, covered, covered words, data numbers, covered
+    elements)``, one per period.
 
     A number covered by its copy but different from it is a counter when other numbers
-    changed by the same step (list numbering, page numbers); the others are data.
+    changed by the same step (list numbering, page numbers); the others are data. An
+    element is a token, except that a run of one mark (a dot leader "..........", a rule
+    "------") is one element: drawn as one thing, it weighs as one in the word share.
     """
     ids, norm, word = classes
     length = len(norm)
-    out = np.zeros((len(periods), 6), dtype=np.int64)
+    out = np.zeros((len(periods), 7), dtype=np.int64)
     found = 0
     for p in periods:
         slack = _slack(p)
@@ -383,12 +387,14 @@ def _regions(
         s, e = _densest(dist, DENSITY)
         covered = 0
         words = 0
+        elements = 0
         steps = np.zeros(e - s)
         changed = 0
         for t in range(s, e):
             if dist[t] > 0:
                 covered += 1
                 words += word[t]
+                elements += not (t > 0 and ids[t] == ids[t - 1] and (ids[t] & 3) == OTHER)
                 u = t - dist[t]
                 if norm[t] == NUMBER_ID and ids[t] != ids[u]:
                     steps[changed] = values[t] - values[u]
@@ -405,6 +411,7 @@ def _regions(
         if covered:
             out[found, 0], out[found, 1], out[found, 2] = p, s, e
             out[found, 3], out[found, 4], out[found, 5] = covered, words, data
+            out[found, 6] = elements
             found += 1
     return out[:found]
 
@@ -421,6 +428,6 @@ def candidates(classes: TokenClasses, max_distance: int = 512) -> list[Candidate
         values[i] = float(classes.token(i))
     rows = _regions(prev, periods, (classes.ids, classes.norm, classes.word), values)
     return [
-        Candidate(p, s, e, covered / (e - s), covered, words / covered, data / covered)
-        for p, s, e, covered, words, data in rows.tolist()
+        Candidate(p, s, e, covered / (e - s), covered, words / max(elements, 1), data / covered)
+        for p, s, e, covered, words, data, elements in rows.tolist()
     ]

@@ -4,7 +4,8 @@ Construction is cheap and loads no model: the worker instantiates every register
 scorer, and most deployments have no judge. A judge backend is built on first use, one
 per distinct ``judge:`` block of the rubrics in play. With no rubric for a sample, or a
 rubric whose judge is the Ray Serve deployment while no endpoint is configured, the
-sample gets no judge scores (logged once), never an error.
+sample gets no judge scores, never an error; :meth:`JudgeScorer.skip_reason` says why
+("judge not configured: ..."), and the run page and the step endpoint show it.
 
 Which rubrics apply to a sample, first match wins: the run's rubrics passed by the worker
 (``score_with(samples, rubrics=...)``), the sample's ``rubrics`` tag (comma-separated),
@@ -100,15 +101,59 @@ class JudgeScorer(SampleScorer):
         self._own_cache = cache is None and shared and settings.verdict_cache_size > 0
         self.cache = RedisVerdictCache.from_settings(settings) if self._own_cache else cache
         self.telemetry = Telemetry.from_settings(settings) if shared else None
+        self._broken: dict[str, str] = {}  # rubric name -> why it cannot be used
 
     def _rubric(self, name: str) -> Rubric | None:
         if name not in self._rubrics:
             try:
                 self._rubrics[name] = rubric_by_name(name, self._dirs)
             except ConfigError as e:
-                self._warn_once(name, f"rubric {name!r} skipped: {e}")
+                self._broken[name] = f"rubric {name!r} skipped: {e}"
+                self._warn_once(name, self._broken[name])
                 return None
         return self._rubrics[name]
+
+    def _endpoint(self, rubric: Rubric) -> str | None:
+        spec = rubric.judge
+        return spec.url or (self._url if spec.backend == "serve" else None)
+
+    def skip_reason(self, sample: Sample, context: Context) -> str | None:
+        names = rubrics_for(sample, self._default, context.rubrics)
+        if not names:
+            return (
+                "judge not configured: no rubric for this run (name rubrics in the SDK, or "
+                "set JUDGESERVE_JUDGE_RUBRICS)"
+            )
+        reasons = []
+        for name in names:
+            why = self._rubric_skip(name, sample, context.baseline)
+            if why is None:
+                return None
+            reasons.append(why)
+        return "; ".join(reasons)
+
+    def _rubric_skip(self, name: str, sample: Sample, baseline: str | None) -> str | None:
+        """Why ``rubric`` does not judge ``sample`` (what :meth:`score_with` skips quietly)."""
+        rubric = self._rubric(name)
+        if rubric is None:
+            return self._broken[name]
+        backend = rubric.judge.backend
+        remote = self._fixed_backend is None and backend in ("serve", "openai")
+        if remote and not self._endpoint(rubric):
+            return (
+                f"judge not configured: rubric {name!r} uses the {backend!r} judge and no "
+                "endpoint is set (JUDGESERVE_JUDGE_URL or the rubric's judge.url)"
+            )
+        if not selected(sample.id, rubric):
+            return f"not in rubric {name!r}'s sampled share ({rubric.sample_rate:.0%})"
+        if rubric.reference == "required" and sample.reference is None:
+            return f"rubric {name!r} needs a reference and these samples have none"
+        if rubric.mode == "pairwise" and baseline is None:
+            return (
+                f"rubric {name!r} compares with the same probe's answer at the baseline "
+                f"checkpoint ({rubric.baseline}), and there is none"
+            )
+        return None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -132,7 +177,7 @@ class JudgeScorer(SampleScorer):
         spec = rubric.judge
         options = dict(spec.options)
         if spec.backend in ("serve", "openai"):
-            url = spec.url or (self._url if spec.backend == "serve" else None)
+            url = self._endpoint(rubric)
             if not url:
                 self._warn_once(
                     f"url:{rubric.name}",

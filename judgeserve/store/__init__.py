@@ -39,14 +39,20 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..exceptions import StoreError, StoreUnavailable
 from ..schema import Aggregate, Alert, Sample, Score
+from .judging import RESCORE_STATES, JudgeWrites
 from .tables import (
     JOB_STATES,
     aggregates,
     alerts,
+    calibration_reports,
     checkpoint_jobs,
     checkpoints,
     flags,
+    judge_aggregates,
     judge_costs,
+    judge_verdicts,
+    judge_versions,
+    labels,
     metadata,
     plain,
     probe_sets,
@@ -54,6 +60,7 @@ from .tables import (
     run_summary,
     runs,
     samples,
+    scorer_status,
     scores,
     tokens,
 )
@@ -68,19 +75,26 @@ __all__ = [
     "store_error",
     "nonfinite_name",
     "JOB_STATES",
+    "RESCORE_STATES",
     "SQLITE_BUSY_S",
     # the tables, for the read path and the tests
     "aggregates",
     "alerts",
+    "calibration_reports",
     "checkpoint_jobs",
     "checkpoints",
     "flags",
+    "judge_aggregates",
+    "judge_verdicts",
+    "judge_versions",
     "judge_costs",
+    "labels",
     "probe_sets",
     "run_metrics",
     "run_summary",
     "runs",
     "samples",
+    "scorer_status",
     "scores",
     "tokens",
 ]
@@ -131,7 +145,7 @@ def nonfinite_name(value: float | None) -> str | None:
     return None
 
 
-class Store:
+class Store(JudgeWrites):
     """judgeserve's database: its engine and its writes (reads: :mod:`judgeserve.read`)."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -264,6 +278,13 @@ class Store:
             return
         ins = self._insert(scores)
         if replace:
+            # A labelled item's old judge verdict stays measurable (drift control).
+            judged = {
+                (str(r["run"]), str(r["sample_id"]))
+                for r in rows
+                if str(r["scorer"]).startswith("judge.")
+            }
+            self.keep_replaced_verdicts(conn, sorted(judged))
             conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["run", "sample_id", "scorer"],
@@ -404,6 +425,45 @@ class Store:
         ]
         if rows:
             conn.execute(flags.insert(), rows)
+
+    def save_scorer_status(
+        self,
+        conn: Connection,
+        counts: Mapping[tuple[str, int, str, str, str], int],
+        replace: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
+        """Add samples not scored, ``(run, step, scorer, kind, reason) -> n``; first drop
+        the rows of each ``(run, step, scorer)`` in ``replace`` (set scorers: the status
+        of their last recompute)."""
+        for run, step, scorer in replace:
+            conn.execute(
+                scorer_status.delete().where(
+                    and_(
+                        scorer_status.c.run == run,
+                        scorer_status.c.step == step,
+                        scorer_status.c.scorer == scorer,
+                    )
+                )
+            )
+        merged: dict[tuple[str, int, str, str, str], int] = {}
+        for (run, step, scorer, kind, reason), n in counts.items():
+            key = (run, step, scorer, kind, reason[:500])  # the column's width
+            merged[key] = merged.get(key, 0) + n
+        if not merged:
+            return
+        now = _now()
+        ins = self._insert(scorer_status)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "scorer", "kind", "reason"],
+                set_={"n": scorer_status.c.n + ins.excluded.n, "updated": now},
+            ),
+            [
+                {"run": run, "step": step, "scorer": scorer, "kind": kind,
+                 "reason": reason, "n": n, "updated": now}
+                for (run, step, scorer, kind, reason), n in sorted(merged.items())
+            ],
+        )
 
     def save_metrics(self, run: str, step: int, values: Mapping[str, float | None]) -> None:
         """Trainer metrics of one step; NaN, ±inf (and None, meaning NaN) are kept as such."""
@@ -582,6 +642,34 @@ class Store:
             conn.execute(ins.on_conflict_do_nothing())
             row = conn.execute(select(runs.c.project).where(runs.c.name == run)).first()
         return row.project if row else None
+
+    # -- human labels ------------------------------------------------------------------------
+
+    def save_labels(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store labels (columns of ``labels``); a labeller's new label of an item replaces
+        their old one, so importing the same file twice changes nothing."""
+        if not rows:
+            return
+        ins = self._insert(labels)
+        keys = ("value", "baseline_id", "project", "rubric_version", "details", "created")
+        with self.begin() as conn:
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "sample_id", "rubric", "criterion", "labeller"],
+                    set_={k: ins.excluded[k] for k in keys},
+                ),
+                [{"details": {}, "created": _now(), **r} for r in rows],
+            )
+
+    def delete_label(self, label_id: int) -> bool:
+        with self.begin() as conn:
+            return bool(conn.execute(labels.delete().where(labels.c.id == label_id)).rowcount)
+
+    def save_calibration(self, report: Mapping[str, Any]) -> None:
+        """Keep a calibration report (``CalibrationReport.model_dump(mode="json")``)."""
+        row = {"rubric": report["rubric"], "rubric_version": str(report["rubric_version"])}
+        with self.begin() as conn:
+            conn.execute(calibration_reports.insert().values(**row, report=dict(report), created=_now()))
 
     # -- the worker's reads ------------------------------------------------------------------
 

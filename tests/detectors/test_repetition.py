@@ -179,6 +179,38 @@ def test_a_table_of_contents_restarting_with_new_numbers_is_a_near_loop(
     assert flag.details["repeats"] >= 6
 
 
+def test_a_table_of_contents_with_dot_leaders_is_a_near_loop(
+    make_sample: Callable[..., Sample],
+) -> None:
+    """Sections restart under new chapter numbers, with page numbers after dot leaders.
+    Ten dots are one drawn element: counted as ten tokens they would outweigh the titles
+    and pass the loop off as punctuation (the word share)."""
+    from judgeserve.detectors._near_periodic import candidates, text_classes
+
+    titles = ["Getting Started", "Basic Usage", "Advanced Topics", "Common Problems"]
+    text = "Contents:\n" + "\n".join(
+        f"{c}.{k + 1} {t} .......... {4 * (4 * (c - 1) + k) + 3}"
+        for c in range(1, 7)
+        for k, t in enumerate(titles)
+    )
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is True and flag.details["kind"] == "near", flag.details
+    best = max(candidates(text_classes(text)), key=lambda c: c.covered)
+    # Per line 2 words in 7 elements ("1" "." "1" two words, the leader, the page); by
+    # tokens, 2 in 16, under the 20% a loop needs.
+    assert best.word_share == pytest.approx(2 / 7, abs=0.02)
+
+
+def test_a_table_with_rules_is_not_a_loop(make_sample: Callable[..., Sample]) -> None:
+    rows = [("Ann", 31, "Oslo"), ("Bo", 28, "Lund"), ("Cy", 45, "Rome"), ("Di", 39, "Kyiv"),
+            ("Ed", 52, "Lima"), ("Flo", 23, "Baku"), ("Gus", 61, "Riga"), ("Hal", 34, "Bern")]
+    text = "| Name | Age | City |\n|----------|-----|----------|\n" + "\n".join(
+        f"| {n} | {a} | {c} |\n|----------|-----|----------|" for n, a, c in rows
+    )
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is False, flag.details
+
+
 @pytest.mark.parametrize(
     "text",
     [

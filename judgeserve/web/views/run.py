@@ -41,6 +41,10 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
         cost = read.judge_cost(conn, run, limit=COST_STEPS_SHOWN)
+        # Which scorers ran at the newest step, and why the others did not.
+        newest = steps[:1] if pager.offset == 0 else read.run_steps(conn, run, 1, 0)
+        status_step = newest[0]["step"] if newest else None
+        status = read.step_scorer_status(conn, run, newest[0]["step"]) if newest else []
         summary = read.run_summary_values(conn, run)
         quality, quality_error = page_quality(request)
         best = read.best(conn, run, quality) if quality is not None else None
@@ -66,6 +70,8 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "summary": summary,
             "jobs": jobs,
             "n_jobs": n_jobs,
+            "scorer_status": status,
+            "status_step": status_step,
             "live_run": run,
             "live_since": stamp,
             "cost": cost,
@@ -100,6 +106,7 @@ def run_charts(
         payload: dict[str, Any] = chart_payload(
             read.metric_series(conn, run, from_step), read.alert_markers(conn, run),
             read.ranking(conn, run, quality) if quality is not None else None,
+            read.judge_series(conn, run, from_step),
         )
     payload["run"] = run
     payload["from_step"] = from_step
