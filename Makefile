@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast services toy-judge lint bench clean
+.PHONY: demo test test-fast services toy-judge lint bench mutate clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -57,5 +57,12 @@ bench: $(STAMP) services
 	for b in submit ingest validation detectors judge generator checkpoint_mode pipeline trainer_overhead web alerts; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
+# Mutation testing (mutmut) of the modules that carry the guarantees, each with the tests that
+# cover it; about 30 minutes here, so neither in CI nor in `make test`. MUTATE=repetition auth
+# runs some of them; the table of scores per module comes last.
+MUTATE ?=
+mutate: $(STAMP) services toy-judge
+	$(PY) scripts/mutate.py $(MUTATE)
+
 clean:
-	rm -rf $(VENV) *.egg-info judgeserve.db* judgeserve-indexes test-artifacts
+	rm -rf $(VENV) *.egg-info judgeserve.db* judgeserve-indexes test-artifacts .mutate
