@@ -218,3 +218,13 @@ def test_comparing_checkpoints_judged_by_two_versions_says_so(settings: Settings
         page = client.get(f"/runs/{RUN}/compare?a=1&b=2").text
         assert 'id="judge-changed"' in page and f"<code>{metric}</code>" in page
         assert 'id="judge-changed"' not in client.get(f"/runs/{RUN}/compare?a=2&b=3").text
+
+
+def test_rescoring_off_records_the_version_as_off(settings: Settings, store: Store) -> None:
+    labelled(store, 2)
+    judge = FickleJudge()
+    drift = DriftControl(store, [judge], settings.model_copy(update={"drift_rescore_max": 0}), "w0")
+    assert drift.observe(new_scores(2))
+    assert drift.work() == 0 and judge.calls == []
+    (row,) = read.rubric_versions(store, "helpfulness")
+    assert row["rescore_state"] == "off"
