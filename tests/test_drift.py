@@ -169,3 +169,83 @@ def test_rescore_keeps_the_replaced_verdicts_of_labelled_items(
     agreement = rubric_agreement(rows, [], {"helpfulness": [1, 2, 3, 4, 5]}, kept)
     versions = {v["version"]["key"]: v["n"] for v in agreement["criteria"]["helpfulness"]["versions"]}
     assert versions == {old: 3, new: 3}
+
+
+def test_overlaid_runs_draw_a_line_per_judge_version() -> None:
+    """/compare?runs=a,b: a run whose judge changed is two lines there too."""
+    from judgeserve.web.charts import overlay_payload
+
+    def point(step: int, mean: float, version: str | None) -> dict[str, object]:
+        return {"step": step, "mean": mean, "ci_low": None, "ci_high": None, "n": 6,
+                "judge_version": version}
+
+    runs = {
+        "a": {"judge.r.c": [point(1, 2.0, "k-old"), point(2, 2.0, "k-old"), point(3, 4.0, "k-new")]},
+        "b": {"judge.r.c": [point(1, 3.0, "k-old"), point(2, 3.0, "k-old")]},
+    }
+    (metric,) = overlay_payload(runs)["metrics"]
+    lines = [(s["label"], s["version"], s["x"], s["mean"]) for s in metric["series"]]
+    assert lines == [
+        ("a · judge k-old", 0, [1.0, 2.0], [2.0, 2.0]),
+        ("a · judge k-new", 1, [3.0], [4.0]),
+        ("b", 0, [1.0, 2.0], [3.0, 3.0]),
+    ]
+
+
+def test_comparing_checkpoints_judged_by_two_versions_says_so(settings: Settings, store: Store) -> None:
+    from judgeserve.ranking import default_quality
+
+    seed_judged(store, RUN, [1], 4, lambda step, i: 2.0)
+    seed_judged(store, RUN, [2, 3], 4, lambda step, i: 4.0, prompt_hash="ph-two")
+    worker = Worker(settings, store=store, scorers=[], hooks=())
+    try:
+        for step in (1, 2, 3):
+            worker.update_checkpoint(RUN, step)
+    finally:
+        worker.close()
+    old = JudgeVersion.of(judge_details("ph-one")).key  # type: ignore[union-attr]
+    new = JudgeVersion.of(judge_details("ph-two")).key  # type: ignore[union-attr]
+    metric = "judge.helpfulness.helpfulness"
+    across = read.compare_checkpoints(
+        store, read.parse_checkpoint("1", RUN), read.parse_checkpoint("2", RUN), default_quality()
+    )
+    assert across["judge_versions"][metric] == {"a": [old], "b": [new], "same": False}
+    within = read.compare_checkpoints(
+        store, read.parse_checkpoint("2", RUN), read.parse_checkpoint("3", RUN), default_quality()
+    )
+    assert within["judge_versions"][metric] == {"a": [new], "b": [new], "same": True}
+    with TestClient(create_app(settings, store=store)) as client:
+        page = client.get(f"/runs/{RUN}/compare?a=1&b=2").text
+        assert 'id="judge-changed"' in page and f"<code>{metric}</code>" in page
+        assert 'id="judge-changed"' not in client.get(f"/runs/{RUN}/compare?a=2&b=3").text
+
+
+def test_rescoring_off_records_the_version_as_off(settings: Settings, store: Store) -> None:
+    labelled(store, 2)
+    judge = FickleJudge()
+    drift = DriftControl(store, [judge], settings.model_copy(update={"drift_rescore_max": 0}), "w0")
+    assert drift.observe(new_scores(2))
+    assert drift.work() == 0 and judge.calls == []
+    (row,) = read.rubric_versions(store, "helpfulness")
+    assert row["rescore_state"] == "off"
+
+
+def test_a_split_chart_keeps_steps_aggregated_before_versions_were_kept() -> None:
+    from judgeserve.web.charts import split_judge_versions
+
+    def pts(steps: list[int]) -> list[dict[str, object]]:
+        return [{"step": s, "mean": 1.0, "ci_low": None, "ci_high": None, "n": 2} for s in steps]
+
+    def version(key: str, steps: list[int], first: bool) -> dict[str, object]:
+        return {"key": key, "label": key, "first_step": steps[0], "first": first, "steps": steps,
+                "mean": [1.0] * len(steps), "ci_low": [None] * len(steps),
+                "ci_high": [None] * len(steps), "n": [2] * len(steps), "main": [True] * len(steps)}
+
+    series = {"judge.r.c": pts([1, 2, 3, 4]), "length.tokens": pts([1, 2, 3, 4])}
+    judge = {"judge.r.c": {"split": True, "versions": [version("aaaa", [3], True), version("bbbb", [4], False)]}}
+    out, changes = split_judge_versions(series, judge)
+    assert {k: [p["step"] for p in v] for k, v in out.items()} == {
+        "judge.r.c": [1, 2], "judge.r.c · judge aaaa": [3], "judge.r.c · judge bbbb": [4],
+        "length.tokens": [1, 2, 3, 4],
+    }
+    assert [(c["step"], c["key"]) for c in changes] == [(4, "bbbb")]

@@ -130,7 +130,11 @@ def split_judge_versions(
     for metric, found in judge.items():
         if not found.get("split"):
             continue
-        out.pop(metric, None)
+        # Steps aggregated before versions were kept per step stay under the plain name.
+        covered = {step for v in found["versions"] for step in v["steps"]}
+        earlier = [p for p in out.pop(metric, ()) if int(p["step"]) not in covered]
+        if earlier:
+            out[metric] = earlier
         for v in found["versions"]:
             name = f"{metric} · judge {v['key'][:8] or 'unversioned'}"
             out[name] = [
@@ -232,7 +236,11 @@ def overlay_payload(
     one series per run, its x the step or (``x="tokens"``) the tokens seen by then::
 
         {"x", "runs": [...], "notes": [...],
-         "metrics": [{"name", "unit", "series": [{"run", "x": [...], "mean": [...]}]}]}
+         "metrics": [{"name", "unit", "series": [{"run", "label", "version", "x": [...],
+                                                  "mean": [...]}]}]}
+
+    A judge metric whose judge version changed during a run is one line per version
+    (``label`` names it; ``version`` counts from 0 in the order they appeared).
     """
     notes = []
     tokens = {}
@@ -257,8 +265,16 @@ def overlay_payload(
             if run in tokens:
                 xs = [_interpolate(float(p["step"]), *tokens[run]) for p in points]
             mean = [_num(p["mean"]) for p in points]
-            keep = [i for i, v in enumerate(xs) if v is not None]
-            lines.append({"run": run, "x": [xs[i] for i in keep], "mean": [mean[i] for i in keep]})
+            # A run whose judge changed: a line per judge version, never one through both.
+            versions = list(dict.fromkeys(p.get("judge_version") for p in points))
+            for n, version in enumerate(versions):
+                keep = [
+                    i for i, v in enumerate(xs)
+                    if v is not None and points[i].get("judge_version") == version
+                ]
+                label = run if len(versions) == 1 else f"{run} · judge {(version or 'unversioned')[:8]}"
+                lines.append({"run": run, "label": label, "version": n,
+                              "x": [xs[i] for i in keep], "mean": [mean[i] for i in keep]})
             means += mean
         unit = metric[len(TRAIN):] if metric.startswith(TRAIN) else unit_of(metric, means)
         metrics.append({"name": metric, "unit": unit, "series": lines})

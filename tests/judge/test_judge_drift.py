@@ -44,10 +44,14 @@ def batch(rng: random.Random, step: int) -> list[dict[str, Any]]:
 
 
 class Judging:
-    """A worker thread with a toy judge that reads the rubric as its file says now."""
+    """A worker thread with a toy judge that reads the rubric as its file says now (its own
+    backend: a worker closes its scorers when it stops)."""
 
-    def __init__(self, settings: Settings, backend: object, name: str) -> None:
-        judge = JudgeScorer(rubrics=[], rubric_dirs=[settings.rubric_dir], backend=backend)  # type: ignore[arg-type]
+    def __init__(self, settings: Settings, model: Path, name: str) -> None:
+        from judgeserve.judge.backends.transformers import TransformersBackend
+
+        backend = TransformersBackend(str(model), batch_size=8)
+        judge = JudgeScorer(rubrics=[], rubric_dirs=[settings.rubric_dir], backend=backend)
         self.worker = Worker(settings, scorers=[judge], hooks=(), consumer=name)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
@@ -83,7 +87,7 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, LiveSe
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # the toy judge is trained on first use (cached)
 def test_new_wording_rescores_labels_splits_the_chart_and_shows_both_versions(
-    stack: tuple[Settings, LiveServer, Store], transformers_backend: object
+    stack: tuple[Settings, LiveServer, Store], toy_model: Path
 ) -> None:
     settings, api, store = stack
     rng = random.Random(11)
@@ -97,7 +101,7 @@ def test_new_wording_rescores_labels_splits_the_chart_and_shows_both_versions(
     def aggregated(step: int) -> bool:
         return read.step_aggregates(store, RUN, step).get(SCORER, {}).get("n") == 6
 
-    first = Judging(settings, transformers_backend, "first")
+    first = Judging(settings, toy_model, "first")
     try:
         submit((1, 2))
         wait_for(lambda: aggregated(1) and aggregated(2), timeout=240)
@@ -118,7 +122,7 @@ def test_new_wording_rescores_labels_splits_the_chart_and_shows_both_versions(
 
     # The rubric's wording changes; a worker started after it judges with a new prompt hash.
     (settings.rubric_dir / "toy.yaml").write_text(NEW_WORDING)
-    second = Judging(settings, transformers_backend, "second")
+    second = Judging(settings, toy_model, "second")
     try:
         submit((3, 4))
         wait_for(lambda: aggregated(3) and aggregated(4), timeout=240)
@@ -175,6 +179,7 @@ def test_new_wording_rescores_labels_splits_the_chart_and_shows_both_versions(
         assert re.search(r'<td class="num">12</td>', row.group(1))
         exact = re.search(r'data-metric="exact" data-value="([^"]+)"', row.group(1))
         assert exact is not None and float(exact.group(1)) == pytest.approx(10 / 12)
+    assert page.index(f'<tr data-version="{old}">') < page.index(f'<tr data-version="{new}">')
     state = re.search(rf'<tr data-version="{new}" data-criterion="marker" data-state="done" data-rescored="12">', page)
     assert state is not None
 
