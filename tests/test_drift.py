@@ -228,3 +228,24 @@ def test_rescoring_off_records_the_version_as_off(settings: Settings, store: Sto
     assert drift.work() == 0 and judge.calls == []
     (row,) = read.rubric_versions(store, "helpfulness")
     assert row["rescore_state"] == "off"
+
+
+def test_a_split_chart_keeps_steps_aggregated_before_versions_were_kept() -> None:
+    from judgeserve.web.charts import split_judge_versions
+
+    def pts(steps: list[int]) -> list[dict[str, object]]:
+        return [{"step": s, "mean": 1.0, "ci_low": None, "ci_high": None, "n": 2} for s in steps]
+
+    def version(key: str, steps: list[int], first: bool) -> dict[str, object]:
+        return {"key": key, "label": key, "first_step": steps[0], "first": first, "steps": steps,
+                "mean": [1.0] * len(steps), "ci_low": [None] * len(steps),
+                "ci_high": [None] * len(steps), "n": [2] * len(steps), "main": [True] * len(steps)}
+
+    series = {"judge.r.c": pts([1, 2, 3, 4]), "length.tokens": pts([1, 2, 3, 4])}
+    judge = {"judge.r.c": {"split": True, "versions": [version("aaaa", [3], True), version("bbbb", [4], False)]}}
+    out, changes = split_judge_versions(series, judge)
+    assert {k: [p["step"] for p in v] for k, v in out.items()} == {
+        "judge.r.c": [1, 2], "judge.r.c · judge aaaa": [3], "judge.r.c · judge bbbb": [4],
+        "length.tokens": [1, 2, 3, 4],
+    }
+    assert [(c["step"], c["key"]) for c in changes] == [(4, "bbbb")]
