@@ -26,8 +26,9 @@ demo: $(STAMP)
 	bash scripts/services.sh
 	$(VENV)/bin/judgeserve demo
 
-# browser.sh installs Debian's chromium for the web view's browser tests; when it cannot,
-# make goes on and those tests skip, saying why — except on CI, where they must run.
+# browser.sh installs Debian's chromium for the web view's browser tests, and prometheus.sh
+# Debian's prometheus for the test that scrapes /metrics with it; when one cannot, make goes
+# on and those tests skip, saying why — except on CI, where they must run.
 # The toy judge the judge tests load and its LoRA adapter are trained once per machine (cached,
 # a few minutes each),
 # and so is the generator tests' tiny policy (~30 s); training them before pytest keeps that
@@ -40,6 +41,7 @@ toy-judge: $(STAMP)
 test: $(STAMP) services toy-judge
 	$(VENV)/bin/lint-imports
 	bash scripts/browser.sh || [ -z "$$CI" ]
+	bash scripts/prometheus.sh || [ -z "$$CI" ]
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) services toy-judge

@@ -138,7 +138,9 @@ class DriftControl:
             return []
         try:
             with self.store.begin() as conn:
-                added = self.store.record_judge_versions(conn, list(new.values()))
+                added = self.store.record_judge_versions(
+                    conn, list(new.values()), "pending" if self.enabled else "off"
+                )
         except StoreError as e:
             log.warning("judge versions not recorded yet: %s", e)
             return []

@@ -143,6 +143,14 @@ class Settings(BaseSettings):
         description="API key of an OpenAI-compatible judge server (the 'openai' backend), read "
         "here rather than written into rubric files.",
     )
+    verdict_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="Most judge verdicts kept in Redis, shared by the workers: an identical "
+        "(judge version, prompt) is judged once, the least recently used are dropped beyond "
+        "this (~0.5 KB each); 0 turns the shared cache off (duplicates within one batch are "
+        "still judged once).",
+    )
     judge_rubrics: list[RubricName] = Field(
         default_factory=list,
         description="Rubrics for runs that name none (JSON list of rubric names).",

@@ -50,6 +50,7 @@ from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers, 
 from .settings import Settings
 from .store import Store
 from .stream import Entry, Queue, Retry
+from .telemetry import Telemetry
 
 __all__ = ["Worker", "BatchResult", "Backoff", "run_worker"]
 
@@ -137,6 +138,8 @@ class Worker:
         self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
         self._looked_for_complete = -math.inf
         self._rubrics_cache: dict[str, list[str] | None] = {}
+        # Samples scored per scorer, for /metrics (judgeserve.telemetry: shared through Redis).
+        self.telemetry = Telemetry(self.queue.redis, self.queue.keys)
         self._batch: _Batch | None = None  # in progress, or held while the store is down
         self._status: dict[str, Any] = {"state": "starting", "detail": "", "since": time.time()}
 
@@ -274,6 +277,7 @@ class Worker:
             close = getattr(hook, "close", None)
             if callable(close):
                 close()
+        self.telemetry.flush()
         if self._own_queue:
             self.queue.close()
         if self._own_store:
@@ -444,6 +448,12 @@ class Worker:
         result.dead += dead
         result.stored = len(batch.good)
         result.checkpoints = {(s.run, s.step) for _, s in batch.good}
+        scored = batch.scored or {}
+        for _, s in batch.good:
+            for family in {sc.scorer.split(".", 1)[0] for sc in scored.get(s.id_key, ())}:
+                self.telemetry.inc("judgeserve_samples_scored_total", scorer=family)
+        # Never fails (Redis down: the counts wait for the next flush).
+        self.telemetry.flush()
 
     def _contexts(self, good: list[tuple[Entry, Sample]]) -> list[Context]:
         """The run's rubrics and, when a scorer wants it, each probe's previous answer."""
@@ -572,6 +582,7 @@ class Worker:
         with self.store.begin() as conn:
             self.store.save_aggregates(conn, run, step, aggs)
             self.store.save_judge_aggregates(conn, run, step, by_version)
+            self.store.save_judge_costs(conn, run, step)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
                 replace = [(run, step, s.name) for s in self.set_scorers]

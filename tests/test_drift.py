@@ -218,3 +218,34 @@ def test_comparing_checkpoints_judged_by_two_versions_says_so(settings: Settings
         page = client.get(f"/runs/{RUN}/compare?a=1&b=2").text
         assert 'id="judge-changed"' in page and f"<code>{metric}</code>" in page
         assert 'id="judge-changed"' not in client.get(f"/runs/{RUN}/compare?a=2&b=3").text
+
+
+def test_rescoring_off_records_the_version_as_off(settings: Settings, store: Store) -> None:
+    labelled(store, 2)
+    judge = FickleJudge()
+    drift = DriftControl(store, [judge], settings.model_copy(update={"drift_rescore_max": 0}), "w0")
+    assert drift.observe(new_scores(2))
+    assert drift.work() == 0 and judge.calls == []
+    (row,) = read.rubric_versions(store, "helpfulness")
+    assert row["rescore_state"] == "off"
+
+
+def test_a_split_chart_keeps_steps_aggregated_before_versions_were_kept() -> None:
+    from judgeserve.web.charts import split_judge_versions
+
+    def pts(steps: list[int]) -> list[dict[str, object]]:
+        return [{"step": s, "mean": 1.0, "ci_low": None, "ci_high": None, "n": 2} for s in steps]
+
+    def version(key: str, steps: list[int], first: bool) -> dict[str, object]:
+        return {"key": key, "label": key, "first_step": steps[0], "first": first, "steps": steps,
+                "mean": [1.0] * len(steps), "ci_low": [None] * len(steps),
+                "ci_high": [None] * len(steps), "n": [2] * len(steps), "main": [True] * len(steps)}
+
+    series = {"judge.r.c": pts([1, 2, 3, 4]), "length.tokens": pts([1, 2, 3, 4])}
+    judge = {"judge.r.c": {"split": True, "versions": [version("aaaa", [3], True), version("bbbb", [4], False)]}}
+    out, changes = split_judge_versions(series, judge)
+    assert {k: [p["step"] for p in v] for k, v in out.items()} == {
+        "judge.r.c": [1, 2], "judge.r.c · judge aaaa": [3], "judge.r.c · judge bbbb": [4],
+        "length.tokens": [1, 2, 3, 4],
+    }
+    assert [(c["step"], c["key"]) for c in changes] == [(4, "bbbb")]

@@ -16,9 +16,9 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`: which scorers ran
-and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.ops`,
-:mod:`.labels`: human labels and calibration reports, :mod:`.judging`: judge versions
-(drift control), :mod:`.compare`: choosing a
+and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.costs`: what
+judging cost, :mod:`.ops`, :mod:`.labels`: human labels and calibration reports,
+:mod:`.judging`: judge versions (drift control), :mod:`.compare`: choosing a
 checkpoint, a run's checkpoints ranked by quality and two compared probe by probe, the
 statistics from :mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A
 new subject gets a module of its own here.
@@ -41,6 +41,7 @@ from .compare import (
     rank_input,
     ranking,
 )
+from .costs import judge_cost
 from .judging import (
     judge_series,
     labelled_verdicts,
@@ -141,6 +142,8 @@ __all__ = [
     "list_checkpoint_jobs",
     "count_checkpoint_jobs",
     "checkpoint_job",
+    # judge cost
+    "judge_cost",
     # choosing a checkpoint
     "CheckpointRef",
     "ProbeSide",

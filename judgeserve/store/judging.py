@@ -20,8 +20,9 @@ from .tables import judge_aggregates, judge_verdicts, judge_versions, labels, sa
 
 __all__ = ["JudgeWrites", "RESCORE_STATES"]
 
-# pending: nobody re-scores it yet; running: a worker does (rescore_by); done; failed (reason).
-RESCORE_STATES = ("pending", "running", "done", "failed")
+# pending: nobody re-scores it yet; running: a worker does (rescore_by); done; failed (reason);
+# off: the worker that saw it first re-scores nothing (JUDGESERVE_DRIFT_RESCORE_MAX=0).
+RESCORE_STATES = ("pending", "running", "done", "failed", "off")
 
 
 def _now() -> datetime:
@@ -38,16 +39,17 @@ class JudgeWrites:
         def _insert(self, table: Any) -> Any: ...
 
     def record_judge_versions(
-        self, conn: Connection, seen: Sequence[Mapping[str, Any]]
+        self, conn: Connection, seen: Sequence[Mapping[str, Any]], state: str = "pending"
     ) -> list[tuple[str, str]]:
         """Add the judge versions not known yet (columns of ``judge_versions`` without the
-        state); return ``(scorer, key)`` of the ones this call added, in state ``pending``.
-        Two workers seeing a new version at once add it once."""
+        state); return ``(scorer, key)`` of the ones this call added, in ``state``. Two
+        workers seeing a new version at once add it once."""
+        assert state in RESCORE_STATES
         added: list[tuple[str, str]] = []
         now = _now()
         for row in seen:
             ins = self._insert(judge_versions).values(
-                **row, first_seen=now, updated=now, rescore_state="pending", rescored=0
+                **row, first_seen=now, updated=now, rescore_state=state, rescored=0
             )
             # RETURNING says whether a row went in (rowcount does not, on PostgreSQL).
             ins = ins.on_conflict_do_nothing().returning(judge_versions.c.key)

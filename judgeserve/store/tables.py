@@ -227,6 +227,24 @@ alerts = Table(
 )
 
 
+# What judging cost, per step and rubric: sums of the cost each judge score records in
+# its details (judge.verdicts.Cost), recomputed from the scores with the step's aggregates.
+judge_costs = Table(
+    "judge_costs",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("rubric", String(256), primary_key=True),
+    Column("scores", Integer, nullable=False),  # judge scores summed (one per criterion)
+    Column("judge_calls", Integer, nullable=False),  # requests sent to the judge
+    Column("cache_hits", Integer, nullable=False),  # prompts the verdict cache answered
+    Column("judge_s", Float, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=True),  # NULL: the backend does not count
+    Column("generated_tokens", BigInteger, nullable=True),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+
 tokens = Table(
     "tokens",
     metadata,

@@ -130,7 +130,11 @@ def split_judge_versions(
     for metric, found in judge.items():
         if not found.get("split"):
             continue
-        out.pop(metric, None)
+        # Steps aggregated before versions were kept per step stay under the plain name.
+        covered = {step for v in found["versions"] for step in v["steps"]}
+        earlier = [p for p in out.pop(metric, ()) if int(p["step"]) not in covered]
+        if earlier:
+            out[metric] = earlier
         for v in found["versions"]:
             name = f"{metric} · judge {v['key'][:8] or 'unversioned'}"
             out[name] = [

@@ -179,6 +179,7 @@ def test_new_wording_rescores_labels_splits_the_chart_and_shows_both_versions(
         assert re.search(r'<td class="num">12</td>', row.group(1))
         exact = re.search(r'data-metric="exact" data-value="([^"]+)"', row.group(1))
         assert exact is not None and float(exact.group(1)) == pytest.approx(10 / 12)
+    assert page.index(f'<tr data-version="{old}">') < page.index(f'<tr data-version="{new}">')
     state = re.search(rf'<tr data-version="{new}" data-criterion="marker" data-state="done" data-rescored="12">', page)
     assert state is not None
 

@@ -52,6 +52,11 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
         # Labelled items re-scored by judge versions other than the run's own (drift.py).
         rescored = read.labelled_verdicts(conn, spec.name, project)
         versions = read.rubric_versions(conn, spec.name)
+    agreement = rubric_agreement(rows, verdicts, levels, rescored)
+    # Versions in the order they appeared, so a changed judge reads old, then new.
+    order = {(v["criterion"], v["key"]): i for i, v in enumerate(versions)}
+    for criterion, found in agreement["criteria"].items():
+        found["versions"].sort(key=lambda v, c=criterion: order.get((c, v["version"]["key"]), len(order)))
     return render(
         request,
         "rubric.html",
@@ -59,7 +64,7 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
             "title": f"Rubric · {spec.name}",
             "rubric": _summary(spec),
             "mode": spec.mode,
-            "agreement": rubric_agreement(rows, verdicts, levels, rescored),
+            "agreement": agreement,
             "versions": versions,
             "capped": len(rows) >= read.MAX_LABEL_ROWS,
             "calibrations": [calibration_summary(r, spec.version) for r in reports],
