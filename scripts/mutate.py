@@ -69,7 +69,7 @@ TARGETS: dict[str, Target] = {
         ("tests/test_outages.py", "tests/test_stream.py"),
     ),
     "store": Target(
-        ("judgeserve/store/__init__.py", "judgeserve/store/tables.py"),
+        ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
         ("tests/test_store.py", "tests/test_stream.py"),
     ),
     "aggregates": Target(("judgeserve/aggregates.py",), ("tests/detectors/test_aggregates.py",)),
