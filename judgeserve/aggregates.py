@@ -6,20 +6,29 @@ thousands of values: the bootstrap mean of 0/1 values (flags such as
 ``repetition.loop``) is a binomial draw / n; values on a few levels (token counts of
 short texts, Likert scores) resample as multinomial counts over the levels; anything
 else resamples indices, in chunks that bound memory, with fewer resamples (at least
-1000) once n x resamples passes 4M draws.
+1000) once n x resamples passes 4M draws. :func:`resample_indices` hands the same bounded
+index resampling to statistics that are not means (:mod:`judgeserve.agreement`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from .schema import Aggregate
 
-__all__ = ["aggregate", "aggregate_all", "bootstrap_means", "RESAMPLES", "SEED"]
+__all__ = [
+    "aggregate",
+    "aggregate_all",
+    "bootstrap_means",
+    "resample_count",
+    "resample_indices",
+    "RESAMPLES",
+    "SEED",
+]
 
 RESAMPLES = 2000
 SEED = 0
@@ -49,16 +58,29 @@ def bootstrap_means(
     if len(levels) <= _MAX_LEVELS:
         draws = rng.multinomial(n, counts / n, size=resamples)
         return draws @ levels / n
-    # Index draws dominate (~3 ns each): past a budget, fewer resamples (never under
-    # 1000, the usual floor for percentile intervals) keep n = 5000 near 20 ms.
-    resamples = max(min(resamples, _DRAW_BUDGET // n), min(resamples, 1000))
-    means = np.empty(resamples)
-    rows = max(1, _CHUNK // n)
-    for start in range(0, resamples, rows):
-        stop = min(resamples, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = x[idx].mean(axis=1)
-    return means
+    return np.concatenate(
+        [x[idx].mean(axis=1) for idx in resample_indices(n, resamples, rng)]
+    )
+
+
+def resample_count(n: int, resamples: int) -> int:
+    """How many resamples of ``n`` items :func:`resample_indices` draws: index draws
+    dominate (~3 ns each), so past a budget fewer (never under 1000, the usual floor for
+    percentile intervals) keep n = 5000 near 20 ms."""
+    return max(min(resamples, _DRAW_BUDGET // max(n, 1)), min(resamples, 1000))
+
+
+def resample_indices(
+    n: int, resamples: int, rng: np.random.Generator
+) -> Iterator[npt.NDArray[np.int64]]:
+    """Bootstrap resamples of ``n`` items as rows of indices, in chunks that bound memory
+    (:func:`resample_count` rows in all): for statistics of paired values (a kappa, a
+    correlation) that are not means."""
+    total = resample_count(n, resamples)
+    rows = max(1, _CHUNK // max(n, 1))
+    for start in range(0, total, rows):
+        stop = min(total, start + rows)
+        yield rng.integers(0, n, size=(stop - start, n))
 
 
 def aggregate(

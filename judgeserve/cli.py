@@ -503,8 +503,11 @@ def index_build(
 
 def _mount_judge() -> None:
     from .judge.cli import app as judge_app
+    from .labels_cli import calibrate, labels_app
 
-    app.add_typer(judge_app)  # rubric lint|schema, serve, calibrate
+    app.add_typer(judge_app)  # rubric lint|schema, serve
+    app.add_typer(labels_app, name="labels")  # labels export|import
+    app.command("calibrate")(calibrate)
 
 
 _mount_judge()

@@ -12,6 +12,7 @@ vLLM or Ray only when they are built.
 ``scorer``         :class:`JudgeScorer`, the worker's ``judge`` scorer
 ``serve``          the Ray Serve deployment and ``judgeserve serve``
 ``calibrate``      agreement with human labels
+``version``        the judge version (model, backend, prompt hash, rubric version)
 =================  ===================================================================
 
 The toy judge the tests and benchmarks train lives in :mod:`judgeserve.testing.toy_judge`.
@@ -40,6 +41,7 @@ __all__ = [
     "register_backend",
     "backend_names",
     "CalibrationReport",
+    "JudgeVersion",
 ]
 
 _WHERE = {
@@ -60,6 +62,7 @@ _WHERE = {
     "register_backend": "backends.base",
     "backend_names": "backends.base",
     "CalibrationReport": "calibrate",
+    "JudgeVersion": "version",
 }
 # No lazy name may be a submodule's name: the first ``from . import <name>`` would bind the
 # attribute instead of the module (``judgeserve calibrate`` once crashed so). The

@@ -7,19 +7,21 @@ Input: JSON Lines of human-labelled examples, one object per line::
     {"prompt": "...", "completion": "...", "baseline": "...", "label": "win"}   # pairwise
 
 A bare ``label`` applies to a rubric's only criterion. Pairwise labels say how the
-completion fares against the baseline: ``win``, ``loss`` or ``tie``.
+completion fares against the baseline: ``win``, ``loss`` or ``tie``. Labels made in the
+web view come as the same records (:func:`judgeserve.labels.stored_records`).
 
 Output: per criterion, for single scores Spearman's rho (judge's weighted score vs the
 human level) and Cohen's kappa (judge's rounded score vs the human level, unweighted and
 quadratic-weighted); for pairwise, accuracy with ties (a tie on either side counts as an
 answer) and without (only pairs where neither judge nor human said tie). The report
-carries rubric version, judge model and prompt hashes, so it stays tied to what it measured.
+carries rubric version, judge model and prompt hashes, so it stays tied to what it measured;
+``judgeserve calibrate`` keeps it in the store, where the rubric pages read it.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..agreement import cohen_kappa, nearest_level, spearman
 from ..exceptions import ConfigError
 from .rubric import Rubric
 from .verdicts import Item, Judge, PairVerdict
@@ -65,7 +68,7 @@ class CalibrationReport(BaseModel):
     judge_backend: str
     judge_model: str
     prompt_hashes: dict[str, str]
-    labels_file: str
+    source: str  # where the labels came from: a file's path, or 'stored labels'
     n: int
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     criteria: dict[str, dict[str, float | int | None]]
@@ -110,42 +113,6 @@ def _label_of(record: LabelRecord, criterion: str) -> Any:
     return record.label.get(criterion) if isinstance(record.label, dict) else record.label
 
 
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rho, or None when undefined (fewer than 3 pairs, or a constant side)."""
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho = spearmanr(x, y).statistic
-    return None if np.isnan(rho) else float(rho)
-
-
-def cohen_kappa(
-    a: list[int], b: list[int], levels: list[int], weights: str | None = None
-) -> float | None:
-    """Cohen's kappa over ``levels``; ``weights='quadratic'`` penalises far misses more."""
-    if not a:
-        return None
-    index = {level: i for i, level in enumerate(levels)}
-    k = len(levels)
-    observed = np.zeros((k, k))
-    for x, y in zip(a, b, strict=True):
-        observed[index[x], index[y]] += 1
-    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
-    i, j = np.indices((k, k))
-    w = ((i - j) ** 2 / max(k - 1, 1) ** 2) if weights == "quadratic" else (i != j).astype(float)
-    denominator = float((w * expected).sum())
-    if denominator == 0:
-        return None  # both raters used a single level: agreement is undefined
-    return float(1 - (w * observed).sum() / denominator)
-
-
-def _nearest(levels: list[int], value: float) -> int:
-    return min(levels, key=lambda level: abs(level - value))
-
-
 def _single(judge: Judge, rubric: Rubric, records: list[LabelRecord]) -> dict[str, dict[str, Any]]:
     items = [Item(r.prompt, r.completion, r.reference) for r in records]
     results = judge.score(rubric, items)
@@ -158,7 +125,7 @@ def _single(judge: Judge, rubric: Rubric, records: list[LabelRecord]) -> dict[st
             if _label_of(rec, crit.name) is not None
         ]
         scored = [(v, h) for v, h in pairs if v is not None]
-        judged = [_nearest(levels, v) for v, _ in scored]
+        judged = [nearest_level(v, levels) for v, _ in scored]
         human = [int(h) for _, h in scored]
         out[crit.name] = {
             "n": len(pairs),
@@ -208,9 +175,21 @@ def _pairwise(
     return out
 
 
-def calibrate(judge: Judge, rubric: Rubric, labels: str | Path) -> CalibrationReport:
-    """Judge every labelled example and measure agreement with the labels."""
-    records = load_labels(labels, rubric)
+def calibrate(
+    judge: Judge,
+    rubric: Rubric,
+    labels: str | Path | Sequence[LabelRecord],
+    source: str | None = None,
+) -> CalibrationReport:
+    """Judge every labelled example and measure agreement with the labels: a labels file,
+    or records made elsewhere (the store's labels, named by ``source``)."""
+    if isinstance(labels, (str, Path)):
+        records = load_labels(labels, rubric)
+        source = source or str(labels)
+    else:
+        records = list(labels)
+        if not records:
+            raise ConfigError(f"rubric {rubric.name!r}: no labelled examples")
     criteria = (_pairwise if rubric.mode == "pairwise" else _single)(judge, rubric, records)
     return CalibrationReport(
         rubric=rubric.name,
@@ -219,7 +198,7 @@ def calibrate(judge: Judge, rubric: Rubric, labels: str | Path) -> CalibrationRe
         judge_backend=judge.backend.name,
         judge_model=judge.backend.model,
         prompt_hashes={c.name: judge.builder.prompt_hash(rubric, c.name) for c in rubric.criteria},
-        labels_file=str(labels),
+        source=source or "labels",
         n=len(records),
         criteria=criteria,
     )

@@ -16,10 +16,12 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`: which scorers ran
-and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.ops`,
-:mod:`.compare`: choosing a checkpoint, a run's checkpoints ranked by quality and two
-compared probe by probe, the statistics from :mod:`judgeserve.ranking`); import the names
-from ``judgeserve.read``. A new subject gets a module of its own here.
+and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.costs`: what
+judging cost, :mod:`.ops`, :mod:`.labels`: human labels and calibration reports,
+:mod:`.judging`: judge versions (drift control), :mod:`.compare`: choosing a
+checkpoint, a run's checkpoints ranked by quality and two compared probe by probe, the
+statistics from :mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A
+new subject gets a module of its own here.
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ from .compare import (
     probe_side,
     rank_input,
     ranking,
+)
+from .costs import judge_cost
+from .judging import (
+    judge_series,
+    labelled_verdicts,
+    main_judge_versions,
+    rubric_versions,
+    step_judge_versions,
+    version_dict,
+)
+from .labels import (
+    MAX_LABEL_ROWS,
+    judged_candidates,
+    label_counts,
+    label_export_rows,
+    labelled_items,
+    labels_with_verdicts,
+    latest_calibrations,
+    latest_label,
+    list_calibrations,
 )
 from .ops import deadletters, list_tokens, token
 from .runs import (
@@ -120,6 +142,8 @@ __all__ = [
     "list_checkpoint_jobs",
     "count_checkpoint_jobs",
     "checkpoint_job",
+    # judge cost
+    "judge_cost",
     # choosing a checkpoint
     "CheckpointRef",
     "ProbeSide",
@@ -135,4 +159,21 @@ __all__ = [
     "token",
     "list_tokens",
     "deadletters",
+    # human labels, calibration reports
+    "MAX_LABEL_ROWS",
+    "judged_candidates",
+    "labelled_items",
+    "latest_label",
+    "label_counts",
+    "labels_with_verdicts",
+    "label_export_rows",
+    "list_calibrations",
+    "latest_calibrations",
+    # judge versions: drift control
+    "rubric_versions",
+    "labelled_verdicts",
+    "judge_series",
+    "step_judge_versions",
+    "main_judge_versions",
+    "version_dict",
 ]

@@ -71,6 +71,15 @@ class Urls:
     def rubrics(self) -> str:
         return f"{self.root}/rubrics"
 
+    def rubric(self, name: str) -> str:
+        return f"{self.root}/rubrics/{self._q(name)}"
+
+    def label(self, rubric: str, **query: Any) -> str:
+        return self._with(f"{self.root}/rubrics/{self._q(rubric)}/label", query)
+
+    def undo_label(self, rubric: str) -> str:
+        return f"{self.root}/rubrics/{self._q(rubric)}/label/undo"
+
     def deadletter(self) -> str:
         return f"{self.root}/deadletter"
 

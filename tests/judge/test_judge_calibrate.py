@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from judgeserve import read
+from judgeserve.app import create_app
 from judgeserve.exceptions import ConfigError
 from judgeserve.judge.calibrate import (
     calibrate,
@@ -20,12 +23,17 @@ from judgeserve.judge.calibrate import (
 from judgeserve.judge.cli import app
 from judgeserve.judge.rubric import BUILTIN_RUBRIC_DIR, Rubric
 from judgeserve.judge.verdicts import Item, Judge, PairVerdict, Verdict
+from judgeserve.schema import Sample
+from judgeserve.settings import Settings
+from judgeserve.store import Store
 from judgeserve.testing.toy_judge import (
     TOY_RUBRIC,
     expected_level,
     expected_pair,
     toy_pairwise_rubric,
 )
+
+from ..conftest import run_cli
 
 
 def test_cohen_kappa_known_values() -> None:
@@ -132,29 +140,64 @@ def test_cli_rubric_lint_and_schema(tmp_path: Path) -> None:
     assert json.loads(schema.output)["title"] == "judgeserve rubric"
 
 
-def test_cli_calibrate(toy_model: Path, toy_items: list[Item], tmp_path: Path) -> None:
+def test_cli_calibrate_file_keeps_the_report_in_the_store(
+    settings: Settings, toy_model: Path, toy_items: list[Item], tmp_path: Path
+) -> None:
     rubric_file = tmp_path / "toy.yaml"
     rubric_file.write_text(TOY_RUBRIC)
     labels = write_labels(tmp_path / "labels.jsonl", toy_items[:4])
     out = tmp_path / "report.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "calibrate",
-            str(rubric_file),
-            str(labels),
-            "--backend",
-            "transformers",
-            "--model",
-            str(toy_model),
-            "--out",
-            str(out),
-        ],
+    done = run_cli(
+        "calibrate", str(rubric_file), str(labels), "--backend", "transformers",
+        "--model", str(toy_model), "--out", str(out),
+        env={"JUDGESERVE_DATABASE_URL": settings.database_url},
     )
-    assert result.exit_code == 0, result.output
+    assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["criteria"]["marker"]["exact_agreement"] == 1.0
     assert report["rubric"] == "toy" and report["judge_backend"] == "transformers"
+    assert report["source"] == str(labels)
+    (stored,) = read.list_calibrations(Store(settings.database_url), "toy")
+    assert stored == report
+
+
+def test_cli_calibrate_reads_stored_labels_and_the_rubric_page_shows_it(
+    settings: Settings, toy_model: Path, toy_items: list[Item], tmp_path: Path
+) -> None:
+    rubrics = tmp_path / "rubrics"
+    rubrics.mkdir()
+    (rubrics / "toy.yaml").write_text(TOY_RUBRIC)
+    store = Store(settings.database_url)
+    items = toy_items[:6]
+    with store.begin() as conn:
+        store.upsert_run(conn, "r1", 1)
+        store.save_samples(conn, [Sample(run="r1", step=1, id=f"s{i}", prompt=it.prompt,
+                                         completion=it.completion) for i, it in enumerate(items)])
+    # People agree with the toy judge on all but the last text.
+    levels = [int(expected_level(it.completion)) for it in items]
+    levels[-1] = 6 - levels[-1]
+    store.save_labels([
+        {"run": "r1", "sample_id": f"s{i}", "rubric": "toy", "criterion": "marker",
+         "value": float(v), "labeller": "ann"}
+        for i, v in enumerate(levels)
+    ])
+    env = {"JUDGESERVE_DATABASE_URL": settings.database_url, "JUDGESERVE_RUBRIC_DIR": str(rubrics)}
+    done = run_cli("calibrate", "toy", "--backend", "transformers", "--model", str(toy_model), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "6 labelled examples" in done.stdout and "/rubrics/toy shows it" in done.stdout
+    (report,) = read.list_calibrations(store, "toy")
+    assert report["source"] == "stored labels (6 items)" and report["n"] == 6
+    assert report["criteria"]["marker"]["exact_agreement"] == pytest.approx(5 / 6)
+    # The rubrics pages read it from the store (not from files beside the labels).
+    app = create_app(settings.model_copy(update={"rubric_dir": rubrics}), store=store)
+    with TestClient(app) as client:
+        listed = client.get("/rubrics").text
+        assert "stored labels (6 items)" in listed and "exact_agreement <b>0.833</b>" in listed
+        assert "stored labels (6 items)" in client.get("/rubrics/toy").text
+    store.close()
+    # Without labels, it says where labels come from.
+    empty = run_cli("calibrate", "helpfulness", env=env)
+    assert empty.returncode == 2 and "/rubrics/helpfulness/label" in empty.stderr
 
 
 @pytest.mark.parametrize("package", ["judgeserve.judge", "judgeserve.callbacks"])

@@ -218,7 +218,9 @@ def test_runs_page_shows_alerts_and_sparkline(client: TestClient, store: Store) 
     assert "repetition.loop" in html  # the headline metric when there is no judge
 
 
-def test_rubrics_page(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rubrics_page(
+    client: TestClient, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "none"
     monkeypatch.setattr(rubrics_view, "rubric_dirs", lambda _settings: [empty])
     assert "No rubric files found" in client.get("/rubrics").text
@@ -229,9 +231,10 @@ def test_rubrics_page(client: TestClient, tmp_path: Path, monkeypatch: pytest.Mo
         "scale: {levels: {1: bad, 5: great}}\ncriteria:\n  - name: clarity\n    description: Is it <clear>?\n"
     )
     (d / "broken.yaml").write_text("name: broken\nversion: 1\ncriteria: []\nlevles: 3\n")
-    (d / "x.good-v1.calibration.json").write_text(json.dumps({
+    store.save_calibration({
         "rubric": "good", "rubric_version": "1", "judge_backend": "toy", "judge_model": "m",
-        "n": 12, "created": "2024-01-01T00:00:00Z", "criteria": {"clarity": {"spearman": 0.81}}}))
+        "source": "stored labels (12 items)", "n": 12, "created": "2024-01-01T00:00:00Z",
+        "criteria": {"clarity": {"spearman": 0.81}}})
     monkeypatch.setattr(rubrics_view, "rubric_dirs", lambda _settings: [d])
     html = client.get("/rubrics").text
     assert "judge.good.clarity" in html and "Is it &lt;clear&gt;?" in html
@@ -272,9 +275,12 @@ def test_require_viewer_guards_every_page(settings: Settings, store: Store) -> N
     app.dependency_overrides[require_viewer] = deny
     with TestClient(app) as c:
         for url in ("/", "/runs/r1", "/runs/r1/steps/10", "/runs/r1/samples/s10-1", "/alerts",
-                    "/rubrics", "/live", "/runs/r1/charts.json", "/runs/r1/goto?step=1"):
+                    "/rubrics", "/live", "/runs/r1/charts.json", "/runs/r1/goto?step=1",
+                    "/rubrics/helpfulness", "/rubrics/helpfulness/label"):
             assert c.get(url).status_code == 401, url
         assert c.post("/alerts/1/resolve").status_code == 401
+        assert c.post("/rubrics/helpfulness/label").status_code == 401
+        assert c.post("/rubrics/helpfulness/label/undo").status_code == 401
         assert c.get("/static/app.css").status_code == 200
 
 

@@ -9,6 +9,8 @@
 ``/compare?runs=a,b``                       runs' metrics overlaid (:mod:`.overlay`)
 ``/alerts``                                 alerts, open and resolved (:mod:`.alerts`)
 ``/rubrics``                                the rubrics the judge can load (:mod:`.rubrics`)
+``/rubrics/{rubric}``                       labels and the judge's agreement with them (:mod:`.rubric`)
+``/rubrics/{rubric}/label``                 label judged samples, one key each (:mod:`.label`)
 ``/deadletter``                             samples whose scoring kept failing (:mod:`.deadletter`)
 ``/live``                                   server-sent events (:mod:`judgeserve.web.live`)
 ==========================================  ===========================================
@@ -20,10 +22,12 @@ from fastapi import APIRouter, Depends
 
 from .. import live
 from ..login import require_viewer
-from . import alerts, compare, deadletter, overlay, rubrics, run, runs, sample, step
+from . import alerts, compare, deadletter, label, overlay, rubric, rubrics, run, runs, sample, step
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(require_viewer)], include_in_schema=False)
-for _module in (runs, run, step, sample, compare, overlay, alerts, rubrics, deadletter, live):
+for _module in (
+    runs, run, step, sample, compare, overlay, alerts, rubrics, rubric, label, deadletter, live
+):
     router.include_router(_module.router)

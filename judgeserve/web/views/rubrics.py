@@ -12,15 +12,14 @@ and however they are written, and passwords inside URLs. Keys belong in the envi
 (``JUDGESERVE_JUDGE_API_KEY``), not in rubric files, but a file that has one must not
 show it to every viewer.
 
-Calibration results are the reports ``judgeserve judge calibrate`` writes
-(``*.calibration.json``, a ``CalibrationReport``): every such file in the rubric
-directories, or in a ``calibration/`` folder inside them, is matched to its rubric by the
-report's ``rubric`` field; the newest is shown, marked when it measured another version.
+Each rubric links to its own page (:mod:`.rubric`: labels, agreement with people per judge
+version, calibration reports) and shows how many labels it has and its newest calibration
+report: the reports ``judgeserve calibrate`` keeps in the store, marked when they measured
+another version of the rubric than the file's.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,8 +29,10 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from ... import read
 from ...exceptions import JudgeserveError
 from ...settings import Settings
+from ..login import viewer_project
 from ..templating import render
 
 router = APIRouter()
@@ -127,28 +128,6 @@ def _files(dirs: Iterable[Path]) -> list[Path]:
     return out[:MAX_FILES]
 
 
-def calibrations(dirs: Iterable[Path]) -> dict[str, dict[str, Any]]:
-    """The newest calibration report per rubric name found in ``dirs`` (and ``calibration/``)."""
-    found: dict[str, dict[str, Any]] = {}
-    files: list[Path] = []
-    for d in dirs:
-        for folder in (d, d / "calibration"):
-            if folder.is_dir():
-                files += sorted(folder.glob("*.calibration.json"))
-    for path in files[:MAX_FILES]:
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(report, dict) or not isinstance(report.get("rubric"), str):
-            continue
-        report["file"] = str(path)
-        current = found.get(report["rubric"])
-        if current is None or str(report.get("created", "")) > str(current.get("created", "")):
-            found[report["rubric"]] = report
-    return found
-
-
 def describe(path: Path, reports: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the page shows of one rubric file."""
     try:
@@ -184,17 +163,23 @@ def describe(path: Path, reports: dict[str, dict[str, Any]] | None = None) -> di
         return entry
     report = (reports or {}).get(entry["rubric"]["name"])
     if report is not None:
-        criteria = report.get("criteria")
-        entry["calibration"] = {
-            "file": report["file"],
-            "n": report.get("n"),
-            "judge": f"{report.get('judge_backend', '?')}:{report.get('judge_model', '?')}",
-            "created": report.get("created"),
-            "version": report.get("rubric_version"),
-            "stale": str(report.get("rubric_version")) != str(entry["rubric"]["version"]),
-            "criteria": criteria if isinstance(criteria, dict) else {},
-        }
+        entry["calibration"] = calibration_summary(report, entry["rubric"]["version"])
     return entry
+
+
+def calibration_summary(report: dict[str, Any], version: Any) -> dict[str, Any]:
+    """What a page shows of a stored ``CalibrationReport``; ``stale`` when it measured
+    another rubric version than ``version``."""
+    criteria = report.get("criteria")
+    return {
+        "source": report.get("source") or report.get("labels_file") or "",
+        "n": report.get("n"),
+        "judge": f"{report.get('judge_backend', '?')}:{report.get('judge_model', '?')}",
+        "created": report.get("created"),
+        "version": report.get("rubric_version"),
+        "stale": str(report.get("rubric_version")) != str(version),
+        "criteria": criteria if isinstance(criteria, dict) else {},
+    }
 
 
 def _summary(rubric: Any) -> dict[str, Any]:
@@ -220,10 +205,25 @@ def _summary(rubric: Any) -> dict[str, Any]:
     }
 
 
+def find(settings: Settings, name: str) -> Any:
+    """The rubric named ``name`` where the judge finds it (a ``Rubric``), or None when there
+    is none or it does not load; the judge's loader is needed."""
+    try:
+        from ...judge.rubric import rubric_by_name
+    except ImportError:
+        return None
+    try:
+        return rubric_by_name(name, rubric_dirs(settings))
+    except JudgeserveError:
+        return None
+
+
 @router.get("/rubrics", response_class=HTMLResponse)
 def rubrics_page(request: Request) -> HTMLResponse:
     dirs = rubric_dirs(request.app.state.settings)
-    reports = calibrations(dirs)
+    with read.connect(request.app.state.store) as conn:
+        reports = read.latest_calibrations(conn)
+        counts = read.label_counts(conn, viewer_project(request))
     return render(
         request,
         "rubrics.html",
@@ -231,7 +231,6 @@ def rubrics_page(request: Request) -> HTMLResponse:
             "title": "Rubrics",
             "dirs": [str(d) for d in dirs],
             "rubrics": [describe(p, reports) for p in _files(dirs)],
-            "live_run": None,
-            "live_since": None,
+            "counts": counts,
         },
     )
