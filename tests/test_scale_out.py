@@ -226,10 +226,11 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             assert all(int(a["num_restarts"]) >= 1 for a in restarted), restarted
 
         # Every job completed once: the job the lost node held was generated a second time
-        # (its first attempt died with the node), the others once; each hand-off appended
-        # the job's completions once.
+        # when its first attempt died with the node (or once, when the node was lost just
+        # after its hand-off), the others once; each hand-off appended the job's
+        # completions once (counted below).
         for step in held:
-            assert jobs[step]["attempts"] == 2, (held, jobs)
+            assert jobs[step]["attempts"] in (1, 2), (held, jobs)
         for step, job in jobs.items():
             assert job["samples"] == PER_JOB and job["generator"]["backend"] == "transformers"
             if step not in in_flight:
@@ -252,7 +253,8 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             assert {x["completion"].split()[0] for x in greedy} == {FRUITS[ADAPTER[step]]}
             if ADAPTER[step] == "b":  # the toy judge's "5": the answer names a banana
                 assert read.step_aggregates(store, RUN, step)["judge.toy.marker"]["mean"] > 4
-        print(f"\nrecovered {recovered_s:.0f}s after the node was lost; jobs in flight: {sorted(in_flight)}")
+        print(f"\nrecovered {recovered_s:.0f}s after the node was lost; jobs in flight: {sorted(in_flight)}; "
+              f"held by the lost node: {held}, attempts {[jobs[k]['attempts'] for k in held]}")
     finally:
         api.stop()
         store.close()
