@@ -2,7 +2,8 @@
 ``ray start --address=...``, one CPU and one raylet each), the generator and the judge on
 Ray Serve (``judgeserve serve``), ``judgeserve worker --ray 2`` and ``judgeserve
 generate-worker --ray 2`` as actors that Ray places across both nodes. Checkpoint jobs go
-in through the API; the second node's raylet is killed while it generates one of them.
+in through the API; the second node is killed (its raylet and all its processes, SIGKILL
+at once, as a lost machine) while it generates one of them.
 Every job then completes once and nothing is lost: no duplicate sample, no dead letter,
 every sample scored by the detectors and the judge.
 
@@ -196,7 +197,7 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             wait_for(lambda: bool(holding()), timeout=300, every=0.05)
             held = holding()
             in_flight = {j["step"] for j in read.list_checkpoint_jobs(store, RUN) if j["state"] == "generating"}
-            cluster.kill_raylet(node2)
+            cluster.kill_node(node2)  # its raylet and all its processes, at once
             killed_at = time.monotonic()
             wait_for(lambda: [n["state"] for n in cluster.state("nodes") if not n["is_head_node"]] == ["DEAD"],
                      timeout=120, every=0.5)
