@@ -48,8 +48,22 @@ WorkerKind = Literal["score", "generate"]
 
 
 def serve_api(settings: Settings, store: Store | None = None) -> None:
+    """``judgeserve api``: serve until SIGTERM or Ctrl-C, then close and exit 0.
+
+    uvicorn's own handlers re-raise the signal once it has shut down, so a service manager
+    saw the API die of SIGTERM after a clean stop; here the signal just ends the serving."""
     app = create_app(settings, store=store)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+
+    def _stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class _Server(uvicorn.Server):
@@ -129,13 +143,19 @@ def keep_running(worker: Worker, *, first_delay_s: float = 1.0) -> None:
 def run_stack(settings: Settings) -> None:
     """``judgeserve up``: serve until interrupted."""
     stop = threading.Event()
-    with background_stack(settings):
-        log.info("judgeserve up at http://%s:%d", settings.host, settings.port)
-        print(f"judgeserve is up: http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+    # SIGTERM (a service manager, `docker stop`) stops it as Ctrl-C does: the worker
+    # finishes its batch, the API closes, exit 0. Python's default answer kills the process.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with background_stack(settings):
+            log.info("judgeserve up at http://%s:%d", settings.host, settings.port)
+            print(f"judgeserve is up: http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- workers as Ray actors ------------------------------------------------------------------

@@ -143,12 +143,40 @@ class Settings(BaseSettings):
         description="API key of an OpenAI-compatible judge server (the 'openai' backend), read "
         "here rather than written into rubric files.",
     )
+    verdict_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="Most judge verdicts kept in Redis, shared by the workers: an identical "
+        "(judge version, prompt) is judged once, the least recently used are dropped beyond "
+        "this (~0.5 KB each); 0 turns the shared cache off (duplicates within one batch are "
+        "still judged once).",
+    )
     judge_rubrics: list[RubricName] = Field(
         default_factory=list,
         description="Rubrics for runs that name none (JSON list of rubric names).",
     )
     rubric_dir: Path = Field(
         Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
+    )
+    drift_rescore_max: int = Field(
+        500,
+        ge=0,
+        le=100_000,
+        description="When a judge version first appears for a rubric, re-score at most this "
+        "many of the rubric's labelled items with it, so its agreement with people is known "
+        "(0: never).",
+    )
+    drift_rescore_batch: int = Field(
+        16,
+        ge=1,
+        le=1_000,
+        description="Labelled items a worker re-scores at a time, between batches of samples.",
+    )
+    drift_stale_s: float = Field(
+        600.0,
+        gt=0,
+        description="A re-scoring whose worker said nothing for this long (it died), or that "
+        "failed this long ago, is taken on by another worker with the same judge.",
     )
     api_token: str | None = Field(
         None,

@@ -42,6 +42,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import read
+from .drift import DriftControl, judge_step_aggregates
 from .exceptions import QueueError, StoreError, StoreUnavailable
 from .liveness import Keeper
 from .schema import Aggregate, Sample, Score
@@ -49,6 +50,7 @@ from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers, 
 from .settings import Settings
 from .store import Store
 from .stream import Entry, Queue, Retry
+from .telemetry import Telemetry
 
 __all__ = ["Worker", "BatchResult", "Backoff", "run_worker"]
 
@@ -130,10 +132,14 @@ class Worker:
         self.set_scorers = [s for s in loaded if isinstance(s, SetScorer)]
         # None: the alert engine (unless settings.alerts is off); () for no hooks at all.
         self.hooks = list(hooks) if hooks is not None else _default_hooks(settings)
+        # A new judge version: its labelled items re-scored between batches (drift.py).
+        self.drift = DriftControl(self.store, self.sample_scorers, settings, self.queue.consumer)
         self._stop = threading.Event()
         self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
         self._looked_for_complete = -math.inf
         self._rubrics_cache: dict[str, list[str] | None] = {}
+        # Samples scored per scorer, for /metrics (judgeserve.telemetry: shared through Redis).
+        self.telemetry = Telemetry(self.queue.redis, self.queue.keys)
         self._batch: _Batch | None = None  # in progress, or held while the store is down
         self._status: dict[str, Any] = {"state": "starting", "detail": "", "since": time.time()}
 
@@ -208,6 +214,8 @@ class Worker:
                 idle_since = time.monotonic()
             self._set_status("idle")
             self.flush_checkpoints(idle=not entries)
+            if self.drift.work():
+                idle_since = time.monotonic()  # re-scoring labelled items is work too
             idle_for = time.monotonic() - idle_since
             if not entries and idle_exit_s is not None and idle_for > idle_exit_s:
                 break
@@ -269,6 +277,7 @@ class Worker:
             close = getattr(hook, "close", None)
             if callable(close):
                 close()
+        self.telemetry.flush()
         if self._own_queue:
             self.queue.close()
         if self._own_store:
@@ -390,6 +399,8 @@ class Worker:
                     batch.dead.append((pair[0], f"the store refused it: {_why(one)}", None))
             self._flush_dead(batch)
         batch.stored = True
+        scored = batch.scored or {}
+        self.drift.observe((s.run, s.step, sc) for _, s in batch.good for sc in scored[s.id_key])
 
     def _store(self, pairs: list[tuple[Entry, Sample]], batch: _Batch) -> None:
         assert batch.scored is not None
@@ -437,6 +448,12 @@ class Worker:
         result.dead += dead
         result.stored = len(batch.good)
         result.checkpoints = {(s.run, s.step) for _, s in batch.good}
+        scored = batch.scored or {}
+        for _, s in batch.good:
+            for family in {sc.scorer.split(".", 1)[0] for sc in scored.get(s.id_key, ())}:
+                self.telemetry.inc("judgeserve_samples_scored_total", scorer=family)
+        # Never fails (Redis down: the counts wait for the next flush).
+        self.telemetry.flush()
 
     def _contexts(self, good: list[tuple[Entry, Sample]]) -> list[Context]:
         """The run's rubrics and, when a scorer wants it, each probe's previous answer."""
@@ -536,6 +553,13 @@ class Worker:
 
         values = self.store.step_score_values(run, step)
         aggs: dict[str, Aggregate] = {m: aggregate(v) for m, v in values.items()}
+        # A judge's aggregate covers one judge version, never a mix (drift.py).
+        judged = list(self.store.step_judge_values(run, step)) if any(
+            m.startswith("judge.") for m in values
+        ) else []
+        seen = self.store.judge_versions_seen(s for s, _, _ in judged)
+        main, by_version = judge_step_aggregates(judged, seen)
+        aggs.update(main)
         flags = []
         status: StatusCounts = Counter()
         if self.set_scorers:
@@ -557,6 +581,8 @@ class Worker:
                 flags.extend(res.flags)
         with self.store.begin() as conn:
             self.store.save_aggregates(conn, run, step, aggs)
+            self.store.save_judge_aggregates(conn, run, step, by_version)
+            self.store.save_judge_costs(conn, run, step)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
                 replace = [(run, step, s.name) for s in self.set_scorers]

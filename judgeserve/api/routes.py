@@ -214,6 +214,15 @@ def get_metrics(run: ReadRun, request: Request) -> dict[str, Any]:
         return {"run": run, "metrics": read.metric_series(conn, run)}
 
 
+@router.get("/v1/runs/{run}/costs", tags=["read"])
+def get_costs(run: ReadRun, request: Request, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    """What judging the run cost: judge seconds, prompt and generated tokens, prompts asked
+    and answered by the verdict cache; over the run, per rubric, and per step (newest first)."""
+    with read.connect(_store(request)) as conn:
+        _run_or_404(conn, run)
+        return read.judge_cost(conn, run, limit=limit, offset=offset)
+
+
 @router.get("/v1/runs/{run}/alerts", tags=["alerts"])
 def get_alerts(
     run: ReadRun,

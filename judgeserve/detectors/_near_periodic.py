@@ -339,9 +339,12 @@ def _densest(cov: npt.NDArray[np.int64], density: float) -> tuple[int, int]:
     ``S[e] >= S[s]``: a stack of the prefix minima from the left, scanned from the right.
     """
     n = len(cov)
-    prefix = np.zeros(n + 1)
+    # In millionths, as integers: with floats, 0.2 * 4 - 0.8 < 0 and a region covered at
+    # exactly the density was cut short.
+    step = round(density * 1_000_000)
+    prefix = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
-        prefix[i + 1] = prefix[i] + (1.0 if cov[i] > 0 else 0.0) - density
+        prefix[i + 1] = prefix[i] + (1_000_000 if cov[i] > 0 else 0) - step
     stack = np.zeros(n + 1, dtype=np.int64)
     top = 0
     for i in range(n + 1):

@@ -12,6 +12,14 @@ Which rubrics apply to a sample, first match wins: the run's rubrics passed by t
 the ``rubrics`` given to the constructor, then the ``judge_rubrics`` setting. Pairwise
 rubrics need the baseline's answer to the same probe (``score_with(..., baselines=...)``);
 samples without one are not judged by them.
+
+Given the worker's ``settings``, the scorer shares the verdict cache in Redis
+(:mod:`judgeserve.judge.cache`, ``verdict_cache_size``) and adds its judge calls, tokens
+and cache hits to the metrics every worker shares (:mod:`judgeserve.telemetry`). Built
+without settings (a script, a test) it touches no Redis: a ``cache`` may be passed, and
+duplicates within one call are judged once either way. Every judge score's details say
+what it cost (``judge_s``, ``judge_calls``, ``cache_hits``, ``prompt_tokens``,
+``generated_tokens``), which the run page sums per step.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from ..exceptions import ConfigError, ScorerError
 from ..schema import Sample, Score
 from ..scorers import Context, SampleScorer
 from ..settings import Settings, get_settings
+from ..telemetry import Telemetry
 from .backends.base import JudgeBackend, load_backend
+from .cache import RedisVerdictCache, VerdictCache
 from .prompt import PromptBuilder
 from .rubric import Rubric, rubric_by_name, rubrics_in_tag
-from .verdicts import Item, Judge
+from .verdicts import Cost, Item, Judge
 
 __all__ = ["JudgeScorer", "selected", "rubrics_for"]
 
@@ -69,7 +79,9 @@ class JudgeScorer(SampleScorer):
         rubric_dirs: Sequence[str | Path] | None = None,
         backend: JudgeBackend | None = None,
         settings: Settings | None = None,
+        cache: VerdictCache | None = None,
     ) -> None:
+        shared = settings is not None  # the worker's own settings: share Redis with it
         settings = settings or get_settings()
         self._url = judge_url or settings.judge_url
         self._dirs = list(rubric_dirs or [settings.rubric_dir])
@@ -86,6 +98,9 @@ class JudgeScorer(SampleScorer):
         self._judges: dict[str, Judge | None] = {}
         self._builder = PromptBuilder()
         self._warned: set[str] = set()
+        self._own_cache = cache is None and shared and settings.verdict_cache_size > 0
+        self.cache = RedisVerdictCache.from_settings(settings) if self._own_cache else cache
+        self.telemetry = Telemetry.from_settings(settings) if shared else None
         self._broken: dict[str, str] = {}  # rubric name -> why it cannot be used
 
     def _rubric(self, name: str) -> Rubric | None:
@@ -158,7 +173,7 @@ class JudgeScorer(SampleScorer):
 
     def _make_judge(self, rubric: Rubric) -> Judge | None:
         if self._fixed_backend is not None:
-            return Judge(self._fixed_backend, self._builder)
+            return Judge(self._fixed_backend, self._builder, cache=self.cache)
         spec = rubric.judge
         options = dict(spec.options)
         if spec.backend in ("serve", "openai"):
@@ -177,7 +192,7 @@ class JudgeScorer(SampleScorer):
             raise
         except Exception as e:
             raise ScorerError(f"cannot start judge backend {spec.backend!r}: {e}") from e
-        return Judge(backend, self._builder)
+        return Judge(backend, self._builder, cache=self.cache)
 
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
         return self.score_with(samples)
@@ -228,9 +243,33 @@ class JudgeScorer(SampleScorer):
                 raise
             except Exception as e:  # a backend's own errors: the worker retries the batch
                 raise ScorerError(f"judge failed on rubric {rubric.name!r}: {e}") from e
+            finally:
+                self._report(judge)
             for i, sample_scores in zip(chosen, scores, strict=True):
                 out[i].extend(sample_scores)
         return out
+
+    def _report(self, judge: Judge) -> None:
+        """Add what ``judge`` did to the metrics the workers share (one round trip)."""
+        stats = judge.take_stats()
+        if self.telemetry is None:
+            return
+        t, backend = self.telemetry, stats.backend
+        for took in stats.latencies:
+            t.observe("judgeserve_judge_latency_seconds", took, backend=backend)
+        t.inc("judgeserve_judge_requests_total", len(stats.latencies), backend=backend)
+        t.inc("judgeserve_judge_prompts_total", stats.prompts, backend=backend)
+        t.inc("judgeserve_judge_tokens_total", stats.prompt_tokens, backend=backend, kind="prompt")
+        t.inc(
+            "judgeserve_judge_tokens_total",
+            stats.generated_tokens,
+            backend=backend,
+            kind="generated",
+        )
+        t.inc("judgeserve_judge_cache_hits_total", stats.hits)
+        t.inc("judgeserve_judge_cache_misses_total", stats.misses)
+        t.inc("judgeserve_judge_cache_evictions_total", stats.evictions)
+        t.flush()
 
     @staticmethod
     def _applies(rubric: Rubric, sample: Sample, baseline: str | None) -> bool:
@@ -273,6 +312,7 @@ class JudgeScorer(SampleScorer):
                         scorer=f"judge.{rubric.name}.{crit}",
                         value=p.value,
                         details={
+                            **sum((v.cost for v in p.orders), Cost()).details(),
                             "outcome": p.outcome,
                             "consistent": p.consistent,
                             "p_win": p.p_win,
@@ -293,6 +333,11 @@ class JudgeScorer(SampleScorer):
 
     def close(self) -> None:
         for judge in self._judges.values():
-            if judge is not None:
+            # A backend given to the constructor belongs to the caller, who closes it.
+            if judge is not None and judge.backend is not self._fixed_backend:
                 judge.backend.close()
         self._judges.clear()
+        if self.telemetry is not None:
+            self.telemetry.close()
+        if self._own_cache and isinstance(self.cache, RedisVerdictCache):
+            self.cache.close()

@@ -16,8 +16,9 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`: which scorers ran
-and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.ops`,
-:mod:`.labels`: human labels and calibration reports, :mod:`.compare`: choosing a
+and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.costs`: what
+judging cost, :mod:`.ops`, :mod:`.labels`: human labels and calibration reports,
+:mod:`.judging`: judge versions (drift control), :mod:`.compare`: choosing a
 checkpoint, a run's checkpoints ranked by quality and two compared probe by probe, the
 statistics from :mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A
 new subject gets a module of its own here.
@@ -39,6 +40,15 @@ from .compare import (
     probe_side,
     rank_input,
     ranking,
+)
+from .costs import judge_cost
+from .judging import (
+    judge_series,
+    labelled_verdicts,
+    main_judge_versions,
+    rubric_versions,
+    step_judge_versions,
+    version_dict,
 )
 from .labels import (
     MAX_LABEL_ROWS,
@@ -132,6 +142,8 @@ __all__ = [
     "list_checkpoint_jobs",
     "count_checkpoint_jobs",
     "checkpoint_job",
+    # judge cost
+    "judge_cost",
     # choosing a checkpoint
     "CheckpointRef",
     "ProbeSide",
@@ -157,4 +169,11 @@ __all__ = [
     "label_export_rows",
     "list_calibrations",
     "latest_calibrations",
+    # judge versions: drift control
+    "rubric_versions",
+    "labelled_verdicts",
+    "judge_series",
+    "step_judge_versions",
+    "main_judge_versions",
+    "version_dict",
 ]

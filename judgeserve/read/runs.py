@@ -19,6 +19,7 @@ from ..store import (
     scores,
 )
 from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, _flag_clause, _project_runs, _reads
+from .judging import main_judge_versions
 
 __all__ = [
     "list_runs",
@@ -194,7 +195,9 @@ def metric_series(
     conn: Connection, run: str, from_step: int = 0
 ) -> dict[str, list[dict[str, Any]]]:
     """Every aggregate and trainer metric (``train.<name>``) of a run as series over steps,
-    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on.
+    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on;
+    a judge metric's points name the judge version each covers (``"judge_version"``, a
+    key; every version's series apart: :func:`judgeserve.read.judge_series`).
     A trainer metric that was NaN or infinite has ``"mean": None`` and ``"nonfinite"``
     ('nan', 'inf' or '-inf')."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -215,6 +218,13 @@ def metric_series(
         out.setdefault(metric, []).append(
             {"step": step, "mean": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n}
         )
+    if any(m.startswith("judge.") for m in out):
+        # Each judge point names the judge version its mean covers (drift.py).
+        versions = main_judge_versions(conn, run, from_step)
+        for metric, points in out.items():
+            if metric.startswith("judge."):
+                for p in points:
+                    p["judge_version"] = versions.get((metric, int(p["step"])))
     q2 = (
         select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.value, run_metrics.c.nonfinite)
         .where(and_(run_metrics.c.run == run, run_metrics.c.step >= from_step))
