@@ -599,18 +599,35 @@ def _calibrate(stack: Stack) -> None:
 LABELS = ("labels", "import") in cli_commands()  # lands from the labels branch
 
 
-def _labelled(stack: Stack, run: str) -> Path:
-    """Six samples of ``run`` scored by the stack, and a file of one person's labels of them."""
+def _labelled(stack: Stack, run: str, n: int = 6) -> Path:
+    """``n`` samples of ``run`` scored by the stack, and a file of one person's labels of them."""
     with stack.client(run) as client:
         client.submit(1, [{"id": f"l{i}", "prompt": "Name a fruit.", "completion": fruit(i)}
-                          for i in range(6)], expected=6)
+                          for i in range(n)], expected=n)
         assert client.flush(30) and client.errors == []
-    wait_for(scored(stack, run, 1, 6), timeout=60)
+    wait_for(scored(stack, run, 1, n), timeout=60)
     path = stack.root / f"{run}.labels.jsonl"
     path.write_text("".join(json.dumps({"run": run, "sample_id": f"l{i}", "rubric": "toy", "criterion": "marker",
                                         "label": 5 if i % 2 else 1, "labeller": "ann"}) + "\n"
-                            for i in range(6)))
+                            for i in range(n)))
     return path
+
+
+if ("judge", "tune") in cli_commands():  # lands from the tune branch
+
+    @real("judge", "tune", slow=True, timeout=600)
+    def _judge_tune(stack: Stack) -> None:
+        from judgeserve.testing.toy_judge import cached_toy_judge
+
+        stack.cli("labels", "import", str(_labelled(stack, "tune-run", 16)))
+        r = stack.cli("judge", "tune", "toy", "--held-out", "0.25", "--seed", "1", "--max-steps", "10",
+                      "--backend", "transformers", "--model", str(cached_toy_judge()), timeout=540)
+        assert "held-out items" in r.stdout and "lora_path:" in r.stdout, r.stdout
+        assert "report kept in the store: /rubrics/toy shows it" in r.stdout, r.stdout
+        adapters = Path(stack.env["JUDGESERVE_DATA_DIR"]) / "adapters" / "toy"
+        assert any(adapters.iterdir()), "no adapter saved under the data dir"
+        none = stack.cli("judge", "tune", "helpfulness", ok=False)
+        assert none.returncode == 2 and "/rubrics/helpfulness/label" in none.stderr, none.stderr
 
 
 if LABELS:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from judgeserve import read
 from judgeserve.app import create_app
 from judgeserve.judge.scorer import JudgeScorer
+from judgeserve.schema import Sample, Score
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 from judgeserve.testing.toy_judge import BAD, GOOD, TOY_RUBRIC, toy_text
@@ -138,3 +139,42 @@ def test_run_without_judge_shows_no_cost(settings: Settings) -> None:
         assert body["total"]["cache_hit_rate"] is None
         assert "Judge cost" not in api.get("/runs/plain").text
     store.close()
+
+
+def test_costs_sum_per_step_and_rubric_on_either_database(database_url: str) -> None:
+    """The sums are SQL over the scores' JSON details: the same on SQLite and PostgreSQL,
+    a backend that counts no tokens stays unknown (None), never zero."""
+    store = Store(database_url)
+    counted = {"judge_s": 0.25, "judge_calls": 1, "cache_hits": 0, "prompt_tokens": 100,
+               "generated_tokens": 1}
+    hit = {"judge_s": 0.0, "judge_calls": 0, "cache_hits": 1, "prompt_tokens": 0,
+           "generated_tokens": 0}
+    uncounted = {"judge_s": 0.5, "judge_calls": 1, "cache_hits": 0}  # an API without usage
+    rows = [
+        ("s1", [Score(scorer="judge.toy.marker", value=5.0, details=counted),
+                Score(scorer="judge.other.c", value=1.0, details=uncounted),
+                Score(scorer="length.tokens", value=3.0, details={"judge_s": 99})]),
+        ("s2", [Score(scorer="judge.toy.marker", value=5.0, details=hit),
+                Score(scorer="judge.other.c", value=1.0, details=uncounted)]),
+    ]
+    try:
+        with store.begin() as conn:
+            store.upsert_run(conn, RUN, 7, None)
+            store.save_samples(
+                conn, [Sample(id=sid, run=RUN, step=7, prompt="p", completion="c")
+                       for sid, _ in rows]
+            )
+            store.save_batch_scores(conn, [(RUN, 7, sid, scores) for sid, scores in rows])
+            store.save_judge_costs(conn, RUN, 7)
+        cost = read.judge_cost(store, RUN)
+        toy, other = cost["rubrics"]["toy"], cost["rubrics"]["other"]
+        assert (toy["scores"], toy["judge_calls"], toy["cache_hits"]) == (2, 1, 1)
+        assert toy["judge_s"] == 0.25 and toy["prompt_tokens"] == 100
+        assert toy["generated_tokens"] == 1 and toy["cache_hit_rate"] == 0.5
+        assert other["judge_s"] == 1.0 and other["judge_calls"] == 2
+        assert other["prompt_tokens"] is None and other["generated_tokens"] is None
+        (step,) = cost["steps"]
+        assert step["step"] == 7 and step["judge_s"] == 1.25  # the detector's is not judge time
+        assert step["prompt_tokens"] == 100 and step["scores"] == 4
+    finally:
+        store.close()
