@@ -164,14 +164,18 @@ def run_stack(settings: Settings) -> None:
 def _actor_class() -> Any:
     ray: Any = require("ray", "judge")
 
-    # max_restarts: an actor lost with its node comes back on another; max_task_retries:
-    # Ray then runs its run() loop again there (no supervisor of ours to restart it).
-    @ray.remote(max_concurrency=2, max_restarts=-1)
+    # max_restarts: an actor lost with its node comes back on another (its __init__ runs
+    # again there); run_ray_workers then calls its run() again. No max_task_retries: a
+    # retried run() and the driver's new call would be two loops.
+    @ray.remote(max_concurrency=4, max_restarts=-1)
     class WorkerActor:
-        # max_concurrency=2: run() holds one slot for its loop, stop() takes the other.
+        # max_concurrency: run() holds one slot for its loop, a repeated run() one more
+        # (it follows the loop), stop() another.
         __qualname__ = "WorkerActor"  # as `ray list actors` shows it (not "_actor_class.<locals>...")
 
         def __init__(self, settings: dict[str, Any], name: str, kind: str = "score") -> None:
+            self._running = threading.Lock()
+            self._ended = threading.Event()
             self.worker: Any
             if kind == "generate":
                 from .generation_worker import GenerationWorker
@@ -183,10 +187,16 @@ def _actor_class() -> Any:
                 self.worker = Worker(Settings(**settings), consumer=name)
 
         def run(self) -> None:
+            if not self._running.acquire(blocking=False):
+                # The loop already runs here: the driver lost sight of this actor for a
+                # while (ActorUnavailableError) and asked again. Follow that loop.
+                self._ended.wait()
+                return
             try:
                 self.worker.run()
             finally:
                 self.worker.close()
+                self._ended.set()
 
         def stop(self) -> None:
             self.worker.stop()
@@ -244,8 +254,18 @@ def run_ray_workers(
     log.info("%d %s worker actors running on Ray", n, kind)
     while not done.wait(1.0):
         ready, _ = ray.wait(refs, timeout=0)
-        if ready:
-            ray.get(ready)  # an actor's loop ended: surface why
+        for ref in ready:
+            i = refs.index(ref)
+            try:
+                ray.get(ref)  # an actor's loop ended: surface why
+            except ray.exceptions.RayActorError as e:
+                if e.actor_init_failed:
+                    raise  # its __init__ fails (bad settings ...): restarting cannot help
+                # Its node (or process) was lost: Ray restarts the actor (max_restarts);
+                # its loop starts again there, first finishing what it held.
+                log.warning("worker actor %d lost (%s); running its loop again once Ray has "
+                            "restarted it", i, type(e).__name__)
+                refs[i] = actors[i].run.remote()
     ray.get([a.stop.remote() for a in actors])
     ray.get(refs, timeout=60)
     ray.shutdown()

@@ -188,10 +188,20 @@ class RayCluster:
         self.processes()
 
     def kill_raylet(self, node: Node) -> None:
-        """SIGKILL a node's raylet, as a machine lost or an OOM kill would; the rest of the
-        node (its workers, agents) goes down with it."""
+        """SIGKILL a node's raylet, as an OOM kill would; the rest of the node (its
+        workers, agents) goes down with it, each when it notices (a worker busy with a
+        task may finish it first)."""
         self._remember()
         node.raylet().kill()
+
+    def kill_node(self, node: Node) -> None:
+        """SIGKILL a node's raylet and every process of the node at the same moment, as a
+        lost machine would: no task running there gets to finish."""
+        self._remember()
+        raylet = node.raylet()
+        everyone = [raylet, *psutil.Process(node.process.pid).children(recursive=True)]
+        for p in everyone:
+            _signal(p.pid, signal.SIGKILL)
 
     def close(self) -> None:
         """Kill every process of the cluster by pid; fail if any survives."""

@@ -2,7 +2,8 @@
 ``ray start --address=...``, one CPU and one raylet each), the generator and the judge on
 Ray Serve (``judgeserve serve``), ``judgeserve worker --ray 2`` and ``judgeserve
 generate-worker --ray 2`` as actors that Ray places across both nodes. Checkpoint jobs go
-in through the API; the second node's raylet is killed while it generates one of them.
+in through the API; the second node is killed (its raylet and all its processes, SIGKILL
+at once, as a lost machine) while it generates one of them.
 Every job then completes once and nothing is lost: no duplicate sample, no dead letter,
 every sample scored by the detectors and the judge.
 
@@ -196,7 +197,7 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             wait_for(lambda: bool(holding()), timeout=300, every=0.05)
             held = holding()
             in_flight = {j["step"] for j in read.list_checkpoint_jobs(store, RUN) if j["state"] == "generating"}
-            cluster.kill_raylet(node2)
+            cluster.kill_node(node2)  # its raylet and all its processes, at once
             killed_at = time.monotonic()
             wait_for(lambda: [n["state"] for n in cluster.state("nodes") if not n["is_head_node"]] == ["DEAD"],
                      timeout=120, every=0.5)
@@ -226,10 +227,11 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             assert all(int(a["num_restarts"]) >= 1 for a in restarted), restarted
 
         # Every job completed once: the job the lost node held was generated a second time
-        # (its first attempt died with the node), the others once; each hand-off appended
-        # the job's completions once.
+        # when its first attempt died with the node (or once, when the node was lost just
+        # after its hand-off), the others once; each hand-off appended the job's
+        # completions once (counted below).
         for step in held:
-            assert jobs[step]["attempts"] == 2, (held, jobs)
+            assert jobs[step]["attempts"] in (1, 2), (held, jobs)
         for step, job in jobs.items():
             assert job["samples"] == PER_JOB and job["generator"]["backend"] == "transformers"
             if step not in in_flight:
@@ -252,7 +254,8 @@ def test_a_node_lost_mid_job_loses_and_repeats_nothing(
             assert {x["completion"].split()[0] for x in greedy} == {FRUITS[ADAPTER[step]]}
             if ADAPTER[step] == "b":  # the toy judge's "5": the answer names a banana
                 assert read.step_aggregates(store, RUN, step)["judge.toy.marker"]["mean"] > 4
-        print(f"\nrecovered {recovered_s:.0f}s after the node was lost; jobs in flight: {sorted(in_flight)}")
+        print(f"\nrecovered {recovered_s:.0f}s after the node was lost; jobs in flight: {sorted(in_flight)}; "
+              f"held by the lost node: {held}, attempts {[jobs[k]['attempts'] for k in held]}")
     finally:
         api.stop()
         store.close()

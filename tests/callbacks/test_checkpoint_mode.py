@@ -156,9 +156,10 @@ def test_checkpoints_deleted_before_generation_are_dead_letters_and_the_rest_run
 @pytest.mark.timeout(300)
 @pytest.mark.filterwarnings("ignore:The '?train_dataloader'? does not have many workers")
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated:FutureWarning")
+@pytest.mark.parametrize("saves", ["trainer", "background"])
 def test_lightning_in_checkpoint_mode_submits_what_model_checkpoint_saves(
-    tiny: Tiny, tmp_path: Path, stack: Callable[[str], Stack], generating: Callable[[], Generating],
-    settings: Settings,
+    saves: str, tiny: Tiny, tmp_path: Path, stack: Callable[[str], Stack],
+    generating: Callable[[], Generating], settings: Settings,
 ) -> None:
     L = pytest.importorskip("lightning.pytorch")
     import torch
@@ -169,7 +170,8 @@ def test_lightning_in_checkpoint_mode_submits_what_model_checkpoint_saves(
     s = stack("rules: []")
     generating()
     client = JudgeClient(s.url, run="pl-ckpt", spool_dir=tmp_path / "spool")
-    cb = JudgeLightningCallback(tiny.probes, client=client, mode="checkpoint", max_new_tokens=8)
+    cb = JudgeLightningCallback(tiny.probes, client=client, mode="checkpoint", max_new_tokens=8,
+                                checkpoint_save=saves)
 
     class Module(L.LightningModule):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -192,6 +194,8 @@ def test_lightning_in_checkpoint_mode_submits_what_model_checkpoint_saves(
         trainer.fit(Module(), loader)
         assert client.flush(20) and client.errors == []
         assert cb.runner.probed == [10, 20] and cb.runner.generation_s == 0.0
+        assert cb.runner.saver.errors == []
+        assert len(cb.runner.saver.records) == (2 if saves == "background" else 0)
         store = Store(settings.database_url)
         try:
             wait_for(lambda: len([j for j in read.list_checkpoint_jobs(store, "pl-ckpt") if j["state"] == "generated"
