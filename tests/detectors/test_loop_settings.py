@@ -255,3 +255,14 @@ def test_a_near_periodic_region_counts_its_covered_words_and_data(
     assert (c.period, c.start, c.end, c.covered, c.coverage) == (8, 8, 80, 72, 1.0)
     assert c.word_share == pytest.approx(word_share)
     assert c.data_share == pytest.approx(data_share)
+
+
+def test_the_tolerance_is_a_fifth_of_the_period_half_a_token_more_for_short_units() -> None:
+    # min(0.2 p + 0.5, max(2, 0.2 p)): short units get half a token, up to two tokens.
+    assert [_slack(p) for p in (1, 5, 10, 20, 50)] == pytest.approx([0.7, 1.5, 2.0, 4.0, 10.0])
+
+
+def test_the_first_token_of_a_text_can_be_the_copy() -> None:
+    prev = np.array([-1] * 10 + [0, -1], dtype=np.int64)  # 4-gram 10 repeats 4-gram 0
+    dist = _covered(prev, len(prev) + 3, 4, 8.0, 12.0)
+    assert dist.tolist() == [0] * 10 + [10] * 4 + [0]
