@@ -19,6 +19,7 @@ from judgeserve.detectors._near_periodic import (
     NearLoopRule,
     _covered,
     _densest,
+    _periods,
     _slack,
     candidates,
     text_classes,
@@ -266,3 +267,16 @@ def test_the_first_token_of_a_text_can_be_the_copy() -> None:
     prev = np.array([-1] * 10 + [0, -1], dtype=np.int64)  # 4-gram 10 repeats 4-gram 0
     dist = _covered(prev, len(prev) + 3, 4, 8.0, 12.0)
     assert dist.tolist() == [0] * 10 + [10] * 4 + [0]
+
+
+@pytest.mark.parametrize(("starts", "max_distance", "kept"), [
+    (15, 512, True), (14, 512, False), (15, 10, True), (15, 9, False),
+])
+def test_a_period_needs_min_starts_repeats_within_max_distance(
+    starts: int, max_distance: int, kept: bool
+) -> None:
+    # 4-grams 10, 11, ... repeat the ones 10 back (the first from 4-gram 0): MIN_STARTS is 15.
+    prev = np.full(40, -1, dtype=np.int64)
+    for i in range(10, 10 + starts):
+        prev[i] = i - 10
+    assert _periods(prev, max_distance, 8).tolist() == ([10] if kept else [])
