@@ -280,3 +280,15 @@ def test_a_period_needs_min_starts_repeats_within_max_distance(
     for i in range(10, 10 + starts):
         prev[i] = i - 10
     assert _periods(prev, max_distance, 8).tolist() == ([10] if kept else [])
+
+
+def test_a_near_loop_is_found_whatever_the_orders_measured() -> None:
+    # The near-loop prefilter reads rep4; without it (orders 2 and 3) it must let text through.
+    verse = (
+        "I walked along the {} at night,\nThe stars were shining cold and bright,\n"
+        "I thought of you and all we knew,\nAnd every road that led me through.\n\n"
+    )
+    text = "".join(verse.format(w) for w in ["river", "highway", "shoreline", "railway", "mountain", "valley"])
+    for orders in [(2, 3, 4), (2, 3)]:
+        loop = RepetitionScorer(orders=orders).loop(text)
+        assert loop is not None and loop.kind == "near", orders
