@@ -57,6 +57,8 @@ class Target:
     # numba kernels (@jit) to run as plain Python, so that mutmut, which leaves decorated
     # functions alone, mutates them too: the loops that decide what a detector reports.
     unjit: tuple[str, ...] = ()
+    # Tests left out: ones whose timing does not hold on a loaded machine under mutmut.
+    deselect: tuple[str, ...] = ()
 
 
 TARGETS: dict[str, Target] = {
@@ -67,8 +69,8 @@ TARGETS: dict[str, Target] = {
         ("tests/test_outages.py", "tests/test_stream.py"),
     ),
     "store": Target(
-        ("judgeserve/store/__init__.py", "judgeserve/store/tables.py"),
-        ("tests/test_store.py",),
+        ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
+        ("tests/test_store.py", "tests/test_stream.py"),
     ),
     "aggregates": Target(("judgeserve/aggregates.py",), ("tests/detectors/test_aggregates.py",)),
     "alerts": Target(
@@ -96,10 +98,21 @@ TARGETS: dict[str, Target] = {
         ("judgeserve/client/agent.py", "judgeserve/client/journal.py"),
         ("tests/test_journal.py", "tests/test_client.py"),
     ),
-    "auth": Target(("judgeserve/auth.py",), ("tests/test_auth.py",)),
+    "auth": Target(
+        ("judgeserve/auth.py",),
+        ("tests/test_auth.py",),
+        # Its SDK agent must give up on a 401 within seconds: it failed mutmut's clean run.
+        deselect=("tests/test_auth.py::test_revoked_token_keeps_the_samples_for_a_good_one",),
+    ),
     "judge": Target(
-        ("judgeserve/judge/prompt.py", "judgeserve/judge/scorer.py"),
-        ("tests/judge/test_judge_prompt.py", "tests/judge/test_judge_injection.py"),
+        ("judgeserve/judge/prompt.py", "judgeserve/judge/scorer.py", "judgeserve/judge/verdicts.py"),
+        # Not the tests that load the toy judge (a model per run): verdicts are tested on
+        # distributions, the scorer through a judge that is not configured or unreachable.
+        (
+            "tests/judge/test_judge_prompt.py", "tests/judge/test_judge_fence.py",
+            "tests/judge/test_judge_verdicts.py", "tests/judge/test_judge_unreachable.py",
+            "tests/test_rubric_names.py",
+        ),
     ),
 }
 
@@ -118,7 +131,7 @@ def _mutmut_config(target: Target) -> str:
         'source_paths = ["judgeserve"]',
         f"only_mutate = {json.dumps(list(target.files))}",
         f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}",
-        f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}",
+        f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS + [f'--deselect={t}' for t in target.deselect])}",
         f"also_copy = {json.dumps(ALSO_COPY)}",
         # Tests that wait on a worker or a server take wall time, not CPU: be generous.
         "timeout_multiplier = 10.0",
@@ -177,11 +190,11 @@ def counts(name: str) -> dict[str, int] | None:
             return None
         codes += json.loads(meta.read_text())["exit_code_by_key"].values()
     tally = {"mutants": len(codes), "killed": 0, "survived": 0, "timeout": 0, "no tests": 0,
-             "other": 0}
+             "other": 0, "not run": 0}
     for code in codes:
         group = ("killed" if code in KILLED else "survived" if code in SURVIVED
                  else "timeout" if code in TIMEOUT else "no tests" if code in NO_TESTS
-                 else "other")
+                 else "not run" if code is None else "other")
         tally[group] += 1
     return tally
 
@@ -190,22 +203,24 @@ def report(names: list[str]) -> None:
     """The table: per target, the mutants by outcome and the score.
 
     The score counts a timeout as caught (the mutant made the tests hang, which a run notices)
-    and a mutant no test reached, or one left unchecked, as not caught.
+    and a mutant no test reached as not caught; mutants not run yet (an interrupted run) are
+    left out of it and counted apart.
     """
     head = f"{'target':<13}{'mutants':>8}{'killed':>8}{'survived':>9}{'timeout':>8}"
-    print(head + f"{'no tests':>9}{'other':>7}{'score':>8}{'minutes':>9}")
+    print(head + f"{'no tests':>9}{'other':>7}{'not run':>8}{'score':>8}{'minutes':>9}")
     for name in names:
         tally = counts(name)
         if tally is None:
             print(f"{name:<13}  (not run)")
             continue
         caught = tally["killed"] + tally["timeout"]
-        score = caught / tally["mutants"] if tally["mutants"] else 0.0
+        tried = tally["mutants"] - tally["not run"]
+        score = caught / tried if tried else 0.0
         seconds = SCRATCH / f"{name}.seconds"
         minutes = f"{int(seconds.read_text()) / 60:.1f}" if seconds.exists() else "?"
         print(f"{name:<13}{tally['mutants']:>8}{tally['killed']:>8}{tally['survived']:>9}"
               f"{tally['timeout']:>8}{tally['no tests']:>9}{tally['other']:>7}"
-              f"{score:>8.0%}{minutes:>9}")
+              f"{tally['not run']:>8}{score:>8.0%}{minutes:>9}")
 
 
 def survivors(name: str) -> None:

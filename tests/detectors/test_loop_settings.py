@@ -20,6 +20,8 @@ from judgeserve.detectors._near_periodic import (
     _covered,
     _densest,
     _slack,
+    candidates,
+    text_classes,
 )
 from judgeserve.detectors.repetition import RepetitionScorer, analyse
 
@@ -227,3 +229,29 @@ def test_a_candidate_loop_starts_one_period_before_its_first_covered_token() -> 
     assert _candidate(start=10, period=10).loop_start == 0
     assert _candidate(start=4, period=10).loop_start == 0
     assert _candidate(start=25, period=10).loop_start == 15
+
+
+WORDS8 = "alpha beta gamma delta epsilon zeta eta"  # with a number in front: a unit of 8
+
+
+@pytest.mark.parametrize(
+    ("numbers", "word_share", "data_share"),
+    [
+        (None, 1.0, 0.0),  # eight words, ten times
+        (range(1, 11), 63 / 72, 0.0),  # numbered 1..10: a counter, not data
+        ([5, 17, 3, 99, 42, 8, 61, 23, 70, 11], 63 / 72, 9 / 72),  # nine different steps
+        ([1, 4, 7, 50, 20, 90, 33, 60, 2, 80], 63 / 72, 7 / 72),  # +3 twice: a counter
+    ],
+)
+def test_a_near_periodic_region_counts_its_covered_words_and_data(
+    numbers: list[int] | range | None, word_share: float, data_share: float
+) -> None:
+    if numbers is None:
+        text = "alpha beta gamma delta epsilon zeta eta theta " * 10
+    else:
+        text = " ".join(f"{k} {WORDS8}" for k in numbers)
+    # Every 4-gram from token 8 on recurs 8 tokens back, covering tokens 8..79.
+    [c] = candidates(text_classes(text))
+    assert (c.period, c.start, c.end, c.covered, c.coverage) == (8, 8, 80, 72, 1.0)
+    assert c.word_share == pytest.approx(word_share)
+    assert c.data_share == pytest.approx(data_share)

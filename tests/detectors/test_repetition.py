@@ -110,6 +110,36 @@ def test_analyse_agrees_with_brute_force() -> None:
         assert r.rep[2] == pytest.approx(expected)
 
 
+def test_previous_equal_keys_agree_with_a_dictionary() -> None:
+    """The open-addressing table behind the repeat counts, against a plain dict: any
+    int64 key (negative, equal low or high bits, so slots collide), lengths that make
+    the table grow, and the n-gram counts of orders 2-4 on a larger alphabet."""
+    from judgeserve.detectors._near_periodic import previous_equal
+
+    rng = random.Random(11)
+    pools = [
+        [rng.randrange(-(2**63), 2**63) for _ in range(50)],
+        [k << 40 for k in range(-20, 20)],  # equal low bits
+        list(range(-30, 30)),  # equal high bits
+    ]
+    for _ in range(120):
+        pool = rng.choice(pools)
+        keys = [rng.choice(pool) for _ in range(rng.randrange(0, 1500))]
+        last: dict[int, int] = {}
+        expected = []
+        for i, k in enumerate(keys):
+            expected.append(last.get(k, -1))
+            last[k] = i
+        assert previous_equal(np.array(keys, dtype=np.int64)).tolist() == expected
+    for _ in range(50):
+        ids = [rng.randrange(40) for _ in range(rng.randrange(0, 600))]
+        r = analyse(np.array(ids, dtype=np.int64))
+        for n in (2, 3, 4):
+            grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+            expected_rep = 1 - len(set(grams)) / len(grams) if grams else 0.0
+            assert r.rep[n] == pytest.approx(expected_rep)
+
+
 ART_LOOP = "Here is an ASCII drawing of a fence:\n\n" + "|  |  |  |  |\n" * 150 + "|  | "
 
 
