@@ -291,3 +291,40 @@ def test_a_set_scorer_failing_after_it_ran_shows_the_failure(make_worker: Any) -
     # The metric of two samples is still stored, but the step's last recompute failed.
     assert "fragile.x" in read.step_aggregates(worker.store, "frag", 1)
     assert st["summary"] == "fragile: failed — RuntimeError: out of memory"
+
+
+def test_a_batch_the_store_refuses_counts_each_stored_sample_once(
+    settings: Settings, make_worker: Any
+) -> None:
+    """The store refuses one sample, so the worker stores the batch again one sample at a
+    time: each stored sample's reasons are counted once, the refused one's not at all (the
+    read caps at the samples unscored, so the table itself is checked)."""
+    from sqlalchemy import select
+
+    from judgeserve.exceptions import StoreError
+    from judgeserve.store import scorer_status
+
+    class Refusing(Store):
+        def save_samples(self, conn: Any, items: Any) -> None:
+            if any(s.completion == "POISON" for s in items):
+                raise StoreError("database refused the write: DataError: value too long")
+            super().save_samples(conn, items)
+
+    store = Refusing(settings.database_url)
+    try:
+        worker: Worker = make_worker(store=store, scorers=[Picky(), LengthScorer()], hooks=())
+        batch = [{"id": f"f{i}", "prompt": "p", "completion": "bien", "tags": {"lang": "fr"}}
+                 for i in range(5)]
+        batch.insert(2, {"id": "poison", "prompt": "p", "completion": "POISON",
+                         "tags": {"lang": "fr"}})
+        worker.queue.add([{**s, "run": "refused-run", "step": 2} for s in batch])
+        worker.run(idle_exit_s=0.3)
+        assert len(worker.queue.deadletters()) == 1
+        with store.begin() as conn:
+            got = conn.execute(
+                select(scorer_status.c.kind, scorer_status.c.reason, scorer_status.c.n)
+                .where(scorer_status.c.run == "refused-run", scorer_status.c.scorer == "picky")
+            ).all()
+        assert [tuple(r) for r in got] == [("skipped", "only scores English samples", 5)]
+    finally:
+        store.close()
