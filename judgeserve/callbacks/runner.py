@@ -29,6 +29,7 @@ from ..client import JudgeClient
 from ..exceptions import ClientError
 from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
 from ..schema import Alert
+from .rotation import Rotation
 from .snapshot import BackgroundSaver
 
 __all__ = ["ProbeRunner", "ProbeOptions", "run_name", "split_summary"]
@@ -88,6 +89,11 @@ class ProbeOptions:
             writes them (safetensors, no optimizer state) into
             ``<output dir>/judgeserve/step-<N>`` under a temporary name, renames the
             complete folder and then submits it (:mod:`.snapshot`).
+        checkpoint_keep: ``checkpoint_save="background"``: how many of judgeserve's
+            newest folders to keep (like the Trainer's ``save_total_limit``; None: keep
+            all). Older ones are deleted by the watcher thread once their checkpoint job
+            has ended (generated, scored or dead-lettered), never while it is pending,
+            and never judgeserve's best with ``keep_best`` (:mod:`.rotation`).
         base_model: checkpoint mode: the base model LoRA adapters were trained on, as the
             generator knows it (checked by the generator; None: not checked).
         client: a ``JudgeClient``; by default one is made for ``url`` and ``run`` (``run``
@@ -108,6 +114,7 @@ class ProbeOptions:
     mode: Literal["generate", "checkpoint"] = "generate"
     checkpoint_kind: Literal["auto", "lora", "full"] = "auto"
     checkpoint_save: Literal["trainer", "background"] = "trainer"
+    checkpoint_keep: int | None = 2
     base_model: str | None = None
     client: JudgeClient | None = None
     url: str | None = None
@@ -129,6 +136,8 @@ class ProbeOptions:
             raise ValueError("checkpoint_kind must be 'auto', 'lora' or 'full'")
         if self.checkpoint_save not in ("trainer", "background"):
             raise ValueError("checkpoint_save must be 'trainer' or 'background'")
+        if self.checkpoint_keep is not None and self.checkpoint_keep < 1:
+            raise ValueError("checkpoint_keep must be at least 1 (or None: keep every folder)")
         if self.every_n_steps is not None and self.every_n_steps < 1:
             raise ValueError("every_n_steps must be at least 1 (or None: probe on events only)")
 
@@ -172,6 +181,7 @@ class ProbeRunner:
         self.submit_s = 0.0  # time spent handing samples, checkpoints and metrics to the SDK
         self.probe_set: str | None = None  # checkpoint mode: the version uploaded
         self.saver = BackgroundSaver()  # checkpoint_save="background": judgeserve's own saves
+        self.rotation = Rotation(opts.checkpoint_keep)  # ... and which of them to delete
         self.alerts: dict[int, Alert] = {}  # every alert seen, by id
         self.watch_best = False  # poll GET /v1/runs/{run}/best too (the HF keep_best)
         self.best: dict[str, Any] | None = None  # its latest answer
@@ -292,8 +302,12 @@ class ProbeRunner:
             return False
         self.probed.append(step)
         self.saver.save(step, model, tokenizer, Path(folder),
-                        then=lambda done: self._submit_checkpoint(step, done))
+                        then=lambda done: self._saved(step, done))
         return True
+
+    def _saved(self, step: int, folder: Path) -> None:
+        self._submit_checkpoint(step, folder)
+        self.rotation.saved(step, folder)  # a candidate for deletion once its job ends
 
     def checkpoint_kind_of(self, path: str | os.PathLike[str]) -> Literal["lora", "full"]:
         kind = self.options.checkpoint_kind
@@ -389,6 +403,16 @@ class ProbeRunner:
                 self.best = client.best()
             except ClientError as e:
                 log.debug("best checkpoint poll failed: %s", e)
+        if self.rotation.candidates():
+            try:
+                self.rotation.rotate(client.checkpoints,
+                                     (lambda: self._fetch_best(client)) if self.watch_best else None)
+            except ClientError as e:  # nothing deleted: looked at again next poll
+                log.debug("checkpoint rotation poll failed: %s", e)
+
+    def _fetch_best(self, client: JudgeClient) -> int | None:
+        self.best = client.best()
+        return self.best_step
 
     @property
     def best_step(self) -> int | None:

@@ -72,6 +72,7 @@ def test_the_trainer_copies_a_thread_writes_and_the_generator_reads_what_was_cop
     cb = JudgeCallback(
         tiny.probes, client=client, mode="checkpoint", checkpoint_save="background",
         every_n_steps=10, max_new_tokens=8, base_model=str(tiny.model_dir) if kind == "lora" else None,
+        checkpoint_keep=None,  # every folder is read below (rotation: test_rotation.py)
     )
     weights = Weights()
     out = tmp_path / "out"
