@@ -154,8 +154,6 @@ def test_a_folder_that_cannot_be_deleted_is_logged_and_left(
     the other folders are still rotated."""
     import shutil
 
-    from judgeserve.callbacks import rotation as rotation_module
-
     root = tmp_path / "judgeserve"
     rotation = Rotation(keep=1)
     for step in (1, 2, 3, 4, 5):
@@ -173,7 +171,7 @@ def test_a_folder_that_cannot_be_deleted_is_logged_and_left(
             raise PermissionError(13, "Permission denied", str(path))
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(rotation_module.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     real_rmtree(root / "step-4")
     with caplog.at_level(logging.WARNING, logger="judgeserve.callbacks"):
         gone = rotation.rotate(lambda: jobs)
