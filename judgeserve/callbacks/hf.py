@@ -19,6 +19,8 @@ With ``checkpoint_save="background"`` the callback saves every ``every_n_steps``
 instead (into ``<output_dir>/judgeserve/step-<N>``): the trainer waits only while the
 weights are copied into memory; a thread writes and then submits the folder
 (:mod:`judgeserve.callbacks.snapshot`). The trainer's own saves are then for resuming.
+Those folders are rotated (``checkpoint_keep``, :mod:`judgeserve.callbacks.rotation`):
+older ones are deleted once their checkpoint jobs have ended.
 
 With ``keep_best=True`` the callback keeps judgeserve's best checkpoint: the Trainer's
 ``save_total_limit`` rotation spares ``state.best_model_checkpoint``, which the callback

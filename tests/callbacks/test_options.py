@@ -66,3 +66,6 @@ def test_checkpoint_mode_generates_nothing_and_says_which_kind_a_folder_is(tmp_p
         ProbeOptions(mode="eventually")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="checkpoint_kind"):
         ProbeOptions(checkpoint_kind="merged")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="checkpoint_keep must be at least 1"):
+        ProbeOptions(checkpoint_keep=0)
+    assert ProbeOptions().checkpoint_keep == 2 and ProbeOptions(checkpoint_keep=None).checkpoint_keep is None
