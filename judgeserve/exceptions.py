@@ -14,6 +14,7 @@
     ├── GeneratorError         the generator's engine failed on a job (worth retrying)
     ├── CheckpointError        a submitted checkpoint cannot be used (retrying will not help)
     │   └── CheckpointMissingError  its folder is gone ("checkpoint folder gone: ...")
+    ├── NotLearnt              training a judge ran out of steps before its verdicts came out right
     └── MissingExtraError      an optional dependency is not installed (says what to pip install)
 
 HTTP responses are made from these in exactly one place: ``judgeserve.app``.
@@ -38,6 +39,7 @@ __all__ = [
     "GeneratorError",
     "CheckpointError",
     "CheckpointMissingError",
+    "NotLearnt",
     "MissingExtraError",
     "RETRYABLE_STATUS",
     "require",
@@ -122,6 +124,11 @@ class CheckpointMissingError(CheckpointError):
     def __init__(self, path: str) -> None:
         super().__init__(f"checkpoint folder gone: {path} (deleted by save_total_limit?)")
         self.path = path
+
+
+class NotLearnt(JudgeserveError):
+    """Training a judge ran out of steps before every verdict it was checked on came out
+    right (the toy judge starts over from another initialisation when it sees this)."""
 
 
 class MissingExtraError(JudgeserveError, ImportError):

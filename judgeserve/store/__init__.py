@@ -56,6 +56,7 @@ from .tables import (
     samples,
     scores,
     tokens,
+    tune_reports,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ __all__ = [
     "samples",
     "scores",
     "tokens",
+    "tune_reports",
 ]
 
 log = logging.getLogger(__name__)
@@ -516,6 +518,12 @@ class Store:
         row = {"rubric": report["rubric"], "rubric_version": str(report["rubric_version"])}
         with self.begin() as conn:
             conn.execute(calibration_reports.insert().values(**row, report=dict(report), created=_now()))
+
+    def save_tune_report(self, report: Mapping[str, Any]) -> None:
+        """Keep a tune report (``TuneReport.model_dump(mode="json")``)."""
+        row = {"rubric": report["rubric"], "rubric_version": str(report["rubric_version"])}
+        with self.begin() as conn:
+            conn.execute(tune_reports.insert().values(**row, report=dict(report), created=_now()))
 
     # -- the worker's reads ------------------------------------------------------------------
 

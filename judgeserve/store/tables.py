@@ -244,6 +244,18 @@ calibration_reports = Table(
     Index("ix_calibration_reports_rubric", "rubric", "created"),
 )
 
+# Reports of `judgeserve judge tune` (a TuneReport as JSON): agreement before and after.
+tune_reports = Table(
+    "tune_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rubric", String(64), nullable=False),
+    Column("rubric_version", String(64), nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_tune_reports_rubric", "rubric", "created"),
+)
+
 
 def plain(r: Any) -> dict[str, Any]:
     """A result row as a dict, its times in UTC (SQLite drops the zone)."""

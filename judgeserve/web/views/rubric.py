@@ -7,7 +7,8 @@ exact, within ±1, quadratic-weighted kappa and Spearman for single rubrics; acc
 and without ties and the position-bias rate for pairwise ones; length bias (Spearman of
 score with completion length, judge beside people) for both; and where items have a
 second labeller, people against each other (the ceiling a judge can reach). Below, the
-calibration reports ``judgeserve calibrate`` kept in the store, newest first.
+judges ``judgeserve judge tune`` fitted to the labels (agreement before and after on the
+held-out labels) and the calibration reports ``judgeserve calibrate`` kept, newest first.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
             else []
         )
         reports = read.list_calibrations(conn, spec.name)
+        tunes = read.list_tunes(conn, spec.name)
     return render(
         request,
         "rubric.html",
@@ -56,5 +58,46 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
             "agreement": rubric_agreement(rows, verdicts, levels),
             "capped": len(rows) >= read.MAX_LABEL_ROWS,
             "calibrations": [calibration_summary(r, spec.version) for r in reports],
+            "tunes": [tune_summary(r, spec.version) for r in tunes],
         },
     )
+
+
+# The one figure before/after compares, per mode: exact agreement, accuracy with ties.
+_HEADLINE = {"exact_agreement": "exact agreement", "accuracy_with_ties": "accuracy with ties"}
+
+
+def tune_summary(report: dict[str, Any], version: Any) -> dict[str, Any]:
+    """What the page shows of a stored ``TuneReport``: per criterion, the held-out
+    agreement of the base judge and of the tuned one."""
+    before = report.get("before") or {}
+    after = report.get("after") or {}
+    rows = []
+    for name, metrics in (before.get("criteria") or {}).items():
+        tuned = (after.get("criteria") or {}).get(name) or {}
+        metric = next((m for m in _HEADLINE if m in metrics), None)
+        rows.append(
+            {
+                "criterion": name,
+                "metric": _HEADLINE.get(metric or "", "agreement"),
+                "before": metrics.get(metric) if metric else None,
+                "after": tuned.get(metric) if metric else None,
+                "kappa_before": metrics.get("kappa_quadratic"),
+                "kappa_after": tuned.get("kappa_quadratic"),
+            }
+        )
+    return {
+        "created": report.get("created"),
+        "backend": report.get("backend"),
+        "base_model": report.get("base_model"),
+        "tuned_model": report.get("tuned_model"),
+        "adapter": report.get("adapter"),
+        "serve_options": report.get("serve_options") or {},
+        "n_train": report.get("n_train"),
+        "n_held_out": report.get("n_held_out"),
+        "steps": report.get("steps"),
+        "train_seconds": report.get("train_seconds"),
+        "version": report.get("rubric_version"),
+        "stale": str(report.get("rubric_version")) != str(version),
+        "criteria": rows,
+    }
