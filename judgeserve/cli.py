@@ -171,6 +171,125 @@ def alerts_schema() -> None:
     typer.echo(json.dumps(rules_json_schema(), indent=2))
 
 
+quality_app = typer.Typer(help="Quality definitions (which checkpoint is best): check, schema.")
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("lint")
+def quality_lint(
+    path: Annotated[str | None, typer.Argument(help="Quality YAML (default: the shipped one).")] = None,
+) -> None:
+    """Validate a quality file; errors name the line and the field."""
+    from .exceptions import ConfigError
+    from .ranking import load_quality
+
+    try:
+        quality = load_quality(path)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    for m in quality.metrics:
+        typer.echo(f"metric {m.metric}: {m.better} is better, weight {m.weight:g}, "
+                   f"scale [{m.scale[0]:g}, {m.scale[1]:g}]")
+    for g in quality.gates:
+        typer.echo(f"gate {g.text()}")
+
+
+@quality_app.command("schema")
+def quality_schema() -> None:
+    """Print the JSON Schema of quality files (for editor completion)."""
+    import json
+
+    from .ranking import quality_json_schema
+
+    typer.echo(json.dumps(quality_json_schema(), indent=2))
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead.")]
+QualityFile = Annotated[
+    str | None, typer.Option("--quality", help="Quality YAML (default JUDGESERVE_QUALITY).")
+]
+
+
+@app.command()
+def best(
+    run: Annotated[str, typer.Option(help="The run whose checkpoints to rank.")],
+    quality: QualityFile = None,
+    as_json: Json = False,
+) -> None:
+    """The run's best checkpoint by quality, with its CI, the checkpoints that cannot be
+    told apart from it, and why any was disqualified."""
+    from . import read
+    from .ranking import load_quality
+    from .ranking.report import best_lines
+
+    q = _config(lambda: load_quality(quality or _settings().quality))
+    with _store() as store:
+        if read.get_run(store, run) is None:
+            typer.echo(f"no run named {run!r}", err=True)
+            raise typer.Exit(1)
+        result = read.best(store, run, q)
+    if as_json:
+        typer.echo(_dumps(result))
+        return
+    for line in best_lines(result):
+        typer.echo(line)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="The first checkpoint, RUN@STEP.")],
+    b: Annotated[str, typer.Argument(help="The second checkpoint, RUN@STEP (or STEP of a's run).")],
+    quality: QualityFile = None,
+    as_json: Json = False,
+) -> None:
+    """Compare two checkpoints probe by probe: each metric's change b - a with its 95% CI
+    and Wilcoxon p (Holm-corrected over the metrics)."""
+    from . import read
+    from .exceptions import NotComparableError
+    from .ranking import load_quality
+    from .ranking.report import compare_lines
+
+    q = _config(lambda: load_quality(quality or _settings().quality))
+    try:
+        ref_a = read.parse_checkpoint(a)
+        ref_b = read.parse_checkpoint(b, run=ref_a.run)
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    with _store() as store:
+        for ref in (ref_a, ref_b):
+            if read.count_step_samples(store, ref.run, ref.step) == 0:
+                typer.echo(f"{ref}: no samples at that step of that run", err=True)
+                raise typer.Exit(1)
+        try:
+            result = read.compare_checkpoints(store, ref_a, ref_b, q)
+        except NotComparableError as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(_dumps(result))
+        return
+    for line in compare_lines(result):
+        typer.echo(line)
+
+
+def _config(load: Any) -> Any:
+    from .exceptions import ConfigError
+
+    try:
+        return load()
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, default=str)
+
+
 token_app = typer.Typer(help="API tokens: one project each, stored only as hashes.")
 dead_app = typer.Typer(help="Samples whose scoring kept failing.")
 app.add_typer(token_app, name="token")

@@ -14,6 +14,7 @@
     ├── GeneratorError         the generator's engine failed on a job (worth retrying)
     ├── CheckpointError        a submitted checkpoint cannot be used (retrying will not help)
     │   └── CheckpointMissingError  its folder is gone ("checkpoint folder gone: ...")
+    ├── NotComparableError     two checkpoints cannot be compared probe by probe (.field says which)
     ├── NotLearnt              training a judge ran out of steps before its verdicts came out right
     └── MissingExtraError      an optional dependency is not installed (says what to pip install)
 
@@ -39,6 +40,7 @@ __all__ = [
     "GeneratorError",
     "CheckpointError",
     "CheckpointMissingError",
+    "NotComparableError",
     "NotLearnt",
     "MissingExtraError",
     "RETRYABLE_STATUS",
@@ -124,6 +126,16 @@ class CheckpointMissingError(CheckpointError):
     def __init__(self, path: str) -> None:
         super().__init__(f"checkpoint folder gone: {path} (deleted by save_total_limit?)")
         self.path = path
+
+
+class NotComparableError(JudgeserveError):
+    """Two checkpoints cannot be compared probe by probe: no probe ids, or not the same
+    probe set. ``field`` names the side the message is about (``a`` or ``b``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 class NotLearnt(JudgeserveError):

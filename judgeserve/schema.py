@@ -32,6 +32,7 @@ __all__ = [
     "Score",
     "RunMetric",
     "MetricsIn",
+    "SummaryIn",
     "CheckpointIn",
     "CheckpointKind",
     "Alert",
@@ -166,8 +167,16 @@ class _Request(_Strict, WireModel):
 class SampleIn(_Request):
     """One generation as the trainer sends it; run and step come from the request."""
 
-    id: SampleId = Field(description="Client-made id; the idempotency key within the run.")
-    prompt: Text = Field(description="The prompt the model completed (≤ 64 KiB).")
+    id: SampleId = Field(
+        description="The idempotency key within the run: made by the client (the SDK makes "
+        "one on submit when the caller gives none); a re-sent sample with the same id adds "
+        "nothing."
+    )
+    prompt: Text = Field(
+        "",
+        description="The prompt the model completed (≤ 64 KiB); optional: the detectors "
+        "read the completion alone (the judge and reference scorers show it when given).",
+    )
     completion: Text = Field(description="What the model generated (≤ 64 KiB).")
     reference: Text | None = Field(None, description="A reference answer, if the probe has one.")
     probe_id: ShortText | None = Field(None, description="Stable id of the probe across checkpoints.")
@@ -278,6 +287,18 @@ class MetricsIn(_Request):
         description="Metric name to value. NaN and ±infinity are accepted and kept as such "
         "(a diverged loss is news): as JSON's NaN/Infinity, as the strings 'nan', 'inf', "
         "'-inf', or as null (what JSON encoders make of NaN).",
+    )
+
+
+class SummaryIn(_Request):
+    """Body of ``POST /v1/runs/{run}/summary``: values of the whole run, not of a step
+    (a trainer's end-of-run ``train_runtime``, ``total_flos``, ``train_loss`` ...)."""
+
+    values: dict[ShortText, float | None] = Field(
+        min_length=1,
+        max_length=MAX_METRICS_PER_REQUEST,
+        description="Name to value; a name sent again replaces its value. NaN and "
+        "±infinity are kept as such, as for metrics.",
     )
 
 

@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     alert_rules: Path | None = Field(
         None, description="Alert rules YAML file; unset: the default rules shipped in the package."
     )
+    quality: Path | None = Field(
+        None,
+        description="Quality YAML: which metrics make a checkpoint best, and the gates that "
+        "disqualify one (`judgeserve best`, GET /v1/runs/{run}/best); unset: the default "
+        "shipped in the package.",
+    )
     alert_webhook_url: str | None = Field(None, description="POST every new alert to this URL.")
     alert_webhook_format: Literal["json", "slack"] = Field(
         "json", description="Webhook body: the alert as JSON, or a Slack-compatible message."

@@ -52,6 +52,16 @@ def test_demo_catches_memorization_while_loss_falls(settings: Settings, tmp_path
     assert sum(result.blocked.values()) < sum(result.in_process.values()), text
     assert "trainer blocked" in text and "in-process generation:" in text
     assert "checkpoint mode: the trainer was blocked" in text
+    # Which checkpoint to ship, beside what the loss alone would pick; with none, the gate
+    # each checkpoint failed.
+    assert result.best is not None and result.best["lowest_loss"] is not None
+    line = next(x for x in text.splitlines() if x.startswith("best: "))
+    assert f"lowest training loss at step {result.best['lowest_loss']['step']}" in line, text
+    if result.best["best"] is None:
+        for c in result.best["checkpoints"]:
+            assert f"  step {c['step']}: disqualified by {c['disqualified'][0]}" in text, text
+    else:
+        assert line.startswith(f"best: step {result.best['best']['step']}, score "), text
     from judgeserve import read
     from judgeserve.store import Store
 
@@ -64,3 +74,59 @@ def test_demo_catches_memorization_while_loss_falls(settings: Settings, tmp_path
     assert {j["state"] for j in jobs} == {"scored"}, jobs
     assert {j["generator"]["backend"] for j in jobs} == {"transformers"}
     assert {j["kind"] for j in jobs} == {"full"}
+
+
+def _summary_of(best: dict) -> str:
+    from judgeserve.demo.run import DemoResult, _summary
+
+    lines: list[str] = []
+    result = DemoResult(run="demo-x", url="http://x", losses={100: 3.0, 800: 0.2},
+                        checkpoints={100: {}, 800: {}}, best=best)
+    _summary(result, lines.append)
+    return "\n".join(lines)
+
+
+def test_demo_summary_prints_best_beside_the_lowest_loss(settings: Settings) -> None:
+    """The summary's best line, from the same ranking the API answers (a planted run)."""
+    import numpy as np
+
+    from judgeserve import read
+    from judgeserve.ranking import default_quality
+    from judgeserve.store import Store
+    from judgeserve.testing.checkpoints import write_checkpoint
+
+    store = Store(settings.database_url)
+    probes = [f"p{i}" for i in range(40)]
+    rng = np.random.default_rng(0)
+    for step, sem, memorized, loss in ((100, 0.3, 0.0, 3.0), (200, 0.7, 0.0, 1.0),
+                                       (300, 0.8, 0.5, 0.2)):
+        write_checkpoint(store, "demo-x", step, probes, {
+            "reference.semscore": sem + rng.normal(0, 0.02, 40),
+            "memorization.memorized": np.arange(40) < 40 * memorized,
+            "repetition.loop": np.zeros(40)}, loss=loss)
+    text = _summary_of(read.best(store, "demo-x", default_quality()))
+    store.close()
+    line = next(x for x in text.splitlines() if x.startswith("best: "))
+    assert line.startswith("best: step 200, score ")
+    assert line.endswith("; lowest training loss at step 300 (0.200)")
+    assert ("  loss alone would ship step 300 (disqualified by memorization.memorized <= 0.05 "
+            "(was 0.5)): judgeserve compare demo-x@300 200") in text
+
+
+def test_demo_summary_names_the_gate_each_checkpoint_failed() -> None:
+    best = {
+        "run": "demo-x", "best": None, "reason": "every scored checkpoint is disqualified by a gate",
+        "indistinguishable": [], "confidence": 0.95,
+        "lowest_loss": {"step": 800, "loss": 0.2, "logged_at": 800},
+        "checkpoints": [
+            {"step": 100, "disqualified": ["repetition.loop <= 0.02 (was 0.6)"]},
+            {"step": 800, "disqualified": ["memorization.memorized <= 0.05 (was 0.4)",
+                                           "repetition.loop <= 0.02 (was 0.1)"]},
+        ],
+    }
+    text = _summary_of(best)
+    assert ("best: none — every scored checkpoint is disqualified by a gate; lowest training "
+            "loss at step 800 (0.200)") in text
+    assert "  step 100: disqualified by repetition.loop <= 0.02 (was 0.6)" in text
+    assert ("  step 800: disqualified by memorization.memorized <= 0.05 (was 0.4); "
+            "repetition.loop <= 0.02 (was 0.1)") in text

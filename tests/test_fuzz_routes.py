@@ -66,23 +66,24 @@ json_values = st.recursive(
 )
 
 
-def example(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
-    """A small valid instance of a JSON schema (the subset pydantic writes)."""
+def example(schema: dict[str, Any], defs: dict[str, Any], optional: bool = False) -> Any:
+    """A small instance of a JSON schema (the subset pydantic writes): valid when only the
+    required properties are filled; ``optional`` fills the others too (their values may
+    mean nothing to the server, e.g. a rubric named "text")."""
     if "$ref" in schema:
-        return example(defs[schema["$ref"].split("/")[-1]], defs)
+        return example(defs[schema["$ref"].split("/")[-1]], defs, optional)
     for key in ("anyOf", "oneOf"):
         if key in schema:
             options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
-            return example(options[0], defs)
+            return example(options[0], defs, optional)
     kind = schema.get("type")
     if kind == "object":
         props = schema.get("properties", {})
-        out = {k: example(props[k], defs) for k in schema.get("required", [])}
-        for k in list(props)[:3]:  # and a few optional ones, to be swapped too
-            out.setdefault(k, example(props[k], defs))
-        return out
+        wanted = list(props) if optional else schema.get("required", [])
+        return {k: example(props[k], defs, optional) for k in wanted}
     if kind == "array":
-        return [example(schema.get("items", {}), defs) for _ in range(max(1, schema.get("minItems", 1)))]
+        return [example(schema.get("items", {}), defs, optional)
+                for _ in range(max(1, schema.get("minItems", 1)))]
     if kind == "integer":
         return max(1, schema.get("minimum", 1))
     if kind == "number":
@@ -186,7 +187,8 @@ def requests_for(draw: st.DrawFn, route: APIRoute) -> dict[str, Any]:
         kind = draw(st.sampled_from(["json", "json", "raw", "form"] if model is None else ["schema", "schema", "json", "raw"]))
         if kind == "schema" and model is not None:
             schema = model.model_json_schema()
-            body = draw(swapped(example(schema, schema.get("$defs", {}))))
+            optional = draw(st.booleans())
+            body = draw(swapped(example(schema, schema.get("$defs", {}), optional)))
             out["content"] = json.dumps(body)  # NaN as NaN, surrogates as \\ud800 escapes
         elif kind == "json":
             out["content"] = json.dumps(draw(json_values))

@@ -405,12 +405,13 @@ def test_a_silent_worker_drops_out_of_healthz(settings: Settings) -> None:
     from judgeserve.liveness import Keeper
 
     q = Queue(settings.redis_url, prefix=settings.stream_prefix, consumer="doomed")
-    keeper = Keeper(q, list, lambda: {"state": "idle", "detail": "", "since": time.time()}, 0.2)
-    keeper.beat()  # one heartbeat, then silence (as after SIGKILL)
+    keeper = Keeper(q, list, lambda: {"state": "idle", "detail": "", "since": time.time()}, 1.0)
     with TestClient(create_app(settings)) as api:
+        keeper.beat()  # one heartbeat, then silence (as after SIGKILL)
         assert [w["name"] for w in api.get("/healthz").json()["workers"]] == ["doomed"]
-        time.sleep(0.7)
-        assert api.get("/healthz").json()["workers"] == []
+        gone_by = time.monotonic() + 3 * 1.0  # three beats
+        wait_for(lambda: api.get("/healthz").json()["workers"] == [], timeout=10)
+        assert time.monotonic() >= gone_by - 0.5  # expired, not deleted early
     q.close()
 
 

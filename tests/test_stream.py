@@ -222,7 +222,7 @@ def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Call
     assert listed.returncode == 0 and "q-run@1" in listed.stdout and "s7" in listed.stdout
     assert "cannot score s7" in listed.stdout
     requeued = run_cli("deadletter", "requeue", env=env)
-    assert requeued.stdout.strip() == "requeued 1"
+    assert requeued.stdout.startswith(f"requeued 1 from {s.stream_prefix}:deadletter to {s.stream_prefix}:samples")
     assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1
 
 

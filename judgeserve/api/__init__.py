@@ -3,12 +3,13 @@
 Reads go through :mod:`judgeserve.read`, who may call through :mod:`judgeserve.auth`;
 :func:`judgeserve.app.create_app` composes this router with the web view's.
 :mod:`.routes` has samples, metrics, runs, steps and alerts; :mod:`.checkpoints` the
-probe sets and checkpoints of checkpoint mode.
+probe sets and checkpoints of checkpoint mode; :mod:`.ranking` a run's best checkpoint and
+two checkpoints compared.
 """
 
 from fastapi import APIRouter
 
-from . import checkpoints, routes
+from . import checkpoints, ranking, routes
 from .routes import BacklogGauge
 
 __all__ = ["router", "BacklogGauge"]
@@ -16,3 +17,4 @@ __all__ = ["router", "BacklogGauge"]
 router = APIRouter()
 router.include_router(routes.router)
 router.include_router(checkpoints.router)
+router.include_router(ranking.router)

@@ -14,7 +14,7 @@ from ..auth import Caller, ReadRun, WriteRun, check_run, may_read
 from ..exceptions import Backpressure, QueueError
 from ..judge.rubric import RubricCatalog, rubrics_in_tag
 from ..liveness import read_heartbeats
-from ..schema import Alert, MetricsIn, SampleBatch
+from ..schema import Alert, MetricsIn, SampleBatch, SummaryIn
 from ..store import Store
 from ..stream import AsyncProducer
 
@@ -137,6 +137,14 @@ def submit_metrics(run: WriteRun, body: MetricsIn, request: Request) -> dict[str
     return {"accepted": len(body.values), "run": run, "step": body.step}
 
 
+@router.post("/v1/runs/{run}/summary", status_code=202, tags=["ingest"])
+def submit_summary(run: WriteRun, body: SummaryIn, request: Request) -> dict[str, Any]:
+    """Values of the whole run (a trainer's end-of-run summary), kept apart from the
+    series over steps so a run time or a FLOP count never lands on a chart."""
+    _store(request).save_summary(run, body.values)
+    return {"accepted": len(body.values), "run": run}
+
+
 @router.get("/v1/runs", tags=["read"])
 def list_runs(request: Request, who: Caller, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     return {"runs": read.list_runs(_store(request), limit, offset, project=who.project)}
@@ -158,9 +166,12 @@ def active_rubrics(request: Request, found: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/v1/runs/{run}", tags=["read"])
 def get_run(run: ReadRun, request: Request) -> dict[str, Any]:
-    """The run, and under ``judge`` the rubrics that judge it and any reason one cannot."""
-    found = _run_or_404(_store(request), run)
-    return {**found, "judge": active_rubrics(request, found)}
+    """The run, its ``summary`` values, and under ``judge`` the rubrics that judge it and
+    any reason one cannot."""
+    with read.connect(_store(request)) as conn:
+        found = _run_or_404(conn, run)
+        summary = read.run_summary_values(conn, run)
+    return {**found, "summary": summary, "judge": active_rubrics(request, found)}
 
 
 @router.get("/v1/runs/{run}/steps/{step}", tags=["read"])

@@ -15,6 +15,14 @@ PEFT model, the adapter), and judgeserve's generator completes the probes from i
 
     JudgeCallback("probes.jsonl", mode="checkpoint")   # with TrainingArguments(save_steps=200)
 
+With ``keep_best=True`` the callback keeps judgeserve's best checkpoint: the Trainer's
+``save_total_limit`` rotation spares ``state.best_model_checkpoint``, which the callback
+points at the folder of the best checkpoint (``GET /v1/runs/{run}/best``, polled by the
+watcher thread) before each save, and at train end it logs the best step and folder
+(``callback.best``, ``callback.best_checkpoint``)::
+
+    JudgeCallback("probes.jsonl", mode="checkpoint", keep_best=True)  # save_total_limit=2
+
 Every ``on_log`` it
 forwards the trainer's numbers (loss, learning rate ...). A watcher thread polls the
 run's open alerts; when one whose rule says ``action: stop`` appears, the callback sets
@@ -62,6 +70,7 @@ class JudgeCallback(TrainerCallback):
         tokenizer: Any = None,
         on_evaluate: bool = False,
         on_save: bool = False,
+        keep_best: bool = False,
         options: ProbeOptions | None = None,
         **probe_options: Any,
     ) -> None:
@@ -71,6 +80,9 @@ class JudgeCallback(TrainerCallback):
             tokenizer: used when the trainer has no ``processing_class``.
             on_evaluate / on_save: also probe after each evaluation / checkpoint save
                 (generate mode; in checkpoint mode every save is submitted).
+            keep_best: keep judgeserve's best checkpoint from ``save_total_limit``'s
+                rotation, and report it at train end (refused beside the Trainer's own
+                ``metric_for_best_model``, which sets the same ``best_model_checkpoint``).
             options, probe_options: when and how to probe, submit and watch alerts
                 (:class:`~judgeserve.callbacks.runner.ProbeOptions`: ``mode``,
                 ``every_n_steps``, ``client``, ``url``, ``run``, ``max_new_tokens``,
@@ -80,6 +92,10 @@ class JudgeCallback(TrainerCallback):
         self.on_evaluate_probe = on_evaluate
         self.on_save_probe = on_save
         self.tokenizer = tokenizer
+        self.keep_best = keep_best
+        self.runner.watch_best = keep_best
+        self.best: dict[str, Any] | None = None  # GET /v1/runs/{run}/best at train end
+        self.best_checkpoint: str | None = None  # its folder, when it was kept
         self.stopped_at: int | None = None
         self._tb: Any = None
         self._report_to: list[str] = []
@@ -125,6 +141,39 @@ class JudgeCallback(TrainerCallback):
                     self._tb.add_scalar(f"judgeserve/{m}", v, global_step=step)
             self._tb.flush()
 
+    def _best_folder(self, args: TrainingArguments) -> str | None:
+        step = self.runner.best_step
+        if step is None:
+            return None
+        path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        return path if os.path.isdir(path) else None
+
+    def _protect_best(self, args: TrainingArguments, state: TrainerState) -> None:
+        # Trainer._save_checkpoint (after this step's callbacks) rotates with
+        # rotate_checkpoints(best_model_checkpoint=state.best_model_checkpoint), which
+        # never deletes that folder; sort_checkpoints at train end spares it too.
+        if self.keep_best and state.is_world_process_zero:
+            path = self._best_folder(args)
+            if path is not None:
+                state.best_model_checkpoint = path
+
+    def _report_best(self, args: TrainingArguments) -> None:
+        self.best = self.runner.best
+        best_step = self.runner.best_step
+        if best_step is None:
+            why = (self.best or {}).get("reason") or "no checkpoint scored yet"
+            log.warning("judgeserve: no best checkpoint at train end: %s", why)
+            return
+        self.best_checkpoint = self._best_folder(args)
+        ranked = {c["step"] for c in (self.best or {}).get("checkpoints", [])}
+        pending = sorted(set(self.runner.probed) - ranked)
+        where = (f"kept at {self.best_checkpoint}" if self.best_checkpoint
+                 else "its folder is not in output_dir")
+        log.warning(
+            "judgeserve: best checkpoint is step %d, %s%s", best_step, where,
+            f" ({len(pending)} later checkpoint(s) not scored yet: {pending})" if pending else "",
+        )
+
     # -- TrainerCallback events --------------------------------------------------------------
 
     def on_train_begin(
@@ -132,6 +181,12 @@ class JudgeCallback(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero:
             return
+        if self.keep_best and args.metric_for_best_model:
+            raise ValueError(
+                "keep_best=True sets state.best_model_checkpoint to judgeserve's best "
+                f"checkpoint; metric_for_best_model={args.metric_for_best_model!r} "
+                "(load_best_model_at_end) sets it too: use one of them"
+            )
         self.runner.start(default_run=args.run_name or args.output_dir)
         self._report_to = list(args.report_to or [])
         if not {"wandb", "tensorboard"} & set(self._report_to):
@@ -151,6 +206,12 @@ class JudgeCallback(TrainerCallback):
             self._probe(state, kwargs)
         self._log_back(state)
         self._check_stop(state, control)
+        self._protect_best(args, state)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._protect_best(args, state)  # an epoch-end save rotates too
 
     def on_log(
         self,
@@ -188,6 +249,8 @@ class JudgeCallback(TrainerCallback):
         if self.runner.probe_at_end and self.runner.mode == "generate":
             self._probe(state, kwargs)
         self.runner.close()
+        if self.keep_best:
+            self._report_best(args)
         self._log_back(state, final=True)
         if self._tb is not None:
             self._tb.close()

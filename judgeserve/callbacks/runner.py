@@ -16,7 +16,6 @@ pass them as keyword arguments (``JudgeCallback(probes, every_n_steps=200)``) or
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -31,7 +30,7 @@ from ..exceptions import ClientError
 from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
 from ..schema import Alert
 
-__all__ = ["ProbeRunner", "ProbeOptions", "run_name"]
+__all__ = ["ProbeRunner", "ProbeOptions", "run_name", "split_summary"]
 
 log = logging.getLogger("judgeserve.callbacks")
 _RUN_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -45,6 +44,27 @@ def run_name(*candidates: str | None) -> str:
             if name:
                 return name
     return "default"
+
+
+# Logged by trainers, but about the run or the machine rather than the model at a step:
+# a run time or a FLOP count on the loss's chart would flatten the loss.
+_SUMMARY_SUFFIXES = ("_runtime", "_per_second")
+_SUMMARY_NAMES = frozenset({"total_flos"})
+
+
+def split_summary(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """``(series, summary)``: the values to draw over steps, and those that describe the
+    run. The HF Trainer's end-of-run log (it has ``train_runtime``) is summary as a whole
+    (its ``train_loss`` is the mean over the run, not a step's loss); elsewhere run times,
+    throughput (``*_runtime``, ``*_per_second``) and ``total_flos`` are summary."""
+    if "train_runtime" in values:
+        return {}, {k: v for k, v in values.items() if k != "epoch"}
+    series: dict[str, float] = {}
+    summary: dict[str, float] = {}
+    for k, v in values.items():
+        run_level = k in _SUMMARY_NAMES or k.endswith(_SUMMARY_SUFFIXES)
+        (summary if run_level else series)[k] = v
+    return series, summary
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,8 @@ class ProbeRunner:
         self.submit_s = 0.0  # time spent handing samples, checkpoints and metrics to the SDK
         self.probe_set: str | None = None  # checkpoint mode: the version uploaded
         self.alerts: dict[int, Alert] = {}  # every alert seen, by id
+        self.watch_best = False  # poll GET /v1/runs/{run}/best too (the HF keep_best)
+        self.best: dict[str, Any] | None = None  # its latest answer
         self.stop_alert: Alert | None = None
         self._new_alerts: list[Alert] = []
         self._pending: dict[int, dict[str, float]] = {}  # scored, not yet handed out
@@ -235,17 +257,23 @@ class ProbeRunner:
         return "lora" if os.path.isfile(os.path.join(path, "adapter_config.json")) else "full"
 
     def log_metrics(self, step: int, values: Mapping[str, Any]) -> None:
-        """Forward finite numeric trainer metrics (loss, learning_rate ...)."""
+        """Forward numeric trainer metrics (loss, learning_rate ...; a NaN loss too: it
+        raises the ``loss_not_finite`` alert) as series over steps, and run-level values
+        (the Trainer's end-of-run summary, run times, throughput, FLOPs) as the run's
+        summary (:func:`split_summary`)."""
         if self.client is None:
             return
         started = time.perf_counter()
-        clean = {
+        numbers = {
             k: float(v)
             for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        if clean:
-            self.client.log_metrics(step, **clean)
+        series, summary = split_summary(numbers)
+        if series:
+            self.client.log_metrics(step, **series)
+        if summary:
+            self.client.log_summary(**summary)
         self.submit_s += time.perf_counter() - started
 
     def take_alerts(self) -> list[Alert]:
@@ -311,6 +339,17 @@ class ProbeRunner:
                 self.on_alert(alert)
         if self.log_back:
             self._poll_metrics(client)
+        if self.watch_best:
+            try:
+                self.best = client.best()
+            except ClientError as e:
+                log.debug("best checkpoint poll failed: %s", e)
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of judgeserve's best checkpoint, as last polled (None: none yet)."""
+        best = (self.best or {}).get("best")
+        return int(best["step"]) if best else None
 
     def _poll_metrics(self, client: JudgeClient) -> None:
         try:

@@ -33,6 +33,9 @@ class AsyncJudgeClient:
     async def log_metrics(self, step: int, **values: float) -> None:
         self._client.log_metrics(step, **values)
 
+    async def log_summary(self, **values: float) -> None:
+        self._client.log_summary(**values)
+
     async def set_probes(self, probes: Any, generation: Any = None) -> str:
         """See :meth:`JudgeClient.set_probes` (reading a probe file runs in a thread)."""
         return await asyncio.to_thread(self._client.set_probes, probes, generation)
@@ -43,6 +46,14 @@ class AsyncJudgeClient:
 
     async def alerts(self, state: str | None = "open") -> list[Alert]:
         return await asyncio.to_thread(self._client.alerts, state)
+
+    async def best(self) -> dict[str, Any] | None:
+        """See :meth:`JudgeClient.best`."""
+        return await asyncio.to_thread(self._client.best)
+
+    async def wait(self, step: int, timeout: float | None = 120.0) -> bool:
+        """See :meth:`JudgeClient.wait`."""
+        return await asyncio.to_thread(self._client.wait, step, timeout)
 
     async def flush(self, timeout: float | None = 30.0) -> bool:
         return await asyncio.to_thread(self._client.flush, timeout)

@@ -32,6 +32,7 @@ from ..schema import (
     MetricsIn,
     SampleBatch,
     SampleIn,
+    SummaryIn,
     rubric_name_problem,
 )
 from ..settings import get_settings
@@ -54,7 +55,6 @@ def _sample_dict(s: SampleLike, new_id: Callable[[], str]) -> dict[str, Any]:
         raise TypeError(f"a sample must be a dict or a Sample, not {type(s).__name__}")
     if "completion" not in d:
         raise ClientError("every sample needs a 'completion'")
-    d.setdefault("prompt", "")
     if not d.get("id"):
         # Made here, on submit, so every retry of this sample carries the same id.
         d["id"] = new_id()
@@ -282,6 +282,20 @@ class JudgeClient:
                 raise ClientError(f"invalid metrics, none logged: {problems}") from None
             self.journal.append({"path": f"/v1/runs/{self.run}/metrics", "body": body})
 
+    def log_summary(self, **values: float) -> None:
+        """Queue values of the whole run rather than of a step (run time, FLOPs, final
+        loss ...): shown with the run, never drawn as a series. A name sent again
+        replaces its value."""
+        self._check_open()
+        if values:
+            body = {"values": {k: _metric(v) for k, v in values.items()}}
+            try:
+                SummaryIn.model_validate(body)
+            except ValidationError as e:
+                problems = "; ".join(".".join(map(str, err["loc"])) + f": {err['msg']}" for err in e.errors())
+                raise ClientError(f"invalid summary, none logged: {problems}") from None
+            self.journal.append({"path": f"/v1/runs/{self.run}/summary", "body": body})
+
     @property
     def errors(self) -> list[ClientError]:
         """What could not be delivered, and why: an :class:`APIError` per sample (or
@@ -310,6 +324,42 @@ class JudgeClient:
         resp = self._get("/alerts", {"state": state} if state else None)
         return [Alert.model_validate(a) for a in resp.json()["alerts"]]
 
+    def wait(self, step: int, timeout: float | None = 120.0) -> bool:
+        """Wait until ``step`` is scored: everything submitted so far is delivered and the
+        step's checkpoint is complete and evaluated (its alert rules ran), so that
+        :meth:`alerts` then shows what it raised. False on timeout.
+
+        A checkpoint is complete once it has the ``expected`` samples ``submit`` was told
+        of, else once none arrived for the server's ``checkpoint_idle_s`` (30 s): pass
+        ``expected`` to wait only as long as scoring takes.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self.flush(left()):
+            return False
+        pause = 0.05
+        while True:
+            try:
+                resp: httpx.Response | None = self._get(f"/steps/{int(step)}", {"limit": "1"})
+            except APIError as e:
+                if e.status < 500:
+                    raise
+                resp = None  # the API or its store is restarting: ask again
+            except ClientError:
+                resp = None  # unreachable for now, as flush() allowed
+            if resp is not None and resp.status_code == 200 and (
+                resp.json()["evaluation"]["evaluated"] is not None
+            ):
+                return True
+            remaining = left()
+            if remaining is not None and remaining <= 0:
+                return False
+            time.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, 1.0)
+
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         """Every metric's series over steps ({} while the run has none yet)."""
         resp = self._get("/metrics")
@@ -317,6 +367,16 @@ class JudgeClient:
             return {}
         series: dict[str, list[dict[str, Any]]] = resp.json()["metrics"]
         return series
+
+    def best(self) -> dict[str, Any] | None:
+        """The run's best checkpoint by quality (``GET /v1/runs/{run}/best``): ``best``
+        (step, score, CI), ``indistinguishable`` steps, every checkpoint's score and gates;
+        None while the run does not exist yet."""
+        resp = self._get("/best")
+        if resp.status_code == 404:
+            return None
+        found: dict[str, Any] = resp.json()
+        return found
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is delivered; False on timeout."""

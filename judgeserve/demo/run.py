@@ -66,6 +66,8 @@ class DemoResult:
     # submit), and seconds generating the probes in the trainer took at the same save.
     blocked: dict[int, float] = field(default_factory=dict)
     in_process: dict[int, float] = field(default_factory=dict)
+    # GET /v1/runs/{run}/best at the end: the checkpoint to ship, beside the lowest loss.
+    best: dict[str, Any] | None = None
 
 
 def run_demo(
@@ -133,6 +135,7 @@ def run_demo(
         say(f"stack up: API {url}  store {settings.database_url}  redis {settings.redis_url}")
         result = _train(worker.store, run, url, tmp, model, tokenizer, texts, probe_path,
                         steps, every, mode, out)
+        result.best = _best(worker.store, run, settings)
         result.seconds = time.monotonic() - started
         _summary(result, say)
         if serve if serve is not None else (out is sys.stdout and sys.stdin.isatty()):
@@ -149,6 +152,14 @@ def run_demo(
     if workdir is None:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _best(store: Store, run: str, settings: Settings) -> dict[str, Any]:
+    """The ranking of the run's checkpoints, as ``judgeserve best`` shows it."""
+    from .. import read
+    from ..ranking import load_quality
+
+    return read.best(store, run, load_quality(settings.quality))
 
 
 def _free_port() -> int:
@@ -375,6 +386,8 @@ def _summary(result: DemoResult, say: Any) -> None:
             values = [result.checkpoints[s].get(metric) for s in steps]
             shown = [fmt.format(v) if v is not None else "-" for v in values]
             say(f"{title:>10} by checkpoint: {' '.join(shown)}")
+    if result.best is not None:
+        _say_best(result.best, say)
     if result.alerts:
         say(f"{len(result.alerts)} alert(s):")
         for a in result.alerts:
@@ -390,6 +403,23 @@ def _summary(result: DemoResult, say: Any) -> None:
             f"evaluations (save + submit); generating in the trainer would have blocked it "
             f"{generating:.1f} s ({generating / max(blocked, 1e-9):.0f}x as long)")
     say(f"demo took {result.seconds:.0f} s")
+
+
+def _say_best(best: dict[str, Any], say: Any) -> None:
+    """``best`` beside the lowest-loss step; with no best, why, and each checkpoint's gate."""
+    from ..ranking.report import best_headline
+
+    say(best_headline(best))
+    if best.get("best") is None:
+        for c in best.get("checkpoints", []):
+            if c["disqualified"]:
+                say(f"  step {c['step']}: disqualified by {'; '.join(c['disqualified'])}")
+    elif best.get("lowest_loss") and best["lowest_loss"]["step"] != best["best"]["step"]:
+        gated = [c for c in best.get("checkpoints", [])
+                 if c["step"] == best["lowest_loss"]["step"] and c["disqualified"]]
+        why = f" (disqualified by {'; '.join(gated[0]['disqualified'])})" if gated else ""
+        say(f"  loss alone would ship step {best['lowest_loss']['step']}{why}: "
+            f"judgeserve compare {best['run']}@{best['lowest_loss']['step']} {best['best']['step']}")
 
 
 def _stop_rules(tmp: Path) -> Path:

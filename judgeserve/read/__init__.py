@@ -16,6 +16,10 @@ Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
 One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
+:mod:`.ops`, :mod:`.compare`: choosing a checkpoint, a run's checkpoints ranked by quality
+and two compared probe by probe, the statistics from :mod:`judgeserve.ranking`); import
+the names from ``judgeserve.read``. A new subject gets a module of its own here.
+)
 :mod:`.ops`, :mod:`.labels`); import the names from ``judgeserve.read``. A new subject gets
 a module of its own here.
 """
@@ -25,6 +29,18 @@ from __future__ import annotations
 from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, Source, connect
 from .alerts import alert_run, alerts_after, count_alerts, list_alerts, live_stamp
 from .checkpoints import checkpoint_job, count_checkpoint_jobs, list_checkpoint_jobs, probe_set
+from .compare import (
+    CheckpointRef,
+    ProbeSide,
+    best,
+    checkpoint_steps,
+    compare_checkpoints,
+    compare_pairs,
+    parse_checkpoint,
+    probe_side,
+    rank_input,
+    ranking,
+)
 from .labels import (
     MAX_LABEL_ROWS,
     judged_candidates,
@@ -50,6 +66,7 @@ from .runs import (
     nonfinite_metrics,
     open_alerts_by_run,
     run_steps,
+    run_summary_values,
     step_neighbours,
 )
 from .steps import (
@@ -85,6 +102,7 @@ __all__ = [
     "nearest_step",
     "metric_series",
     "nonfinite_metrics",
+    "run_summary_values",
     "alert_markers",
     # one step
     "step_scorers",
@@ -110,6 +128,17 @@ __all__ = [
     "list_checkpoint_jobs",
     "count_checkpoint_jobs",
     "checkpoint_job",
+    # choosing a checkpoint
+    "CheckpointRef",
+    "ProbeSide",
+    "parse_checkpoint",
+    "checkpoint_steps",
+    "rank_input",
+    "ranking",
+    "best",
+    "compare_checkpoints",
+    "compare_pairs",
+    "probe_side",
     # tokens, dead letters
     "token",
     "list_tokens",

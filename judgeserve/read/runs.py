@@ -13,6 +13,7 @@ from ..store import (
     alerts,
     plain,
     run_metrics,
+    run_summary,
     runs,
     samples,
     scores,
@@ -31,6 +32,7 @@ __all__ = [
     "nearest_step",
     "metric_series",
     "nonfinite_metrics",
+    "run_summary_values",
     "alert_markers",
 ]
 
@@ -235,6 +237,18 @@ def nonfinite_metrics(conn: Connection, run: str, limit: int = 5) -> list[dict[s
         .limit(limit)
     )
     return [{"name": f"train.{n}", "step": int(s), "value": v} for n, s, v in conn.execute(q)]
+
+
+@_reads
+def run_summary_values(conn: Connection, run: str) -> dict[str, float | str]:
+    """The run's summary values by name (a trainer's end-of-run ``train_runtime``,
+    ``total_flos`` ...); a non-finite one as 'nan', 'inf' or '-inf'."""
+    q = (
+        select(run_summary.c.name, run_summary.c.value, run_summary.c.nonfinite)
+        .where(run_summary.c.run == run)
+        .order_by(run_summary.c.name)
+    )
+    return {n: (bad if bad is not None else float(v)) for n, v, bad in conn.execute(q)}
 
 
 @_reads

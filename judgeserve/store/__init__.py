@@ -52,6 +52,7 @@ from .tables import (
     plain,
     probe_sets,
     run_metrics,
+    run_summary,
     runs,
     samples,
     scores,
@@ -80,6 +81,7 @@ __all__ = [
     "labels",
     "probe_sets",
     "run_metrics",
+    "run_summary",
     "runs",
     "samples",
     "scores",
@@ -354,6 +356,26 @@ class Store:
                         "nonfinite": ins.excluded.nonfinite,
                         "created": now,
                     },
+                ),
+                rows,
+            )
+
+    def save_summary(self, run: str, values: Mapping[str, float | None]) -> None:
+        """Values of the whole run (a trainer's end-of-run summary); a name sent again
+        replaces its value. Non-finite values are kept as such, as in :meth:`save_metrics`."""
+        now = _now()
+        rows = []
+        for k, v in values.items():
+            bad = nonfinite_name(v)
+            rows.append({"run": run, "name": k, "value": None if bad else v,
+                         "nonfinite": bad, "updated": now})
+        with self.begin() as conn:
+            self.upsert_run(conn, run, 0)
+            ins = self._insert(run_summary)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "name"],
+                    set_={k: ins.excluded[k] for k in ("value", "nonfinite", "updated")},
                 ),
                 rows,
             )

@@ -172,6 +172,18 @@ run_metrics = Table(
     Column("created", DateTime(timezone=True), nullable=False),
 )
 
+# Values that describe the whole run rather than a step (a trainer's end-of-run summary:
+# train_runtime, total_flos ...): the latest value of each name, never a series.
+run_summary = Table(
+    "run_summary",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("value", Float, nullable=True),
+    Column("nonfinite", String(8), nullable=True),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 alerts = Table(
     "alerts",
     metadata,

@@ -56,6 +56,12 @@ class Urls:
     def charts(self, run: str) -> str:
         return f"{self.root}/runs/{self._q(run)}/charts.json"
 
+    def compare(self, run: str, **query: Any) -> str:
+        return self._with(f"{self.root}/runs/{self._q(run)}/compare", query)
+
+    def overlay(self, **query: Any) -> str:
+        return self._with(f"{self.root}/compare", query)
+
     def alerts(self, **query: Any) -> str:
         return self._with(f"{self.root}/alerts", query)
 

@@ -176,3 +176,48 @@ def test_aggregates_logged_back_to_wandb_offline(
     rows = [r for r in logged if "judgeserve/length.tokens" in r]
     assert rows and rows[0]["train/global_step"] == 0
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_end_of_run_summary_is_no_series(
+    tiny: Tiny, tmp_path: Path, stack: Callable[[str], Stack], settings: Settings
+) -> None:
+    # The Trainer logs train_runtime, total_flos, train_samples_per_second ... once at the
+    # end: drawn over steps, they spanned a million on the loss's chart.
+    s = stack("rules: []")
+    client = JudgeClient(s.url, run="hf-summary", spool_dir=tmp_path / "spool")
+    cb = JudgeCallback(tiny.probes, client=client, every_n_steps=None, probe_at_start=False,
+                       probe_at_end=False, poll_interval_s=0.1)
+    t = trainer(tiny, tmp_path, cb, 10)
+    try:
+        t.train()
+    finally:
+        client.close(10)
+    store = Store(settings.database_url)
+    try:
+        series = read.metric_series(store, "hf-summary")
+        summary = read.run_summary_values(store, "hf-summary")
+    finally:
+        store.close()
+    assert [p["step"] for p in series["train.loss"]] == [5, 10]
+    assert not any(m.endswith(("_runtime", "_per_second", "total_flos", "train_loss")) for m in series), series
+    assert {"train_runtime", "train_samples_per_second", "total_flos", "train_loss"} <= set(summary)
+    assert summary["train_runtime"] > 0 and "epoch" not in summary
+    run = httpx.get(f"{s.url}/v1/runs/hf-summary").json()
+    assert run["summary"]["total_flos"] == summary["total_flos"]
+
+
+def test_a_nan_loss_reaches_judgeserve(tmp_path: Path, stack: Callable[[str], Stack], settings: Settings) -> None:
+    from judgeserve.callbacks.runner import ProbeRunner
+
+    s = stack("rules: []")
+    client = JudgeClient(s.url, run="hf-nan", spool_dir=tmp_path / "spool")
+    runner = ProbeRunner(["p"], client=client)
+    runner.log_metrics(3, {"loss": float("nan"), "learning_rate": 1e-3, "eval_runtime": 2.5})
+    client.close(10)
+    store = Store(settings.database_url)
+    try:
+        assert read.nonfinite_metrics(store, "hf-nan") == [{"name": "train.loss", "step": 3, "value": "nan"}]
+        assert "train.eval_runtime" not in read.metric_series(store, "hf-nan")
+        assert read.run_summary_values(store, "hf-nan") == {"eval_runtime": 2.5}
+    finally:
+        store.close()

@@ -145,17 +145,18 @@ def test_step_page_sorts_filters_and_pages(client: TestClient, store: Store) -> 
 def test_run_page_steps_paging_and_charts_json(client: TestClient, store: Store) -> None:
     _seed(store, steps=tuple(range(0, 60)), per_step=1)
     page1 = client.get("/runs/r1").text
-    steps = re.findall(r'<tr data-step="(\d+)">', page1)
+    steps = re.findall(r'<tr data-step="(\d+)"[^>]*>', page1)
     assert len(steps) == 50 and steps[0] == "59"
     assert 'rel="next"' in page1
-    assert re.findall(r'<tr data-step="(\d+)">', client.get("/runs/r1?page=2").text)[-1] == "0"
+    assert re.findall(r'<tr data-step="(\d+)"[^>]*>', client.get("/runs/r1?page=2").text)[-1] == "0"
     data = client.get("/runs/r1/charts.json").json()
     families = {f["name"]: f for f in data["families"]}
     assert list(families) == ["repetition", "diversity", "length"]
     length = families["length"]["metrics"][0]
     assert length["steps"] == list(range(60))
     assert [length[k][1] for k in ("mean", "lo", "hi")] == [4.1, 3.0, 6.0]
-    assert data["train"] == [{"name": "train.loss", "steps": [0, 10], "value": [2.0, 1.0]}]
+    assert data["train"] == [{"name": "train.loss", "steps": [0, 10], "value": [2.0, 1.0],
+                              "hidden": False}]
     later = client.get("/runs/r1/charts.json?from_step=58").json()
     assert later["families"][0]["metrics"][0]["steps"] == [58, 59]
     assert client.get("/runs/nope/charts.json").status_code == 404

@@ -78,5 +78,39 @@ def test_sparkline_and_families() -> None:
     assert [f["name"] for f in payload["families"]] == ["judge.h", "length"]
     assert payload["families"][0]["metrics"][0] == {
         "name": "judge.h.c", "steps": [1], "mean": [None], "lo": [None], "hi": [None]}
-    assert payload["train"] == [{"name": "train.loss", "steps": [0], "value": [1.5]}]
+    assert payload["train"] == [{"name": "train.loss", "steps": [0], "value": [1.5], "hidden": False}]
     assert payload["alerts"] == [{"id": 1, "step": 1, "severity": "info", "rule": "r", "state": "open"}]
+
+
+def test_units_headline_and_overlay() -> None:
+    from judgeserve.web.charts import headline_metrics, overlay_payload, unit_of
+
+    assert unit_of("repetition.loop", [0.0, 0.2]) == "0-1"
+    assert unit_of("length.tokens", [0.5]) == "tokens"
+    assert unit_of("judge.h.c", [3.0]) == "rubric level"
+    assert unit_of("diversity.vendi", [0.5]) == "effective answers"
+    assert unit_of("custom.count", [3.0, 0.5]) == "value"
+    assert headline_metrics(["train.loss", "length.tokens", "repetition.loop", "reference.semscore",
+                             "diversity.distinct2", "memorization.memorized"]) == [
+        "reference.semscore", "memorization.memorized", "repetition.loop", "diversity.distinct2"]
+    assert headline_metrics(["reference.semscore", "judge.a.x", "judge.a.y"]) == ["judge.a.x", "judge.a.y"]
+
+    def pts(*pairs: tuple[int, float]) -> list[dict[str, Any]]:
+        return [{"step": s, "mean": m, "ci_low": None, "ci_high": None, "n": 1} for s, m in pairs]
+
+    runs = {
+        "a": {"train.num_input_tokens_seen": pts((0, 0.0), (100, 1000.0)),
+              "reference.chrf": pts((50, 10.0), (100, 20.0), (150, 30.0)),
+              "train.total_flos": pts((100, 1e12))},
+        "b": {"reference.chrf": pts((100, 25.0))},
+    }
+    by_step = overlay_payload(runs)
+    assert [m["name"] for m in by_step["metrics"]] == ["reference.chrf"]  # counters left out
+    assert by_step["metrics"][0]["series"][0]["x"] == [50.0, 100.0, 150.0]
+    tokens = overlay_payload(runs, "tokens")
+    chrf = next(m for m in tokens["metrics"] if m["name"] == "reference.chrf")
+    # Step 50 is half way to 1000 tokens; step 150 is past what was logged: left out.
+    assert chrf["series"][0] == {"run": "a", "x": [500.0, 1000.0], "mean": [10.0, 20.0]}
+    assert chrf["series"][1] == {"run": "b", "x": [100.0], "mean": [25.0]}  # by step
+    assert chrf["unit"] == "chrF (0-100)"
+    assert tokens["notes"] == ["b logged no tokens seen (train.num_input_tokens_seen): drawn by step"]

@@ -1,5 +1,7 @@
-// The run page's charts: one uPlot chart per metric family, CI bands, the trainer's loss on
-// a second axis over the same steps, alert markers, click → that step's page.
+// The run page's charts: the headline (the loss against the few signals that matter, each
+// on its own scale, the best checkpoint and its band marked), then one uPlot chart per
+// metric family and unit, CI bands, the trainer's loss on a second axis over the same
+// steps, alert markers, click → that step's page; the trainer's counters start hidden.
 // Data: GET <section id="charts" data-src> (judgeserve/web/charts.py: chart_payload).
 (function () {
   "use strict";
@@ -12,15 +14,34 @@
   var LOSS_COLOR = "#6b7280";
   // state: metric name -> Map(step -> [mean, lo, hi]); train name -> Map(step -> value)
   var metrics = {}, train = {}, families = [], alerts = [], lossName = "train.loss";
+  var headline = [], score = new Map(), best = null, hidden = {};
+  var BEST_COLOR = "#059669", SCORE_COLOR = "#111827";
+  // The headline's signals: no green, which marks the best checkpoint there.
+  var HEADLINE_PALETTE = ["#2563eb", "#dc2626", "#d97706", "#7c3aed", "#0891b2", "#db2777"];
+  // Tick labels that stay readable for a learning rate (1e-4) or a flop count (1e15).
+  function ticks(u, vals) {
+    return vals.map(function (v) {
+      if (v == null) return "";
+      var a = Math.abs(v);
+      return a !== 0 && (a < 0.01 || a >= 1e6) ? v.toExponential(1) : String(+v.toPrecision(6));
+    });
+  }
   var charts = {};
   window.judgeserveCharts = charts;
 
   function merge(payload) {
     lossName = payload.loss || lossName;
     alerts = payload.alerts || alerts;
+    // The ranking covers the whole run on every read: replace, do not merge.
+    best = payload.best || null;
+    if (payload.headline) {
+      headline = payload.headline.metrics.length ? payload.headline.metrics : headline;
+      score = new Map();
+      payload.headline.score.steps.forEach(function (s, i) { score.set(s, payload.headline.score.value[i]); });
+    }
     (payload.families || []).forEach(function (fam) {
       var known = families.find(function (f) { return f.name === fam.name; });
-      if (!known) { known = { name: fam.name, metrics: [] }; families.push(known); }
+      if (!known) { known = { name: fam.name, unit: fam.unit, metrics: [] }; families.push(known); }
       fam.metrics.forEach(function (m) {
         if (known.metrics.indexOf(m.name) < 0) known.metrics.push(m.name);
         var map = metrics[m.name] || (metrics[m.name] = new Map());
@@ -28,6 +49,7 @@
       });
     });
     (payload.train || []).forEach(function (t) {
+      hidden[t.name] = !!t.hidden;
       var map = train[t.name] || (train[t.name] = new Map());
       t.steps.forEach(function (s, i) { map.set(s, t.value[i]); });
     });
@@ -61,12 +83,13 @@
 
   // Alert markers: a triangle on top at the alert's step, and a thin line down the plot
   // while there are few enough to read; markers on the same pixel column are drawn once.
-  function markerPlugin() {
+  function markerPlugin(withBand) {
     return {
       hooks: {
         draw: function (u) {
           var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height, px = uPlot.pxRatio;
           var left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+          if (best) drawBest(u, withBand);
           var seen = {}, shown = [];
           alerts.forEach(function (a) {
             var x = Math.round(u.valToPos(a.step, "x", true));
@@ -98,6 +121,31 @@
     };
   }
 
+  // The best checkpoint: a solid green line labelled "best"; on the headline also the
+  // checkpoints that cannot be told apart from it, as light green columns.
+  function drawBest(u, withBand) {
+    var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height, px = uPlot.pxRatio;
+    ctx.save();
+    ctx.setLineDash([]);
+    ctx.fillStyle = ctx.strokeStyle = BEST_COLOR;
+    if (withBand) {
+      ctx.globalAlpha = 0.12;
+      best.band.forEach(function (s) {
+        var x = u.valToPos(s, "x", true);
+        ctx.fillRect(x - 5 * px, top, 10 * px, height);
+      });
+    }
+    var x = Math.round(u.valToPos(best.step, "x", true));
+    if (x >= u.bbox.left && x <= u.bbox.left + u.bbox.width) {
+      ctx.globalAlpha = 0.9;
+      ctx.lineWidth = 2 * px;
+      ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
+      ctx.font = (11 * px) + "px system-ui, sans-serif";
+      ctx.fillText("best", x + 4 * px, top + 12 * px);
+    }
+    ctx.restore();
+  }
+
   function evalSteps(names) {
     var xs = new Set();
     names.forEach(function (n) { metrics[n].forEach(function (_, s) { xs.add(s); }); });
@@ -115,10 +163,11 @@
       series.push({ label: n + " ci high", stroke: "transparent", spanGaps: true, points: { show: false } });
       bands.push({ series: [base + 2, base + 1], fill: color + "22" });
     });
-    var axes = [{ label: "step" }, { label: title, size: 60 }];
+    var unit = (families.find(function (f) { return f.name === title; }) || {}).unit;
+    var axes = [{ label: "step" }, { label: unit ? title + " (" + unit + ")" : title, size: 60, values: ticks }];
     if (withLoss) {
       series.push({ label: lossName, stroke: LOSS_COLOR, width: 1.5, dash: [6, 4], scale: "loss", spanGaps: true, points: { show: false } });
-      axes.push({ scale: "loss", side: 1, label: lossName, grid: { show: false }, size: 60 });
+      axes.push({ scale: "loss", side: 1, label: lossName, grid: { show: false }, size: 60, values: ticks });
     }
     return {
       title: title,
@@ -130,8 +179,90 @@
       scales: { x: { time: false } },
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      plugins: [markerPlugin()],
+      plugins: [markerPlugin(false)],
     };
+  }
+
+  // The headline: loss on the left axis; each signal on a scale of its own (so a 0.02
+  // loop share and a 4.1 judge score both fill the height; the legend reads the values).
+  function headlineNames() {
+    var names = [];
+    if (score.size) names.push("quality score");
+    headline.forEach(function (n) { if (metrics[n]) names.push(n); });
+    return names;
+  }
+
+  function headlineColumns(names) {
+    var xs = new Set();
+    var loss = train[lossName];
+    if (loss) loss.forEach(function (_, s) { xs.add(s); });
+    names.forEach(function (n) {
+      var map = n === "quality score" ? score : metrics[n];
+      map.forEach(function (_, s) { xs.add(s); });
+    });
+    var x = Array.from(xs).sort(function (a, b) { return a - b; });
+    var data = [x];
+    data.push(x.map(function (s) { var v = loss ? loss.get(s) : undefined; return v === undefined ? null : v; }));
+    names.forEach(function (n) {
+      var map = n === "quality score" ? score : metrics[n];
+      data.push(x.map(function (s) {
+        var v = map.get(s);
+        if (v === undefined) return null;
+        return n === "quality score" ? v : v[0];
+      }));
+    });
+    return data;
+  }
+
+  function headlineOptions(names, w) {
+    var series = [{ label: "step" },
+      { label: lossName, stroke: LOSS_COLOR, width: 2, dash: [6, 4], scale: "loss", spanGaps: true, points: { show: false } }];
+    var scales = { x: { time: false } };
+    names.forEach(function (n, i) {
+      var key = "h" + i;
+      scales[key] = { auto: true };
+      series.push({
+        label: n, scale: key, spanGaps: true, points: { size: 6 },
+        stroke: n === "quality score" ? SCORE_COLOR : HEADLINE_PALETTE[i % HEADLINE_PALETTE.length],
+        width: n === "quality score" ? 3 : 1.5,
+      });
+    });
+    return {
+      title: "headline: training loss against quality (each signal on its own scale)",
+      width: w, height: 300, series: series, scales: scales,
+      axes: [{ label: "step" }, { scale: "loss", label: lossName, size: 60, values: ticks }],
+      legend: { live: true },
+      cursor: { drag: { x: false, y: false } },
+      plugins: [markerPlugin(true)],
+    };
+  }
+
+  function drawHeadline() {
+    var names = headlineNames();
+    if (!names.length) return;
+    var card = chartCard("headline");
+    card.classList.add("headline");
+    if (root.firstElementChild !== card) root.insertBefore(card, root.firstElementChild);
+    var data = headlineColumns(names);
+    card.dataset.points = String(data[0].length);
+    card.dataset.signals = names.join(",");
+    var u = charts.headline;
+    if (u && u.series.length === names.length + 2) { u.setData(data); u.redraw(); return; }
+    if (u) u.destroy();
+    u = new uPlot(headlineOptions(names, width(card)), data, card);
+    charts.headline = u;
+    u.over.addEventListener("click", function () {
+      var idx = u.cursor.idx;
+      if (idx == null) return;
+      var x = u.data[0][idx];
+      var steps = Array.from(new Set([].concat.apply([], names.map(function (n) {
+        return Array.from((n === "quality score" ? score : metrics[n]).keys());
+      })))).sort(function (a, b) { return a - b; });
+      if (!steps.length) return;
+      var near = steps.reduce(function (a, b) { return Math.abs(b - x) < Math.abs(a - x) ? b : a; });
+      window.location.href = stepUrl + near;
+    });
+    u.over.title = "click to open the nearest step";
   }
 
   function chartCard(key) {
@@ -154,6 +285,7 @@
     var u = charts[key];
     if (u && u.series.length === (isTrain ? names.length + 1 : names.length * 3 + 1 + (withLoss ? 1 : 0))) {
       u.setData(data);
+      u.redraw();
       return;
     }
     if (u) u.destroy();
@@ -193,15 +325,22 @@
     return data;
   }
 
+  // The trainer's numbers: one scale each (the loss on the left axis, the first other one
+  // shown on the right); counters (flos, runtime, epoch) hidden until clicked in the legend.
   function trainOptions(title, names, w) {
+    var scales = { x: { time: false } };
+    var axes = [{ label: "step" }];
+    var right = null;
+    var series = [{ label: "step" }].concat(names.map(function (n, i) {
+      var key = n === lossName ? "loss" : "t" + i;
+      scales[key] = { auto: true };
+      if (n === lossName) axes.push({ scale: "loss", label: n, size: 60, values: ticks });
+      else if (!right && !hidden[n]) { right = n; axes.push({ scale: key, side: 1, label: n, grid: { show: false }, size: 70, values: ticks }); }
+      return { label: n, scale: key, show: !hidden[n], stroke: n === lossName ? LOSS_COLOR : PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true, points: { show: false } };
+    }));
     return {
-      title: title, width: w, height: 200,
-      series: [{ label: "step" }].concat(names.map(function (n, i) {
-        return { label: n, stroke: i === 0 ? LOSS_COLOR : PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true, points: { show: false } };
-      })),
-      axes: [{ label: "step" }, { size: 60 }],
-      scales: { x: { time: false } },
-      plugins: [markerPlugin()],
+      title: title, width: w, height: 200, series: series, scales: scales, axes: axes,
+      plugins: [markerPlugin(false)],
     };
   }
 
@@ -213,8 +352,9 @@
     var trainNames = Object.keys(train).sort(function (a, b) {
       return (a === lossName ? -1 : b === lossName ? 1 : a < b ? -1 : 1);
     });
-    if (trainNames.length) draw("train", "trainer", trainNames, true);
+    drawHeadline();
     families.forEach(function (f) { draw(f.name, f.name, f.metrics, false); });
+    if (trainNames.length) draw("train", "trainer", trainNames, true);
     if (!trainNames.length && !families.length) {
       root.innerHTML = '<p class="muted">No metrics yet.</p>';
     }

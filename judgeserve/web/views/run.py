@@ -1,4 +1,5 @@
-"""``/runs/{run}``: one chart per metric family next to the loss, alert markers, steps by page."""
+"""``/runs/{run}``: the best checkpoint, the headline chart, one chart per metric family and
+unit next to the loss, alert markers, steps by page (the best and its band marked)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ...schema import RUN_NAME_PATTERN
 from ..charts import chart_payload
 from ..paging import PageParam, Pager
 from ..templating import Urls, not_found, render
+from .compare import page_quality
 
 router = APIRouter()
 RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN)]
@@ -37,6 +39,12 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
+        summary = read.run_summary_values(conn, run)
+        quality, quality_error = page_quality(request)
+        best = read.best(conn, run, quality) if quality is not None else None
+    verdicts = _verdicts(best)
+    for s in steps:
+        s["verdict"] = verdicts.get(s["step"])
     settings = request.app.state.settings
     judge = request.app.state.rubrics.active(
         found.get("rubrics"), settings.judge_rubrics, settings.judge_url
@@ -53,12 +61,28 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "n_open": n_open,
             "nonfinite": nonfinite,
             "judge": judge,
+            "summary": summary,
             "jobs": jobs,
             "n_jobs": n_jobs,
             "live_run": run,
             "live_since": stamp,
+            "best": best,
+            "quality_error": quality_error,
         },
     )
+
+
+def _verdicts(best: dict[str, Any] | None) -> dict[int, str]:
+    """Each checkpoint's place in the ranking, as the steps table tags it."""
+    out: dict[int, str] = {}
+    for c in (best or {}).get("checkpoints", []):
+        if c["best"]:
+            out[c["step"]] = "best"
+        elif c["indistinguishable"]:
+            out[c["step"]] = "band"
+        elif c["disqualified"]:
+            out[c["step"]] = "disqualified"
+    return out
 
 
 @router.get("/runs/{run}/charts.json")
@@ -69,8 +93,10 @@ def run_charts(
     with read.connect(request.app.state.store) as conn:
         if read.get_run(conn, run) is None:
             return JSONResponse({"detail": f"run {run!r} not found"}, status_code=404)
+        quality, _ = page_quality(request)
         payload: dict[str, Any] = chart_payload(
-            read.metric_series(conn, run, from_step), read.alert_markers(conn, run)
+            read.metric_series(conn, run, from_step), read.alert_markers(conn, run),
+            read.ranking(conn, run, quality) if quality is not None else None,
         )
     payload["run"] = run
     payload["from_step"] = from_step
