@@ -180,7 +180,7 @@ def _labelled_store(settings: Settings, n: int) -> list[LabelRecord]:
     store.save_labels(
         [
             {"run": "r1", "sample_id": f"s{i}", "rubric": "toy", "criterion": "marker",
-             "value": float(r.label), "labeller": "ann"}  # fmt: skip
+             "value": float(r.label), "labeller": "ann"}
             for i, r in enumerate(records)
         ]
     )
@@ -197,7 +197,7 @@ def test_tune_with_transformers_serves_the_adapter_through_peft(
     report = tune_judge(
         toy_rubric(), _records(40), tmp_path / "adapters", model=str(toy_model),
         backend="transformers", held_out=0.25, seed=0,
-    )  # fmt: skip
+    )
     assert report.n_held_out == 10 and report.n_train == 30
     assert headline(report.before)["marker"] <= 0.1
     assert headline(report.after)["marker"] >= 0.9
@@ -227,7 +227,7 @@ def test_cli_tune_on_stored_labels_served_through_vllm(
         "options": {
             "gpu_memory_utilization": 0.2, "max_model_len": 1024, "dtype": "float32",
             "enforce_eager": True,
-        },  # fmt: skip
+        },
     }
     (rubrics / "toy.yaml").write_text(yaml.safe_dump(spec))
     _labelled_store(settings, 48)
