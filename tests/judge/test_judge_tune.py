@@ -24,7 +24,7 @@ from judgeserve.judge.tune import (
     training_examples,
     tune_judge,
 )
-from judgeserve.judge.version import adapter_id, served_model
+from judgeserve.judge.version import JudgeVersion, adapter_id, served_model
 from judgeserve.schema import Sample
 from judgeserve.settings import Settings
 from judgeserve.store import Store
@@ -159,6 +159,9 @@ def test_rubric_page_shows_agreement_before_and_after(settings: Settings, tmp_pa
     assert 'data-metric="after" data-value="0.917"' in tuned
     assert "toy-judge+lora:0123456789ab" in tuned and "max_lora_rank: 8" in tuned
     assert "exact agreement" in tuned and "12</span> held-out items" in tuned
+    # The tuned judge's version, as its agreement rows will name it.
+    version = JudgeVersion("toy-judge+lora:0123456789ab", "vllm", "h", "1")
+    assert f'data-version="{version.key}"' in tuned
 
 
 # -- with the toy judge -------------------------------------------------------------------

@@ -70,8 +70,11 @@ _HEADLINE = {"exact_agreement": "exact agreement", "accuracy_with_ties": "accura
 def tune_summary(report: dict[str, Any], version: Any) -> dict[str, Any]:
     """What the page shows of a stored ``TuneReport``: per criterion, the held-out
     agreement of the base judge and of the tuned one."""
+    from ...judge.version import JudgeVersion
+
     before = report.get("before") or {}
     after = report.get("after") or {}
+    hashes = after.get("prompt_hashes") or {}
     rows = []
     for name, metrics in (before.get("criteria") or {}).items():
         tuned = (after.get("criteria") or {}).get(name) or {}
@@ -84,6 +87,14 @@ def tune_summary(report: dict[str, Any], version: Any) -> dict[str, Any]:
                 "after": tuned.get(metric) if metric else None,
                 "kappa_before": metrics.get("kappa_quadratic"),
                 "kappa_after": tuned.get("kappa_quadratic"),
+                # The tuned judge's version, as its agreement row on this page names it
+                # once it has judged labelled items.
+                "version": JudgeVersion(
+                    str(after.get("judge_model")),
+                    str(after.get("judge_backend")),
+                    str(hashes.get(name)),
+                    str(after.get("rubric_version")),
+                ).key,
             }
         )
     return {
