@@ -85,13 +85,17 @@ def train_verdicts(
     formats: Sequence[Format] = FORMATS,
     learnt_on: Sequence[Example] | None = None,
     must_learn: bool = True,
+    check_every: int = 100,
+    min_steps: int = 200,
+    min_settle: int = 200,
     device: str = "cpu",
 ) -> int:
     """Teach ``model`` (its parameters that require grad) each example's verdict token, in
     every format of ``formats`` (in equal shares in every batch); returns the steps taken.
 
     Once every example of ``learnt_on``, in every format, gets its verdict with probability
-    >= 0.95, training settles (a few hundred more steps at a rate decaying to zero). Each
+    >= 0.95 (checked every ``check_every`` steps from ``min_steps`` on), training settles
+    (``max(min_settle, steps so far / 2)`` more steps at a rate decaying to zero). Each
     (task, format) pair is learnt abruptly, at a point that varies from run to run, so a
     fixed step count was either wasteful or, now and then, short. Without it being learnt by
     ``max_steps``, :class:`NotLearnt` is raised (``must_learn``) or training just stops
@@ -167,11 +171,11 @@ def train_verdicts(
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         sched.step()
-        if step % 100 == 0:
+        if step % check_every == 0:
             log.info("verdict training step %d loss %.3f", step, loss.item())
-            if learnt_on is not None and settle_until is None and step >= 200 and learnt():
+            if learnt_on is not None and settle_until is None and step >= min_steps and learnt():
                 # Learnt; settle it with a rate decaying to zero.
-                settle = max(200, step // 2)
+                settle = max(min_settle, step // 2)
                 settle_until = step + settle
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, _decay_over(settle))
     model.eval()
@@ -193,6 +197,10 @@ def train_lora(
     seed: int = 1,
     rank: int = 8,
     target_modules: Sequence[str] | None = None,
+    batch: int = 24,
+    check_every: int = 100,
+    min_steps: int = 200,
+    min_settle: int = 200,
     device: str = "cpu",
 ) -> tuple[Path, int]:
     """Train a LoRA adapter (PEFT) on ``base`` with :func:`train_verdicts` and save it in
@@ -230,6 +238,10 @@ def train_lora(
         formats=formats,
         learnt_on=learnt_on,
         must_learn=must_learn,
+        batch=batch,
+        check_every=check_every,
+        min_steps=min_steps,
+        min_settle=min_settle,
         device=device,
     )
     model.save_pretrained(path)
