@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast services toy-judge lint bench clean
+.PHONY: demo test test-fast services toy-judge lint bench mutate clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,8 +26,9 @@ demo: $(STAMP)
 	bash scripts/services.sh
 	$(VENV)/bin/judgeserve demo
 
-# browser.sh installs Debian's chromium for the web view's browser tests; when it cannot,
-# make goes on and those tests skip, saying why — except on CI, where they must run.
+# browser.sh installs Debian's chromium for the web view's browser tests, and prometheus.sh
+# Debian's prometheus for the test that scrapes /metrics with it; when one cannot, make goes
+# on and those tests skip, saying why — except on CI, where they must run.
 # The toy judge the judge tests load and its LoRA adapter are trained once per machine (cached,
 # a few minutes each),
 # and so is the generator tests' tiny policy (~30 s); training them before pytest keeps that
@@ -40,6 +41,7 @@ toy-judge: $(STAMP)
 test: $(STAMP) services toy-judge
 	$(VENV)/bin/lint-imports
 	bash scripts/browser.sh || [ -z "$$CI" ]
+	bash scripts/prometheus.sh || [ -z "$$CI" ]
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) services toy-judge
@@ -55,5 +57,12 @@ bench: $(STAMP) services
 	for b in submit ingest validation detectors judge generator checkpoint_mode pipeline trainer_overhead web alerts; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
+# Mutation testing (mutmut) of the modules that carry the guarantees, each with the tests that
+# cover it; about 30 minutes here, so neither in CI nor in `make test`. MUTATE=repetition auth
+# runs some of them; the table of scores per module comes last.
+MUTATE ?=
+mutate: $(STAMP) services toy-judge
+	$(PY) scripts/mutate.py $(MUTATE)
+
 clean:
-	rm -rf $(VENV) *.egg-info judgeserve.db* judgeserve-indexes test-artifacts
+	rm -rf $(VENV) *.egg-info judgeserve.db* judgeserve-indexes test-artifacts .mutate

@@ -291,6 +291,7 @@ def rubric_agreement(
     rows: Sequence[Mapping[str, Any]],
     verdicts: Sequence[Mapping[str, Any]],
     levels: Mapping[str, Sequence[int] | None],
+    rescored: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Everything the rubric page shows about its labels, per criterion.
 
@@ -299,11 +300,16 @@ def rubric_agreement(
     ``levels[criterion]``: its scale, or None for a pairwise rubric. An item's first label
     is the people's answer the judge is measured against; its second (another labeller)
     measures people against each other. Verdicts the judge could not give are counted as
-    ``unparseable``, not as disagreement.
+    ``unparseable``, not as disagreement. ``rescored``: verdicts of labelled items by other
+    judge versions (:func:`judgeserve.read.labelled_verdicts`: ``run, sample_id,
+    criterion, value, details``), each measured as a version of its own.
     """
     from .judge.version import JudgeVersion
 
     items = _first_labels(rows)
+    again: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for v in rescored:
+        again.setdefault((v["run"], v["sample_id"], v["criterion"]), []).append(v)
     out: dict[str, Any] = {
         "labels": len(rows),
         "items": len(items),
@@ -313,9 +319,20 @@ def rubric_agreement(
     for criterion, lv in levels.items():
         mine = {k: v for k, v in items.items() if k[2] == criterion}
         groups: dict[JudgeVersion | None, list[Mapping[str, Any]]] = {}
-        for labelled in mine.values():
+        for key, labelled in mine.items():
             first = labelled[0]
-            groups.setdefault(JudgeVersion.of(first["judge_details"]), []).append(first)
+            # The item's verdict in the run, then the same item re-scored by other versions.
+            found: dict[JudgeVersion | None, Mapping[str, Any]] = {
+                JudgeVersion.of(first["judge_details"]): first
+            }
+            for v in again.get(key, ()):
+                version = JudgeVersion.of(v["details"])
+                if version is not None and version not in found:
+                    found[version] = {**first, "judge_value": v["value"], "judge_details": v["details"]}
+            if len(found) > 1:
+                found.pop(None, None)  # judged after all, by a version re-scoring it
+            for version, row in found.items():
+                groups.setdefault(version, []).append(row)
         flips: dict[JudgeVersion, list[bool]] = {}
         if lv is None:  # pairwise: every verdict of the criterion, labelled or not
             for v in verdicts:

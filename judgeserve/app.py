@@ -31,6 +31,7 @@ from .local_token import is_loopback, token_path
 from .settings import Settings, get_settings
 from .store import Store
 from .stream import AsyncProducer, Queue
+from .telemetry import Telemetry
 
 __all__ = ["create_app", "BodySizeLimit"]
 
@@ -43,6 +44,8 @@ def create_app(
     """Build the app; ``store`` and ``queue`` may be shared with an in-process worker
     (``judgeserve up``), else they are built from ``settings`` when the app starts."""
     settings = settings or get_settings()
+    # Request counts go to Redis, where /metrics of any API process reads them.
+    telemetry = Telemetry.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,14 +54,18 @@ def create_app(
         app.state.queue = queue or Queue.from_settings(settings, create_group=False)
         app.state.producer = AsyncProducer.from_settings(settings)
         app.state.backlog = api.BacklogGauge(app.state.producer, settings.max_backlog)
+        app.state.telemetry = telemetry
+        app.state.metrics_registry = api.registry_for(app.state.queue.redis, app.state.queue.keys)
         app.state.auth = settings.auth == "on"
         app.state.tokens = TokenCache()
         app.state.rubrics = RubricCatalog([settings.rubric_dir])
         _announce_auth(settings, app.state.store)
+        _announce_indexes(settings)
         _warn_durability(app.state.queue)
         try:
             yield
         finally:
+            telemetry.close()
             await app.state.producer.close()
             if queue is None:
                 app.state.queue.close()
@@ -78,10 +85,20 @@ def create_app(
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OriginCheck, allowed=settings.allowed_origins)
-    # Added last, so it runs first: a request for a name this API does not serve (a DNS
-    # rebinding page) is turned away before anything else looks at it.
+    # Added after the other guards, so it runs before them: a request for a name this API
+    # does not serve (a DNS rebinding page) is turned away before anything else looks at it.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings))
+    # Outermost: every answer is counted, the guards' refusals too.
+    app.add_middleware(api.RequestMetrics, telemetry=telemetry)
     return app
+
+
+def _announce_indexes(settings: Settings) -> None:
+    """Which runs have a memorization index, and where: built in another folder, an
+    index would otherwise go unused without a word."""
+    from .detectors.memorization import describe_indexes
+
+    log.info(describe_indexes(settings.index_dir))
 
 
 def _announce_auth(settings: Settings, store: Store) -> None:

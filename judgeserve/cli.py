@@ -408,6 +408,69 @@ def deadletter_requeue(
                    f"{redacted_url(_settings().redis_url)}")
 
 
+@app.command()
+def rescore(
+    run: Annotated[str, typer.Option(help="The run whose stored samples to score again.")],
+    steps: Annotated[
+        str | None, typer.Option(help="Steps A:B (inclusive), A:, :B or one step (default: all).")
+    ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(help="A scorer family to run again (repeatable; default: every scorer)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the workers until they processed them.")] = True,
+    timeout: Annotated[float | None, typer.Option(help="Stop following after this many seconds.")] = None,
+) -> None:
+    """Score a run's stored samples again with the named scorers (an index built, a rubric
+    fixed, a judge back up): their scores are replaced, the checkpoints recomputed."""
+    from tqdm import tqdm
+
+    from . import read
+    from .exceptions import ConfigError, QueueError, StoreError
+    from .rescore import parse_steps, queue_rescore, wait_processed
+    from .scorers import registered
+
+    settings = _settings()
+    try:
+        span = parse_steps(steps)
+        known = set(registered(settings.scorers)) - set(settings.disabled_scorers)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    unknown = sorted(set(scorer or ()) - known)
+    if unknown:
+        typer.echo(f"unknown scorer {', '.join(map(repr, unknown))}: the workers run "
+                   f"{', '.join(sorted(known))}", err=True)
+        raise typer.Exit(2)
+    try:
+        with _store() as store, _queue() as queue:
+            if read.get_run(store, run) is None:
+                typer.echo(f"no run named {run!r} in {redacted_url(settings.database_url)}", err=True)
+                raise typer.Exit(1)
+            bar = tqdm(total=read.count_run_samples(store, run, *span), unit="sample",
+                       desc="queued", disable=None)
+            job = queue_rescore(store, queue, run, steps=span, scorers=scorer,
+                                max_backlog=settings.max_backlog,
+                                progress=lambda j: bar.update(j.queued - bar.n))
+            bar.close()
+            which = ", ".join(scorer) if scorer else "every scorer"
+            typer.echo(f"queued {job.queued:,} samples of run {run!r} for {which}")
+            if not wait or not job.entries:
+                return
+            done = tqdm(total=len(job.entries), unit="sample", desc="processed", disable=None)
+            left = wait_processed(queue, job.entries, timeout=timeout,
+                                  progress=lambda n: done.update(n - done.n))
+            done.close()
+    except (StoreError, QueueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    if left:
+        typer.echo(f"{left:,} not processed yet (are workers running?); they stay queued", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"processed {len(job.entries):,} (a scorer that failed on one is retried, then "
+               "dead-lettered: judgeserve deadletter list)")
+
+
 index_app = typer.Typer(help="Indexes of a run's training data, for the memorization detector.")
 app.add_typer(index_app, name="index")
 
@@ -419,20 +482,23 @@ def index_build(
     text_field: Annotated[str, typer.Option(help="The text field of JSONL lines.")] = "text",
     min_span: Annotated[int, typer.Option(help="Tokens of verbatim copy that count as memorized.")] = 50,
 ) -> None:
-    """Stream the files into an on-disk n-gram index under JUDGESERVE_INDEX_DIR/RUN."""
+    """Stream the files into an on-disk n-gram index under JUDGESERVE_INDEX_DIR/RUN
+    (default: the data directory's indexes/ folder)."""
     from .detectors.memorization import build_index, run_index_dir
     from .exceptions import ConfigError
 
     try:
-        stats = build_index(files, run_index_dir(run, _settings().index_dir), text_field=text_field,
-                            min_span=min_span, progress=True)
+        out = run_index_dir(run, _settings().index_dir)
+        stats = build_index(files, out, text_field=text_field, min_span=min_span, progress=True)
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"indexed {stats.tokens:,} tokens of {stats.documents:,} documents "
                f"({stats.bytes_per_token:.2f} bytes/token) for run {run!r}")
     if stats.skipped or any(f.lower().endswith((".jsonl", ".ndjson")) for f in files):
-        typer.echo(f"skipped {stats.skipped:,} JSONL lines without a string {text_field!r} field")
+        typer.echo(f"skipped {stats.skipped:,} JSONL line(s) without a string {text_field!r} field")
+    typer.echo(f"wrote {out}: workers with JUDGESERVE_INDEX_DIR={out.parent} use it from their "
+               "next batch")
 
 
 def _mount_judge() -> None:

@@ -204,12 +204,10 @@ class GenerationWorker:
 
     def _hand_off(self, entry: Entry, job: CheckpointJob, result: GenerationResult) -> str:
         samples = self.samples(job, result)
-        try:
-            self.queue.hand_off(entry, samples)
-        except QueueError as e:
-            log.error("cannot hand off %s@%d; left pending: %s", job.run, job.step, e)
-            return "retry"
-        self.done += 1
+        # The state first, then the hand-off: a worker lost between the two leaves the job
+        # pending, and whoever generates it again sets the state again. The other order
+        # would leave a job handed off (acknowledged, never redelivered) shown as
+        # "generating" for good.
         try:
             self.store.update_checkpoint_job(
                 job.run,
@@ -221,8 +219,15 @@ class GenerationWorker:
                 load_s=result.load_s,
                 generate_s=result.generate_s,
             )
-        except StoreError as e:  # the samples are queued; only the displayed state lags
+        except StoreError as e:  # the samples are queued below; only the displayed state lags
             log.error("job state of %s@%d not saved: %s", job.run, job.step, e)
+        try:
+            self.queue.hand_off(entry, samples)
+        except QueueError as e:
+            log.error("cannot hand off %s@%d; left pending: %s", job.run, job.step, e)
+            self._set_state(job, "retrying", reason=f"could not queue its samples: {e}", entry=entry)
+            return "retry"
+        self.done += 1
         log.info(
             "generated %d samples of %s@%d (load %.2fs, generate %.2fs)",
             len(samples), job.run, job.step, result.load_s, result.generate_s,

@@ -7,6 +7,11 @@ queue, the store or the API. Two kinds exist:
 * :class:`SetScorer` scores the set of samples of one checkpoint (``diversity.*``) and
   may raise checkpoint-level flags (e.g. collapse).
 
+A scorer that cannot run says why through ``skip_reason`` ("no index for run R", "no
+reference on these samples", "judge not configured: ..."): the worker records the reason
+per run, step and scorer, and the run page and the step endpoint show it, because users
+read silence as "all is well". The worker hands a scorer only the samples it did not skip.
+
 Built-in scorers are registered through the same entry-point group a user's package
 uses (``[project.entry-points."judgeserve.scorers"]``), or a user may name
 ``module:attr`` in ``JUDGESERVE_SCORERS``, or call :func:`register` directly.
@@ -68,6 +73,15 @@ class SampleScorer(ABC):
         """What the worker calls; scorers that need the run's context override it."""
         return self.score(samples)
 
+    def skip_reason(self, sample: Sample, context: Context) -> str | None:
+        """Why this scorer will not score ``sample``, in words shown to users beside the
+        scorer's name (``"no reference on these samples"``), or None when it will.
+
+        Called by the worker for every sample before :meth:`score_in_context`, which then
+        gets only the samples not skipped; keep it cheap. The same reason for many samples
+        is shown once, with their count."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (models, files)."""
 
@@ -100,6 +114,13 @@ class SetScorer(ABC):
     @abstractmethod
     def score_set(self, samples: Sequence[Sample]) -> SetResult:
         """Return set-level metrics (``<name>.<metric>``) and flags for one checkpoint."""
+
+    def skip_reason(self, samples: Sequence[Sample]) -> str | None:
+        """Why this scorer will not score this checkpoint's ``samples`` (shown to users),
+        or None when it will; :meth:`score_set` is called only then."""
+        if len(samples) < self.min_samples:
+            return f"needs {self.min_samples} samples, the step has {len(samples)}"
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (models, files)."""

@@ -53,6 +53,53 @@ def run(
         raise ConfigError(f"{path}: not a valid Ray Serve config: {e}") from e
     if not ray.is_initialized():
         ray.init(address=ray_address, num_cpus=num_cpus, include_dashboard=False)
+    if not blocking:
+        return _deploy(schema, serve)
+    # From here on SIGTERM/SIGINT are ours: ray.init installed the core worker's
+    # fatal-signal handler, which answers SIGTERM with a native stack dump and a killed
+    # process. A signal that comes while the applications still deploy (a service manager
+    # stopping a slow start) ends the deploy; either way Serve and Ray are shut down.
+    received: list[int] = []
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+        if not serving.is_set():
+            raise _Stopped
+
+    serving = threading.Event()
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    handles: dict[str, Any] = {}
+    try:
+        handles = _deploy(schema, serve)
+        serving.set()
+        while not stop.wait(1.0):
+            pass
+    except _Stopped:
+        pass
+    finally:
+        name = signal.Signals(received[0]).name if received else "an error"
+        log.info("%s: shutting down Ray Serve", name)
+        try:
+            _shutdown(serve, ray)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    return handles
+
+
+class _Stopped(BaseException):  # control flow, not an error: like KeyboardInterrupt
+    """A stop signal that came while the applications were still deploying (a
+    BaseException, so that no ``except Exception`` in Ray's waiting code swallows it)."""
+
+
+def _shutdown(serve: Any, ray: Any) -> None:
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _deploy(schema: Any, serve: Any) -> dict[str, Any]:
     http = schema.http_options.model_dump(exclude_unset=True) if schema.http_options else {}
     serve.start(http_options=http)
     handles: dict[str, Any] = {}
@@ -69,32 +116,4 @@ def run(
             application = builder(app.args or {})
         handles[app.name] = serve.run(application, name=app.name, route_prefix=app.route_prefix)
         log.info("application %r serving at %s", app.name, app.route_prefix)
-    if blocking:
-        _serve_until_signalled(serve, ray)
     return handles
-
-
-def _serve_until_signalled(serve: Any, ray: Any) -> None:
-    """Block until SIGTERM or SIGINT, then shut Serve and Ray down and return.
-
-    Ray's core worker installs a fatal-signal handler that answers SIGTERM with a native
-    stack dump and a killed process; a service manager's plain stop deserves a clean exit.
-    """
-    stop = threading.Event()
-    received: list[int] = []
-
-    def _stop(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        stop.set()
-
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    name = signal.Signals(received[0]).name if received else "a signal"
-    log.info("%s: shutting down Ray Serve", name)
-    serve.shutdown()
-    ray.shutdown()

@@ -6,12 +6,34 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .schema import RubricName
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "RayActorOptions", "get_settings"]
+
+
+class RayActorOptions(BaseModel):
+    """Where Ray places each worker actor of ``judgeserve worker --ray N`` and
+    ``judgeserve generate-worker --ray N`` (Ray's own actor options, by the same names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(
+        0.5, ge=0, description="CPUs each actor reserves (fractions share a core)."
+    )
+    num_gpus: float = Field(0, ge=0, description="GPUs each actor reserves (workers need none).")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom resources each actor needs, e.g. {\"judgeserve\": 1} to keep the "
+        "actors on the nodes started with `ray start --resources '{\"judgeserve\": 8}'`.",
+    )
+    scheduling_strategy: Literal["SPREAD", "DEFAULT"] = Field(
+        "SPREAD",
+        description="SPREAD: the actors go to as many nodes as fit them, so losing one node "
+        "loses few of them; DEFAULT: Ray packs them where it prefers.",
+    )
 
 
 class Settings(BaseSettings):
@@ -83,13 +105,15 @@ class Settings(BaseSettings):
     disabled_scorers: list[str] = Field(
         default_factory=list, description="Scorer names not to run, e.g. ['reference']."
     )
-    index_dir: Path = Field(
-        Path("judgeserve-indexes"), description="Where memorization indexes are stored, one per run."
-    )
     spool_dir: Path = Field(
         Path.home() / ".cache" / "judgeserve" / "spool",
         description="Where the SDK keeps its journals (what it has not delivered yet); must be "
         "a local disk: its locks do not hold across the hosts of a network filesystem.",
+    )
+    ray_actor_options: RayActorOptions = Field(
+        default_factory=RayActorOptions,
+        description="Placement of the worker actors `--ray N` starts (JSON), e.g. "
+        '{"num_cpus": 0.25, "resources": {"judgeserve": 1}, "scheduling_strategy": "SPREAD"}.',
     )
     judge_url: str | None = Field(
         None, description="The Ray Serve judge endpoint (e.g. http://host:8001/judge)."
@@ -119,12 +143,40 @@ class Settings(BaseSettings):
         description="API key of an OpenAI-compatible judge server (the 'openai' backend), read "
         "here rather than written into rubric files.",
     )
+    verdict_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="Most judge verdicts kept in Redis, shared by the workers: an identical "
+        "(judge version, prompt) is judged once, the least recently used are dropped beyond "
+        "this (~0.5 KB each); 0 turns the shared cache off (duplicates within one batch are "
+        "still judged once).",
+    )
     judge_rubrics: list[RubricName] = Field(
         default_factory=list,
         description="Rubrics for runs that name none (JSON list of rubric names).",
     )
     rubric_dir: Path = Field(
         Path("rubrics"), description="Where rubric YAML files are looked up (then built-ins)."
+    )
+    drift_rescore_max: int = Field(
+        500,
+        ge=0,
+        le=100_000,
+        description="When a judge version first appears for a rubric, re-score at most this "
+        "many of the rubric's labelled items with it, so its agreement with people is known "
+        "(0: never).",
+    )
+    drift_rescore_batch: int = Field(
+        16,
+        ge=1,
+        le=1_000,
+        description="Labelled items a worker re-scores at a time, between batches of samples.",
+    )
+    drift_stale_s: float = Field(
+        600.0,
+        gt=0,
+        description="A re-scoring whose worker said nothing for this long (it died), or that "
+        "failed this long ago, is taken on by another worker with the same judge.",
     )
     api_token: str | None = Field(
         None,
@@ -139,7 +191,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path.home() / ".local" / "share" / "judgeserve",
         description="Where the API keeps the local token (file 'token', mode 0600) that the "
-        "SDK and CLI on this machine read instead of being given one.",
+        "SDK and CLI on this machine read instead of being given one; the memorization "
+        "indexes too, unless index_dir says otherwise.",
+    )
+    # After data_dir: its default is made from data_dir's value.
+    index_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "indexes",
+        description="Where memorization indexes are stored, one folder per run; default "
+        "<data_dir>/indexes. Made absolute, so that `judgeserve index build` and the workers "
+        "agree wherever they are started.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -166,6 +226,12 @@ class Settings(BaseSettings):
     alert_webhook_format: Literal["json", "slack"] = Field(
         "json", description="Webhook body: the alert as JSON, or a Slack-compatible message."
     )
+
+    @field_validator("index_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # A relative path would name another folder for each working directory.
+        return path.expanduser().absolute()
 
 
 @lru_cache(maxsize=1)

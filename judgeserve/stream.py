@@ -41,12 +41,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
 
 from .exceptions import QueueError
+from .keys import Keys, StreamName
+from .telemetry import field_name
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -70,7 +72,6 @@ log = logging.getLogger(__name__)
 RETRYABLE = (redis.RedisError, OSError)
 DEADLETTER_PAGE = 1000  # dead letters requeued per XRANGE when requeueing all
 NONCE_LEN = 32  # a retry is stored as a hex nonce followed by its payload's JSON
-StreamName = Literal["samples", "checkpoints"]
 
 # Moves due retries back onto the stream in one step: a crash between the ZREM and the
 # XADD of two separate commands would lose the retry. Members stored before the nonce
@@ -110,48 +111,6 @@ def _unavailable(what: str) -> Iterator[None]:
         raise QueueError(f"Redis unavailable ({what}): {type(e).__name__}: {e}") from e
 
 
-@dataclass(frozen=True)
-class Keys:
-    """Every Redis key judgeserve writes, derived from one prefix."""
-
-    prefix: str = "js"
-
-    @property
-    def samples(self) -> str:
-        return f"{self.prefix}:samples"
-
-    @property
-    def deadletter(self) -> str:
-        return f"{self.prefix}:deadletter"
-
-    @property
-    def retry(self) -> str:
-        # A sorted set: failed scorers of a sample, scored by when to try them again.
-        return f"{self.prefix}:retry"
-
-    def worker(self, consumer: str) -> str:
-        # A worker's heartbeat (judgeserve.liveness), expiring unless renewed.
-        return f"{self.prefix}:worker:{consumer}"
-
-    @property
-    def workers(self) -> str:
-        """Pattern matching every worker's heartbeat key."""
-        return f"{self.prefix}:worker:*"
-
-    @property
-    def checkpoints(self) -> str:
-        # Checkpoint mode: "checkpoint saved at PATH" jobs for the generation workers.
-        return f"{self.prefix}:checkpoints"
-
-    @property
-    def checkpoint_deadletter(self) -> str:
-        return f"{self.prefix}:checkpoints:deadletter"
-
-    def of(self, stream: StreamName) -> tuple[str, str, str]:
-        """(stream, dead letters, retries) of the ``samples`` or the ``checkpoints`` stream."""
-        if stream == "checkpoints":
-            return self.checkpoints, self.checkpoint_deadletter, f"{self.prefix}:checkpoints:retry"
-        return self.samples, self.deadletter, self.retry
 
 
 @dataclass
@@ -270,6 +229,18 @@ class Queue:
             for p in payloads:
                 pipe.xadd(self.stream_key, {"data": json.dumps(p)})
             return [i.decode() for i in pipe.execute()]
+
+    def still_queued(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` still in the stream: not yet processed (acknowledged entries
+        are deleted; an entry set aside for a retry or dead-lettered left it too)."""
+        if not ids:
+            return []
+        with _unavailable("still_queued"):
+            pipe = self.redis.pipeline(transaction=False)
+            for i in ids:
+                pipe.xrange(self.stream_key, min=i, max=i, count=1)
+            found: Any = pipe.execute()
+        return [i for i, hit in zip(ids, found, strict=True) if hit]
 
     # -- reading -------------------------------------------------------------------------
 
@@ -460,6 +431,9 @@ class Queue:
                 "deliveries": str(tries),
             },
         )
+        # Counted in the same transaction: /metrics shows every dead letter, once.
+        dead = field_name("judgeserve_deadlettered_total", {"stream": self.stream})
+        pipe.hincrbyfloat(self.keys.metrics, dead, 1)
         log.warning("dead-lettered %s after %d tries: %s", entry.id, tries, error[:200])
 
     def dead_letter(

@@ -34,6 +34,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,19 +42,26 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import read
+from .drift import DriftControl, judge_step_aggregates
 from .exceptions import QueueError, StoreError, StoreUnavailable
 from .liveness import Keeper
 from .schema import Aggregate, Sample, Score
-from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers
+from .scorers import AnyScorer, Context, SampleScorer, SetScorer, load_scorers, registered
 from .settings import Settings
 from .store import Store
 from .stream import Entry, Queue, Retry
+from .telemetry import Telemetry
 
 __all__ = ["Worker", "BatchResult", "Backoff", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 CheckpointHook = Callable[[Store, str, int], None]
+# Samples a scorer did not score: (run, step, scorer, kind, reason) -> count.
+StatusCounts = Counter[tuple[str, int, str, str, str]]
+# Per sample, the scorers that did not score it: (scorer, kind, reason).
+Unscored = dict[tuple[str, str], list[tuple[str, str, str]]]
+DISABLED = "disabled in this worker's settings (JUDGESERVE_DISABLED_SCORERS)"
 
 
 @dataclass
@@ -81,6 +89,7 @@ class _Batch:
     dead: list[tuple[Entry, str, dict[str, Any] | None]] = field(default_factory=list)
     scored: Scored | None = None
     errors: Failed = field(default_factory=dict)
+    unscored: Unscored = field(default_factory=dict)
     stored: bool = False
     settled: bool = False
 
@@ -116,14 +125,21 @@ class Worker:
             if scorers is not None
             else load_scorers(settings.scorers, settings.disabled_scorers, settings)
         )
+        # Disabled scorers are named on every step they skip, like any scorer not run.
+        known = registered(settings.scorers) if scorers is None else {}
+        self.disabled = sorted(set(settings.disabled_scorers) & set(known))
         self.sample_scorers = [s for s in loaded if isinstance(s, SampleScorer)]
         self.set_scorers = [s for s in loaded if isinstance(s, SetScorer)]
         # None: the alert engine (unless settings.alerts is off); () for no hooks at all.
         self.hooks = list(hooks) if hooks is not None else _default_hooks(settings)
+        # A new judge version: its labelled items re-scored between batches (drift.py).
+        self.drift = DriftControl(self.store, self.sample_scorers, settings, self.queue.consumer)
         self._stop = threading.Event()
         self._dirty: dict[tuple[str, int], float] = {}  # checkpoint -> first touched
         self._looked_for_complete = -math.inf
         self._rubrics_cache: dict[str, list[str] | None] = {}
+        # Samples scored per scorer, for /metrics (judgeserve.telemetry: shared through Redis).
+        self.telemetry = Telemetry(self.queue.redis, self.queue.keys)
         self._batch: _Batch | None = None  # in progress, or held while the store is down
         self._status: dict[str, Any] = {"state": "starting", "detail": "", "since": time.time()}
 
@@ -198,6 +214,8 @@ class Worker:
                 idle_since = time.monotonic()
             self._set_status("idle")
             self.flush_checkpoints(idle=not entries)
+            if self.drift.work():
+                idle_since = time.monotonic()  # re-scoring labelled items is work too
             idle_for = time.monotonic() - idle_since
             if not entries and idle_exit_s is not None and idle_for > idle_exit_s:
                 break
@@ -259,6 +277,7 @@ class Worker:
             close = getattr(hook, "close", None)
             if callable(close):
                 close()
+        self.telemetry.flush()
         if self._own_queue:
             self.queue.close()
         if self._own_store:
@@ -358,7 +377,7 @@ class Worker:
             self._flush_dead(batch)
         samples = [s for _, s in batch.good]
         only = [set(e.payload["only"]) if e.payload.get("only") else None for e, _ in batch.good]
-        batch.scored, batch.errors = self._score(samples, contexts, only)
+        batch.scored, batch.errors, batch.unscored = self._score(samples, contexts, only)
 
     def _commit(self, batch: _Batch) -> None:
         """Store the batch in one transaction; if the store refuses it (not unavailable:
@@ -380,6 +399,8 @@ class Worker:
                     batch.dead.append((pair[0], f"the store refused it: {_why(one)}", None))
             self._flush_dead(batch)
         batch.stored = True
+        scored = batch.scored or {}
+        self.drift.observe((s.run, s.step, sc) for _, s in batch.good for sc in scored[s.id_key])
 
     def _store(self, pairs: list[tuple[Entry, Sample]], batch: _Batch) -> None:
         assert batch.scored is not None
@@ -392,9 +413,23 @@ class Worker:
             for run, (step, rubrics) in runs.items():
                 self.store.upsert_run(conn, run, step, rubrics)
             self.store.save_samples(conn, samples)
-            self.store.save_batch_scores(
-                conn, [(s.run, s.step, s.id, batch.scored[s.id_key]) for s in samples]
+            for again in (False, True):  # `judgeserve rescore` entries replace what was stored
+                self.store.save_batch_scores(
+                    conn,
+                    [
+                        (s.run, s.step, s.id, batch.scored[s.id_key])
+                        for e, s in pairs
+                        if bool(e.payload.get("rescore")) is again
+                    ],
+                    replace=again,
+                )
+            # Counted per sample stored, so storing a refused batch one by one counts each once.
+            status: StatusCounts = Counter(
+                (s.run, s.step, scorer, kind, why)
+                for _, s in pairs
+                for scorer, kind, why in batch.unscored.get(s.id_key, ())
             )
+            self.store.save_scorer_status(conn, status)
             self.store.touch_checkpoints(conn, _expected(pairs))
 
     def _settle(self, batch: _Batch) -> None:
@@ -413,6 +448,12 @@ class Worker:
         result.dead += dead
         result.stored = len(batch.good)
         result.checkpoints = {(s.run, s.step) for _, s in batch.good}
+        scored = batch.scored or {}
+        for _, s in batch.good:
+            for family in {sc.scorer.split(".", 1)[0] for sc in scored.get(s.id_key, ())}:
+                self.telemetry.inc("judgeserve_samples_scored_total", scorer=family)
+        # Never fails (Redis down: the counts wait for the next flush).
+        self.telemetry.flush()
 
     def _contexts(self, good: list[tuple[Entry, Sample]]) -> list[Context]:
         """The run's rubrics and, when a scorer wants it, each probe's previous answer."""
@@ -440,12 +481,32 @@ class Worker:
 
     def _score(
         self, batch: list[Sample], contexts: list[Context], only: list[set[str] | None]
-    ) -> tuple[dict[tuple[str, str], list[Score]], dict[tuple[str, str], dict[str, str]]]:
-        """Scores per sample, and per sample the scorers that failed on it (with why)."""
-        scored: dict[tuple[str, str], list[Score]] = {s.id_key: [] for s in batch}
-        errors: dict[tuple[str, str], dict[str, str]] = {}
+    ) -> tuple[Scored, Failed, Unscored]:
+        """Scores per sample; per sample, the scorers that failed on it (with why); and per
+        sample the scorers that did not score it, with the kind (skipped, failed,
+        disabled) and the reason."""
+        scored: Scored = {s.id_key: [] for s in batch}
+        errors: Failed = {}
+        unscored: Unscored = {}
+        for name in self.disabled:
+            for s, o in zip(batch, only, strict=True):
+                if o is None:
+                    unscored.setdefault(s.id_key, []).append((name, "disabled", DISABLED))
         for scorer in self.sample_scorers:
-            idx = [i for i, o in enumerate(only) if o is None or scorer.name in o]
+            idx = []
+            for i, o in enumerate(only):
+                if o is not None and scorer.name not in o:
+                    continue
+                s = batch[i]
+                try:
+                    why = scorer.skip_reason(s, contexts[i])
+                except Exception as err:  # it would fail on scoring too: say so the same way
+                    self._failed(scorer, s, err, errors, unscored)
+                    continue
+                if why:
+                    unscored.setdefault(s.id_key, []).append((scorer.name, "skipped", why))
+                else:
+                    idx.append(i)
             if not idx:
                 continue
             part, ctx = [batch[i] for i in idx], [contexts[i] for i in idx]
@@ -460,11 +521,19 @@ class Worker:
                 try:
                     scored[s.id_key].extend(scorer.score_in_context([s], [c])[0])
                 except Exception as err:
-                    errors.setdefault(s.id_key, {})[scorer.name] = (
-                        f"{scorer.name}: {type(err).__name__}: {err}\n"
-                        + traceback.format_exc(limit=3)
-                    )
-        return scored, errors
+                    self._failed(scorer, s, err, errors, unscored)
+        return scored, errors, unscored
+
+    @staticmethod
+    def _failed(
+        scorer: SampleScorer, sample: Sample, err: Exception, errors: Failed, unscored: Unscored
+    ) -> None:
+        why = f"{type(err).__name__}: {err}"
+        errors.setdefault(sample.id_key, {})[scorer.name] = (
+            f"{scorer.name}: {why}\n" + traceback.format_exc(limit=3)
+        )
+        first_line = why.splitlines()[0] if why.strip() else type(err).__name__
+        unscored.setdefault(sample.id_key, []).append((scorer.name, "failed", first_line))
 
     def evaluate_checkpoint(self, run: str, step: int) -> None:
         """A complete checkpoint: recompute it a last time, run the hooks, mark it evaluated."""
@@ -484,24 +553,40 @@ class Worker:
 
         values = self.store.step_score_values(run, step)
         aggs: dict[str, Aggregate] = {m: aggregate(v) for m, v in values.items()}
+        # A judge's aggregate covers one judge version, never a mix (drift.py).
+        judged = list(self.store.step_judge_values(run, step)) if any(
+            m.startswith("judge.") for m in values
+        ) else []
+        seen = self.store.judge_versions_seen(s for s, _, _ in judged)
+        main, by_version = judge_step_aggregates(judged, seen)
+        aggs.update(main)
         flags = []
+        status: StatusCounts = Counter()
         if self.set_scorers:
             samples = self.store.all_step_samples(run, step)
             for scorer in self.set_scorers:
-                if len(samples) < scorer.min_samples:
-                    continue
                 try:
+                    why = scorer.skip_reason(samples)
+                    if why:
+                        status[(run, step, scorer.name, "skipped", why)] = len(samples)
+                        continue
                     res = scorer.score_set(samples)
-                except Exception:
+                except Exception as err:
                     log.exception("set scorer %s failed on %s@%d", scorer.name, run, step)
+                    why = f"{type(err).__name__}: {err}".splitlines()[0]
+                    status[(run, step, scorer.name, "failed", why)] = len(samples)
                     continue
                 for m, v in res.metrics.items():
                     aggs[m] = Aggregate(mean=v, ci_low=None, ci_high=None, n=len(samples))
                 flags.extend(res.flags)
         with self.store.begin() as conn:
             self.store.save_aggregates(conn, run, step, aggs)
+            self.store.save_judge_aggregates(conn, run, step, by_version)
+            self.store.save_judge_costs(conn, run, step)
             if self.set_scorers:
                 self.store.save_flags(conn, run, step, flags)
+                replace = [(run, step, s.name) for s in self.set_scorers]
+                self.store.save_scorer_status(conn, status, replace=replace)
 
 
 class Backoff:
@@ -539,7 +624,9 @@ def _default_hooks(settings: Settings) -> list[CheckpointHook]:
 
 def _to_sample(payload: dict[str, Any]) -> Sample:
     data = {
-        k: v for k, v in payload.items() if k not in ("rubrics", "only", "attempt", "expected")
+        k: v
+        for k, v in payload.items()
+        if k not in ("rubrics", "only", "attempt", "expected", "rescore")
     }
     return Sample.model_validate(data)
 
@@ -587,6 +674,10 @@ def run_worker(settings: Settings, *, consumer: str | None = None) -> None:
             log.warning(warning)
     except QueueError as e:
         log.warning("cannot check Redis durability: %s", e)
+    if any(s.name == "memorization" for s in worker.sample_scorers):
+        from .detectors.memorization import describe_indexes
+
+        log.info(describe_indexes(settings.index_dir))
     log.info("worker %s consuming %s", worker.queue.consumer, worker.queue.keys.samples)
     try:
         worker.run()

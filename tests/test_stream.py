@@ -221,9 +221,15 @@ def test_deadletter_cli_lists_and_requeues(settings: Settings, make_worker: Call
     listed = run_cli("deadletter", "list", env=env)
     assert listed.returncode == 0 and "q-run@1" in listed.stdout and "s7" in listed.stdout
     assert "cannot score s7" in listed.stdout
+    # Says how many, and which Redis and key it read (an empty answer is no answer).
+    where = f"{s.stream_prefix}:deadletter at {s.redis_url}"
+    assert listed.stderr.strip() == f"1 dead letters (samples) in {where}"
     requeued = run_cli("deadletter", "requeue", env=env)
-    assert requeued.stdout.startswith(f"requeued 1 from {s.stream_prefix}:deadletter to {s.stream_prefix}:samples")
+    assert requeued.stdout.strip() == f"requeued 1 from {s.stream_prefix}:deadletter to {s.stream_prefix}:samples at {s.redis_url}"
     assert worker.queue.deadletters() == [] and worker.queue.backlog() == 1
+    empty = run_cli("deadletter", "list", env=env)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr.strip() == f"no dead letters (samples) in {where}"
 
 
 def test_dead_letters_requeue_by_id_and_all(

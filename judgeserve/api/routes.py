@@ -182,7 +182,8 @@ def get_step(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """A checkpoint: its samples with scores, aggregates and checkpoint-level flags."""
+    """A checkpoint: its samples with scores, aggregates, checkpoint-level flags, and which
+    scorers ran on it and why the others did not (``scorers``)."""
     with read.connect(_store(request)) as conn:
         _run_or_404(conn, run)
         return {
@@ -193,6 +194,7 @@ def get_step(
             "aggregates": read.step_aggregates(conn, run, step),
             "flags": read.step_flags(conn, run, step),
             "evaluation": read.step_evaluation(conn, run, step),
+            "scorers": read.step_scorer_status(conn, run, step),
         }
 
 
@@ -210,6 +212,15 @@ def get_metrics(run: ReadRun, request: Request) -> dict[str, Any]:
     with read.connect(_store(request)) as conn:
         _run_or_404(conn, run)
         return {"run": run, "metrics": read.metric_series(conn, run)}
+
+
+@router.get("/v1/runs/{run}/costs", tags=["read"])
+def get_costs(run: ReadRun, request: Request, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    """What judging the run cost: judge seconds, prompt and generated tokens, prompts asked
+    and answered by the verdict cache; over the run, per rubric, and per step (newest first)."""
+    with read.connect(_store(request)) as conn:
+        _run_or_404(conn, run)
+        return read.judge_cost(conn, run, limit=limit, offset=offset)
 
 
 @router.get("/v1/runs/{run}/alerts", tags=["alerts"])

@@ -15,6 +15,11 @@ PEFT model, the adapter), and judgeserve's generator completes the probes from i
 
     JudgeCallback("probes.jsonl", mode="checkpoint")   # with TrainingArguments(save_steps=200)
 
+With ``checkpoint_save="background"`` the callback saves every ``every_n_steps`` itself
+instead (into ``<output_dir>/judgeserve/step-<N>``): the trainer waits only while the
+weights are copied into memory; a thread writes and then submits the folder
+(:mod:`judgeserve.callbacks.snapshot`). The trainer's own saves are then for resuming.
+
 With ``keep_best=True`` the callback keeps judgeserve's best checkpoint: the Trainer's
 ``save_total_limit`` rotation spares ``state.best_model_checkpoint``, which the callback
 points at the folder of the best checkpoint (``GET /v1/runs/{run}/best``, polled by the
@@ -145,7 +150,10 @@ class JudgeCallback(TrainerCallback):
         step = self.runner.best_step
         if step is None:
             return None
-        path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        if self.runner.options.checkpoint_save == "background":  # judgeserve's own folders
+            path = os.path.join(args.output_dir or ".", "judgeserve", f"step-{step}")
+        else:
+            path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{step}")
         return path if os.path.isdir(path) else None
 
     def _protect_best(self, args: TrainingArguments, state: TrainerState) -> None:
@@ -199,11 +207,23 @@ class JudgeCallback(TrainerCallback):
         if self.runner.due(state.global_step):
             self._probe(state, kwargs)
 
+    def _save_in_background(self, args: TrainingArguments, state: TrainerState, kwargs: dict[str, Any]) -> None:
+        model = kwargs.get("model")
+        if not state.is_world_process_zero or model is None:
+            return
+        folder = os.path.join(args.output_dir or ".", "judgeserve", f"step-{state.global_step}")
+        # A full model's folder carries its tokenizer, as the trainer's own save would.
+        tokenizer = None if hasattr(model, "peft_config") else (
+            self.tokenizer or kwargs.get("processing_class") or kwargs.get("tokenizer"))
+        self.runner.save_checkpoint(state.global_step, model, folder, tokenizer)
+
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self.runner.due(state.global_step):
             self._probe(state, kwargs)
+        if self.runner.save_due(state.global_step):
+            self._save_in_background(args, state, kwargs)
         self._log_back(state)
         self._check_stop(state, control)
         self._protect_best(args, state)
@@ -235,6 +255,8 @@ class JudgeCallback(TrainerCallback):
     ) -> None:
         # The folder Trainer._save_checkpoint has just written (and not rotated away).
         path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if self.runner.mode == "checkpoint" and self.runner.options.checkpoint_save == "background":
+            return  # judgeserve saves its own (on_step_end); the trainer's are for resuming
         if self.runner.mode == "checkpoint":
             if state.is_world_process_zero:
                 self.runner.submit_checkpoint(state.global_step, path)
@@ -248,7 +270,10 @@ class JudgeCallback(TrainerCallback):
             return
         if self.runner.probe_at_end and self.runner.mode == "generate":
             self._probe(state, kwargs)
-        self.runner.close()
+        if (self.runner.probe_at_end and self.runner.mode == "checkpoint"
+                and self.runner.options.checkpoint_save == "background"):
+            self._save_in_background(args, state, kwargs)  # the final weights (once)
+        self.runner.close()  # waits for a write in flight, then submits it
         if self.keep_best:
             self._report_best(args)
         self._log_back(state, final=True)

@@ -18,7 +18,9 @@ the probe set at train start and, whenever the trainer saves a checkpoint
 (``on_save_checkpoint``: ``ModelCheckpoint`` or ``trainer.save_checkpoint``), writes the
 transformers model beside it in the form the generator loads — ``save_pretrained`` of
 the PEFT adapter (milliseconds) or of the whole model — into
-``<checkpoint dir>/judgeserve/step-<N>`` and submits that folder.
+``<checkpoint dir>/judgeserve/step-<N>`` and submits that folder; with
+``checkpoint_save="background"`` it only copies the weights into memory there and a
+thread writes and submits the folder (:mod:`judgeserve.callbacks.snapshot`).
 """
 
 from __future__ import annotations
@@ -141,6 +143,12 @@ class JudgeLightningCallback(pl.Callback):
         if step in self.runner.probed:
             return
         folder = os.path.join(self.export_dir(trainer), f"step-{step}")
+        if self.runner.options.checkpoint_save == "background":
+            # Copied now, written and submitted by a thread (judgeserve.callbacks.snapshot).
+            model = self._model(pl_module)
+            tokenizer = None if hasattr(model, "peft_config") else self.tokenizer
+            self.runner.save_checkpoint(step, model, folder, tokenizer)
+            return
         # A Lightning .ckpt is no model folder a generator can load: write one beside it.
         self._model(pl_module).save_pretrained(folder)
         self.runner.submit_checkpoint(step, folder)

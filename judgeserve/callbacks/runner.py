@@ -29,6 +29,7 @@ from ..client import JudgeClient
 from ..exceptions import ClientError
 from ..probes import Completion, GenerationConfig, Probe, generate, load_probes
 from ..schema import Alert
+from .snapshot import BackgroundSaver
 
 __all__ = ["ProbeRunner", "ProbeOptions", "run_name", "split_summary"]
 
@@ -80,6 +81,13 @@ class ProbeOptions:
             generator can read: docs/checkpoints.md).
         checkpoint_kind: checkpoint mode: ``"lora"`` (a PEFT adapter folder), ``"full"``,
             or ``"auto"`` (``lora`` when the folder holds ``adapter_config.json``).
+        checkpoint_save: checkpoint mode: ``"trainer"`` submits the folders the trainer
+            saves (HF ``on_save``; Lightning: ``save_pretrained`` beside its checkpoint);
+            ``"background"``: judgeserve saves every ``every_n_steps`` (and at the end)
+            itself: the training thread only copies the weights into memory, a thread
+            writes them (safetensors, no optimizer state) into
+            ``<output dir>/judgeserve/step-<N>`` under a temporary name, renames the
+            complete folder and then submits it (:mod:`.snapshot`).
         base_model: checkpoint mode: the base model LoRA adapters were trained on, as the
             generator knows it (checked by the generator; None: not checked).
         client: a ``JudgeClient``; by default one is made for ``url`` and ``run`` (``run``
@@ -99,6 +107,7 @@ class ProbeOptions:
 
     mode: Literal["generate", "checkpoint"] = "generate"
     checkpoint_kind: Literal["auto", "lora", "full"] = "auto"
+    checkpoint_save: Literal["trainer", "background"] = "trainer"
     base_model: str | None = None
     client: JudgeClient | None = None
     url: str | None = None
@@ -118,6 +127,8 @@ class ProbeOptions:
             raise ValueError(f"mode must be 'generate' or 'checkpoint', not {self.mode!r}")
         if self.checkpoint_kind not in ("auto", "lora", "full"):
             raise ValueError("checkpoint_kind must be 'auto', 'lora' or 'full'")
+        if self.checkpoint_save not in ("trainer", "background"):
+            raise ValueError("checkpoint_save must be 'trainer' or 'background'")
         if self.every_n_steps is not None and self.every_n_steps < 1:
             raise ValueError("every_n_steps must be at least 1 (or None: probe on events only)")
 
@@ -160,6 +171,7 @@ class ProbeRunner:
         self.generation_s = 0.0  # time spent generating completions
         self.submit_s = 0.0  # time spent handing samples, checkpoints and metrics to the SDK
         self.probe_set: str | None = None  # checkpoint mode: the version uploaded
+        self.saver = BackgroundSaver()  # checkpoint_save="background": judgeserve's own saves
         self.alerts: dict[int, Alert] = {}  # every alert seen, by id
         self.watch_best = False  # poll GET /v1/runs/{run}/best too (the HF keep_best)
         self.best: dict[str, Any] | None = None  # its latest answer
@@ -189,7 +201,9 @@ class ProbeRunner:
     def close(self, flush_timeout: float = 10.0) -> None:
         """Stop watching; close a client made here (what it cannot deliver within
         ``flush_timeout`` stays in its journal for the next client). A client passed in
-        is left open: its owner closes it."""
+        is left open: its owner closes it. A checkpoint still being written in the
+        background is waited for and submitted first."""
+        self.saver.wait()
         self._closing.set()
         if self._watcher is not None:
             self._watcher.join(timeout=10)
@@ -238,8 +252,13 @@ class ProbeRunner:
         (another mode, no client, or this step already submitted)."""
         if self.mode != "checkpoint" or self.client is None or step in self.probed:
             return False
-        started = time.perf_counter()
         self.probed.append(step)
+        self._submit_checkpoint(step, path)
+        return True
+
+    def _submit_checkpoint(self, step: int, path: str | os.PathLike[str]) -> None:
+        assert self.client is not None
+        started = time.perf_counter()
         self.client.submit_checkpoint(
             step,
             path,
@@ -248,6 +267,32 @@ class ProbeRunner:
             probe_set=self.probe_set,
         )
         self.submit_s += time.perf_counter() - started
+
+    def save_due(self, step: int) -> bool:
+        """Whether judgeserve saves (and submits) a checkpoint at ``step`` itself
+        (``checkpoint_save="background"``, every ``every_n_steps``)."""
+        return (
+            self.mode == "checkpoint"
+            and self.options.checkpoint_save == "background"
+            and step not in self.probed
+            and step > 0
+            and self.every_n_steps is not None
+            and step % self.every_n_steps == 0
+        )
+
+    def save_checkpoint(
+        self, step: int, model: Any, folder: str | os.PathLike[str], tokenizer: Any = None
+    ) -> bool:
+        """Checkpoint mode, ``checkpoint_save="background"``: copy ``model``'s weights now
+        (the caller waits for this alone), write them into ``folder`` on a background
+        thread (with ``tokenizer``, when given, for a full model) and submit the folder
+        once it is complete. False when not saved (another mode, no client, or this step
+        already submitted)."""
+        if self.mode != "checkpoint" or self.client is None or step in self.probed:
+            return False
+        self.probed.append(step)
+        self.saver.save(step, model, tokenizer, Path(folder),
+                        then=lambda done: self._submit_checkpoint(step, done))
         return True
 
     def checkpoint_kind_of(self, path: str | os.PathLike[str]) -> Literal["lora", "full"]:

@@ -15,8 +15,9 @@ earlier:
 
 What is measured per candidate (:class:`Candidate`): the period, the region, the share of
 it covered, the number of repeats (region / period + 1), the covered tokens, and the
-share of covered tokens that are words: tables of numbers, dice grids and JSON records
-repeat their punctuation and keys, not words, and are structure rather than loops. Which
+share of the covered elements that are words (a run of one mark, such as a dot leader,
+is one element): tables of numbers, dice grids and JSON records repeat their
+punctuation and keys, not words, and are structure rather than loops. Which
 candidates are loops is decided by :class:`NearLoopRule`, whose thresholds were
 calibrated on ``tests/data/loops.jsonl`` (see docs/detectors.md).
 """
@@ -39,6 +40,7 @@ __all__ = [
     "token_classes",
     "text_classes",
     "candidates",
+    "previous_equal",
 ]
 
 NGRAM = 4
@@ -204,7 +206,7 @@ class Candidate:
     end: int
     coverage: float  # share of the region's tokens covered by a copy one period back
     covered: int
-    word_share: float  # share of the covered tokens that are words
+    word_share: float  # share of the covered elements (a run of one mark is one) that are words
     data_share: float = 0.0  # share of the covered tokens that are numbers changed as data
 
     @property
@@ -258,6 +260,34 @@ class NearLoopRule:
         )
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2^64 / the golden ratio
+
+
+@jit
+def previous_equal(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """For each position, the nearest earlier position holding an equal key (-1: none).
+
+    An open-addressing table, one pass: linear in the length, where sorting to find the
+    equal keys cost a third of the repetition detector's time.
+    """
+    n = len(keys)
+    bits = 4
+    while (1 << bits) < 2 * n:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    last = np.full(mask + 1, -1, dtype=np.int64)  # per slot, the last position of its key
+    prev = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        key = keys[i]
+        slot = np.int64((np.uint64(key) * _GOLDEN) >> shift)
+        while last[slot] >= 0 and keys[last[slot]] != key:
+            slot = (slot + 1) & mask
+        prev[i] = last[slot]
+        last[slot] = i
+    return prev
+
+
 @jit
 def _previous(norm: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
     """For each n-gram start, the start of the previous equal n-gram (-1: none)."""
@@ -265,12 +295,7 @@ def _previous(norm: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
     keys = norm[:count].copy()
     for j in range(1, n):
         keys = keys * 1_000_003 ^ norm[j : j + count]
-    order = np.argsort(keys, kind="mergesort")  # stable: equal keys stay in text order
-    prev = np.full(count, -1, dtype=np.int64)
-    for k in range(1, count):
-        if keys[order[k]] == keys[order[k - 1]]:
-            prev[order[k]] = order[k - 1]
-    return prev
+    return previous_equal(keys)
 
 
 @jit
@@ -338,9 +363,12 @@ def _densest(cov: npt.NDArray[np.int64], density: float) -> tuple[int, int]:
     ``S[e] >= S[s]``: a stack of the prefix minima from the left, scanned from the right.
     """
     n = len(cov)
-    prefix = np.zeros(n + 1)
+    # In millionths, as integers: with floats, 0.2 * 4 - 0.8 < 0 and a region covered at
+    # exactly the density was cut short.
+    step = round(density * 1_000_000)
+    prefix = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
-        prefix[i + 1] = prefix[i] + (1.0 if cov[i] > 0 else 0.0) - density
+        prefix[i + 1] = prefix[i] + (1_000_000 if cov[i] > 0 else 0) - step
     stack = np.zeros(n + 1, dtype=np.int64)
     top = 0
     for i in range(n + 1):
@@ -368,14 +396,17 @@ def _regions(
     classes: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]],
     values: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.int64]:
-    """Rows ``(period, start, end, covered, covered words, data numbers)``, one per period.
+    """Rows ``(period, start, end, covered, covered words, data numbers, covered
+    elements)``, one per period.
 
     A number covered by its copy but different from it is a counter when other numbers
-    changed by the same step (list numbering, page numbers); the others are data.
+    changed by the same step (list numbering, page numbers); the others are data. An
+    element is a token, except that a run of one mark (a dot leader "..........", a rule
+    "------") is one element: drawn as one thing, it weighs as one in the word share.
     """
     ids, norm, word = classes
     length = len(norm)
-    out = np.zeros((len(periods), 6), dtype=np.int64)
+    out = np.zeros((len(periods), 7), dtype=np.int64)
     found = 0
     for p in periods:
         slack = _slack(p)
@@ -383,12 +414,14 @@ def _regions(
         s, e = _densest(dist, DENSITY)
         covered = 0
         words = 0
+        elements = 0
         steps = np.zeros(e - s)
         changed = 0
         for t in range(s, e):
             if dist[t] > 0:
                 covered += 1
                 words += word[t]
+                elements += not (t > 0 and ids[t] == ids[t - 1] and (ids[t] & 3) == OTHER)
                 u = t - dist[t]
                 if norm[t] == NUMBER_ID and ids[t] != ids[u]:
                     steps[changed] = values[t] - values[u]
@@ -405,6 +438,7 @@ def _regions(
         if covered:
             out[found, 0], out[found, 1], out[found, 2] = p, s, e
             out[found, 3], out[found, 4], out[found, 5] = covered, words, data
+            out[found, 6] = elements
             found += 1
     return out[:found]
 
@@ -421,6 +455,6 @@ def candidates(classes: TokenClasses, max_distance: int = 512) -> list[Candidate
         values[i] = float(classes.token(i))
     rows = _regions(prev, periods, (classes.ids, classes.norm, classes.word), values)
     return [
-        Candidate(p, s, e, covered / (e - s), covered, words / covered, data / covered)
-        for p, s, e, covered, words, data in rows.tolist()
+        Candidate(p, s, e, covered / (e - s), covered, words / max(elements, 1), data / covered)
+        for p, s, e, covered, words, data, elements in rows.tolist()
     ]

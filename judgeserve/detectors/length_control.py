@@ -47,6 +47,10 @@ def length_controlled(
     return float(intercept), float(slope)
 
 
+def _has_reference(sample: Sample) -> bool:
+    return bool(sample.reference and sample.reference.strip())
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -57,10 +61,14 @@ class LengthControlScorer(SetScorer):
     name = "reference_lc"
     min_samples = 8
 
+    def skip_reason(self, samples: Sequence[Sample]) -> str | None:
+        have = sum(1 for s in samples if _has_reference(s))
+        if have < self.min_samples:
+            return f"needs {self.min_samples} samples with a reference, the step has {have}"
+        return None
+
     def score_set(self, samples: Sequence[Sample]) -> SetResult:
-        pairs = [
-            (s.completion, s.reference) for s in samples if s.reference and s.reference.strip()
-        ]
+        pairs = [(s.completion, s.reference or "") for s in samples if _has_reference(s)]
         if len(pairs) < self.min_samples:
             return SetResult()
         vectors = embed([c for c, _ in pairs] + [r for _, r in pairs])

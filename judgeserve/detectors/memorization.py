@@ -1,7 +1,8 @@
 """Verbatim memorization of the run's own training data.
 
 Scores per sample, when the run has an index (``judgeserve index build --run RUN FILE``
-writes it to ``<settings.index_dir>/<run>``; a run without one gets no scores):
+writes it to ``<settings.index_dir>/<run>``; a run without one gets no scores, and its
+steps say "memorization: not checked — no index for run RUN"):
 
 * ``memorization.ngram_overlap`` — share of the completion's token n-grams (n = 8 by
   default) found in the training data; Bloom-filter lookups, so it may be over by the
@@ -28,13 +29,20 @@ import numpy.typing as npt
 
 from ..exceptions import ConfigError, IndexFileError
 from ..schema import RUN_NAME_PATTERN, Sample, Score
-from ..scorers import SampleScorer
+from ..scorers import Context, SampleScorer
 from ..settings import Settings, get_settings
 from ._index_build import IndexStats, build_index
 from ._ngram_index import NgramIndex
 from ._tokens import ngram_hashes, stable_ids, token_spans, tokenize
 
-__all__ = ["MemorizationScorer", "build_index", "IndexStats", "run_index_dir"]
+__all__ = [
+    "MemorizationScorer",
+    "build_index",
+    "IndexStats",
+    "run_index_dir",
+    "indexed_runs",
+    "describe_indexes",
+]
 
 U64 = npt.NDArray[np.uint64]
 
@@ -50,6 +58,33 @@ def run_index_dir(run: str, index_dir: Path | None = None) -> Path:
             "starting with a letter or digit, not a path"
         )
     return (index_dir or get_settings().index_dir) / run
+
+
+def indexed_runs(index_dir: Path | None = None) -> list[str]:
+    """The runs that have an index in ``index_dir`` (default ``settings.index_dir``)."""
+    root = index_dir or get_settings().index_dir
+    try:
+        folders = list(root.iterdir())
+    except OSError:  # no folder yet: no index
+        return []
+    return sorted(
+        p.name
+        for p in folders
+        if re.fullmatch(RUN_NAME_PATTERN, p.name) and (p / "meta.json").is_file()
+    )
+
+
+def describe_indexes(index_dir: Path | None = None, shown: int = 20) -> str:
+    """One line for a process's start: where indexes are looked for, and for which runs."""
+    root = index_dir or get_settings().index_dir
+    runs = indexed_runs(root)
+    if not runs:
+        return (
+            f"no memorization index in {root}: memorization is not checked for any run "
+            "(`judgeserve index build --run RUN FILE` makes one)"
+        )
+    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+    return f"memorization indexes in {root} for runs: {', '.join(runs[:shown])}{more}"
 
 
 def _agree(a: U64, b: U64) -> int:
@@ -110,6 +145,15 @@ class MemorizationScorer(SampleScorer):
                 f"run {run!r} can confirm; rebuild it with a smaller min_span"
             )
         return index
+
+    def skip_reason(self, sample: Sample, context: Context) -> str | None:
+        path = run_index_dir(sample.run, self.index_dir)
+        if path.exists():
+            return None
+        return (
+            f"no index for run {sample.run} (looked in {path}; "
+            f"`judgeserve index build --run {sample.run} FILE` makes one)"
+        )
 
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
         indexes = {run: self.index(run) for run in {s.run for s in samples}}

@@ -1,6 +1,7 @@
 """Similarity to a reference answer: the built-in judge when no LLM judge runs.
 
-Scores per sample that carries a ``reference`` (samples without one get none):
+Scores per sample that carries a ``reference`` (samples without one get none, and the
+step says "reference: not checked — no reference on these samples"):
 
 * ``reference.semscore`` — cosine similarity of the MiniLM embeddings of completion and
   reference (SemScore, Aynetdinov & Akbik 2024), in [-1, 1]; 1 means same meaning.
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..schema import Sample, Score
-from ..scorers import SampleScorer
+from ..scorers import Context, SampleScorer
 from ._chrf import chrf_batch
 from ._embeddings import embed
 from .repetition import RepetitionScorer
@@ -49,6 +50,11 @@ class ReferenceScorer(SampleScorer):
 
     def __init__(self, semantic: bool = True) -> None:
         self.semantic = semantic
+
+    def skip_reason(self, sample: Sample, context: Context) -> str | None:
+        if sample.reference and sample.reference.strip():
+            return None
+        return "no reference on these samples"
 
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
         out: list[list[Score]] = [[] for _ in samples]

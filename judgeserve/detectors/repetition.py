@@ -48,6 +48,7 @@ from ._near_periodic import (
     NearLoopRule,
     TokenClasses,
     candidates,
+    previous_equal,
     text_classes,
 )
 
@@ -85,11 +86,7 @@ def _distinct(ids: npt.NDArray[np.int64], orders: npt.NDArray[np.int64]) -> npt.
         keys = ids[:count].copy()
         for j in range(1, n):
             keys = keys * 1_000_003 ^ ids[j : j + count]
-        keys.sort()
-        distinct = 1
-        for m in range(1, count):
-            distinct += keys[m] != keys[m - 1]
-        out[k] = distinct
+        out[k] = np.count_nonzero(previous_equal(keys) < 0)  # first occurrences
     return out
 
 
@@ -109,11 +106,7 @@ def _runs(
     ``(period, start, span)``; returns ``(longest, its start, its distance, candidates)``.
     """
     n = len(ids)
-    order = np.argsort(ids, kind="mergesort")
-    prev = np.full(n, -1, dtype=np.int64)  # previous occurrence of the same token
-    for k in range(1, n):
-        if ids[order[k]] == ids[order[k - 1]]:
-            prev[order[k]] = order[k - 1]
+    prev = previous_equal(ids)  # previous occurrence of the same token
     last = np.full(max_distance + 1, -2, dtype=np.int64)  # j of the last pair at distance p
     run = np.zeros(max_distance + 1, dtype=np.int64)
     state = (0, 0, 0, 0)  # longest, its start, its distance, candidates found

@@ -4,13 +4,22 @@ Construction is cheap and loads no model: the worker instantiates every register
 scorer, and most deployments have no judge. A judge backend is built on first use, one
 per distinct ``judge:`` block of the rubrics in play. With no rubric for a sample, or a
 rubric whose judge is the Ray Serve deployment while no endpoint is configured, the
-sample gets no judge scores (logged once), never an error.
+sample gets no judge scores, never an error; :meth:`JudgeScorer.skip_reason` says why
+("judge not configured: ..."), and the run page and the step endpoint show it.
 
 Which rubrics apply to a sample, first match wins: the run's rubrics passed by the worker
 (``score_with(samples, rubrics=...)``), the sample's ``rubrics`` tag (comma-separated),
 the ``rubrics`` given to the constructor, then the ``judge_rubrics`` setting. Pairwise
 rubrics need the baseline's answer to the same probe (``score_with(..., baselines=...)``);
 samples without one are not judged by them.
+
+Given the worker's ``settings``, the scorer shares the verdict cache in Redis
+(:mod:`judgeserve.judge.cache`, ``verdict_cache_size``) and adds its judge calls, tokens
+and cache hits to the metrics every worker shares (:mod:`judgeserve.telemetry`). Built
+without settings (a script, a test) it touches no Redis: a ``cache`` may be passed, and
+duplicates within one call are judged once either way. Every judge score's details say
+what it cost (``judge_s``, ``judge_calls``, ``cache_hits``, ``prompt_tokens``,
+``generated_tokens``), which the run page sums per step.
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ from ..exceptions import ConfigError, ScorerError
 from ..schema import Sample, Score
 from ..scorers import Context, SampleScorer
 from ..settings import Settings, get_settings
+from ..telemetry import Telemetry
 from .backends.base import JudgeBackend, load_backend
+from .cache import RedisVerdictCache, VerdictCache
 from .prompt import PromptBuilder
 from .rubric import Rubric, rubric_by_name, rubrics_in_tag
-from .verdicts import Item, Judge
+from .verdicts import Cost, Item, Judge
 
 __all__ = ["JudgeScorer", "selected", "rubrics_for"]
 
@@ -68,7 +79,9 @@ class JudgeScorer(SampleScorer):
         rubric_dirs: Sequence[str | Path] | None = None,
         backend: JudgeBackend | None = None,
         settings: Settings | None = None,
+        cache: VerdictCache | None = None,
     ) -> None:
+        shared = settings is not None  # the worker's own settings: share Redis with it
         settings = settings or get_settings()
         self._url = judge_url or settings.judge_url
         self._dirs = list(rubric_dirs or [settings.rubric_dir])
@@ -85,15 +98,62 @@ class JudgeScorer(SampleScorer):
         self._judges: dict[str, Judge | None] = {}
         self._builder = PromptBuilder()
         self._warned: set[str] = set()
+        self._own_cache = cache is None and shared and settings.verdict_cache_size > 0
+        self.cache = RedisVerdictCache.from_settings(settings) if self._own_cache else cache
+        self.telemetry = Telemetry.from_settings(settings) if shared else None
+        self._broken: dict[str, str] = {}  # rubric name -> why it cannot be used
 
     def _rubric(self, name: str) -> Rubric | None:
         if name not in self._rubrics:
             try:
                 self._rubrics[name] = rubric_by_name(name, self._dirs)
             except ConfigError as e:
-                self._warn_once(name, f"rubric {name!r} skipped: {e}")
+                self._broken[name] = f"rubric {name!r} skipped: {e}"
+                self._warn_once(name, self._broken[name])
                 return None
         return self._rubrics[name]
+
+    def _endpoint(self, rubric: Rubric) -> str | None:
+        spec = rubric.judge
+        return spec.url or (self._url if spec.backend == "serve" else None)
+
+    def skip_reason(self, sample: Sample, context: Context) -> str | None:
+        names = rubrics_for(sample, self._default, context.rubrics)
+        if not names:
+            return (
+                "judge not configured: no rubric for this run (name rubrics in the SDK, or "
+                "set JUDGESERVE_JUDGE_RUBRICS)"
+            )
+        reasons = []
+        for name in names:
+            why = self._rubric_skip(name, sample, context.baseline)
+            if why is None:
+                return None
+            reasons.append(why)
+        return "; ".join(reasons)
+
+    def _rubric_skip(self, name: str, sample: Sample, baseline: str | None) -> str | None:
+        """Why ``rubric`` does not judge ``sample`` (what :meth:`score_with` skips quietly)."""
+        rubric = self._rubric(name)
+        if rubric is None:
+            return self._broken[name]
+        backend = rubric.judge.backend
+        remote = self._fixed_backend is None and backend in ("serve", "openai")
+        if remote and not self._endpoint(rubric):
+            return (
+                f"judge not configured: rubric {name!r} uses the {backend!r} judge and no "
+                "endpoint is set (JUDGESERVE_JUDGE_URL or the rubric's judge.url)"
+            )
+        if not selected(sample.id, rubric):
+            return f"not in rubric {name!r}'s sampled share ({rubric.sample_rate:.0%})"
+        if rubric.reference == "required" and sample.reference is None:
+            return f"rubric {name!r} needs a reference and these samples have none"
+        if rubric.mode == "pairwise" and baseline is None:
+            return (
+                f"rubric {name!r} compares with the same probe's answer at the baseline "
+                f"checkpoint ({rubric.baseline}), and there is none"
+            )
+        return None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -113,11 +173,11 @@ class JudgeScorer(SampleScorer):
 
     def _make_judge(self, rubric: Rubric) -> Judge | None:
         if self._fixed_backend is not None:
-            return Judge(self._fixed_backend, self._builder)
+            return Judge(self._fixed_backend, self._builder, cache=self.cache)
         spec = rubric.judge
         options = dict(spec.options)
         if spec.backend in ("serve", "openai"):
-            url = spec.url or (self._url if spec.backend == "serve" else None)
+            url = self._endpoint(rubric)
             if not url:
                 self._warn_once(
                     f"url:{rubric.name}",
@@ -132,7 +192,7 @@ class JudgeScorer(SampleScorer):
             raise
         except Exception as e:
             raise ScorerError(f"cannot start judge backend {spec.backend!r}: {e}") from e
-        return Judge(backend, self._builder)
+        return Judge(backend, self._builder, cache=self.cache)
 
     def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
         return self.score_with(samples)
@@ -183,9 +243,33 @@ class JudgeScorer(SampleScorer):
                 raise
             except Exception as e:  # a backend's own errors: the worker retries the batch
                 raise ScorerError(f"judge failed on rubric {rubric.name!r}: {e}") from e
+            finally:
+                self._report(judge)
             for i, sample_scores in zip(chosen, scores, strict=True):
                 out[i].extend(sample_scores)
         return out
+
+    def _report(self, judge: Judge) -> None:
+        """Add what ``judge`` did to the metrics the workers share (one round trip)."""
+        stats = judge.take_stats()
+        if self.telemetry is None:
+            return
+        t, backend = self.telemetry, stats.backend
+        for took in stats.latencies:
+            t.observe("judgeserve_judge_latency_seconds", took, backend=backend)
+        t.inc("judgeserve_judge_requests_total", len(stats.latencies), backend=backend)
+        t.inc("judgeserve_judge_prompts_total", stats.prompts, backend=backend)
+        t.inc("judgeserve_judge_tokens_total", stats.prompt_tokens, backend=backend, kind="prompt")
+        t.inc(
+            "judgeserve_judge_tokens_total",
+            stats.generated_tokens,
+            backend=backend,
+            kind="generated",
+        )
+        t.inc("judgeserve_judge_cache_hits_total", stats.hits)
+        t.inc("judgeserve_judge_cache_misses_total", stats.misses)
+        t.inc("judgeserve_judge_cache_evictions_total", stats.evictions)
+        t.flush()
 
     @staticmethod
     def _applies(rubric: Rubric, sample: Sample, baseline: str | None) -> bool:
@@ -228,6 +312,7 @@ class JudgeScorer(SampleScorer):
                         scorer=f"judge.{rubric.name}.{crit}",
                         value=p.value,
                         details={
+                            **sum((v.cost for v in p.orders), Cost()).details(),
                             "outcome": p.outcome,
                             "consistent": p.consistent,
                             "p_win": p.p_win,
@@ -248,6 +333,11 @@ class JudgeScorer(SampleScorer):
 
     def close(self) -> None:
         for judge in self._judges.values():
-            if judge is not None:
+            # A backend given to the constructor belongs to the caller, who closes it.
+            if judge is not None and judge.backend is not self._fixed_backend:
                 judge.backend.close()
         self._judges.clear()
+        if self.telemetry is not None:
+            self.telemetry.close()
+        if self._own_cache and isinstance(self.cache, RedisVerdictCache):
+            self.cache.close()

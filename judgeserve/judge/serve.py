@@ -13,7 +13,9 @@ continuously: a replica hosting ``backend: vllm`` runs its async engine (``vllm_
 and passes every request straight through to it, concurrently, without Serve's batching.
 
 HTTP routes under the application's route prefix (default ``/judge``): ``POST
-/label_probs`` and ``POST /generate`` with ``{"prompts": [...]}``, ``GET /info``,
+/label_probs`` and ``POST /generate`` with ``{"prompts": [...]}``, answered with
+``{"results": [...]}`` and, when the backend counts tokens (``GET /info`` says
+``reports_usage``), ``"usage"``: the tokens of each prompt; ``GET /info``,
 ``GET /stats`` (recent batch sizes) and ``GET /health``.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..exceptions import MissingExtraError
-from .backends.base import AsyncJudgeBackend, load_backend
+from .backends.base import AsyncJudgeBackend, TokenUsage, load_backend, reports_usage
 from .prompt import JudgePrompt
 
 __all__ = ["DeploymentArgs", "JudgeDeployment", "build_app", "bind"]
@@ -80,6 +82,7 @@ class JudgeDeployment:
         self.backend = load_backend(backend, cfg.model, **cfg.options)
         # Checked once: a runtime Protocol check inspects every member, too slow per request.
         self._async = self.backend if isinstance(self.backend, AsyncJudgeBackend) else None
+        self._counts = reports_usage(self.backend)
         # The decorator's sizes are defaults; serve.yaml's args set the real ones.
         batched: list[Any] = [self._label_probs, self._generate]
         for method in batched:
@@ -88,41 +91,71 @@ class JudgeDeployment:
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
         self.healthy = True
 
+    def _usage(self, n: int) -> list[TokenUsage] | None:
+        return [TokenUsage() for _ in range(n)] if self._counts else None
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _label_probs(self, prompts: list[JudgePrompt]) -> list[dict[str, float] | None]:
+    async def _label_probs(
+        self, prompts: list[JudgePrompt]
+    ) -> list[tuple[dict[str, float] | None, TokenUsage | None]]:
         self.batch_sizes.append(len(prompts))
+        usage = self._usage(len(prompts))
         # The forward pass blocks; a thread keeps the replica's event loop taking requests
         # (and filling the next batch) meanwhile. Batches still run one at a time.
-        return await asyncio.to_thread(self.backend.label_probs, prompts)
+        if usage is None:
+            probs = await asyncio.to_thread(self.backend.label_probs, prompts)
+            return [(p, None) for p in probs]
+        probs = await asyncio.to_thread(self.backend.label_probs, prompts, usage=usage)  # type: ignore[call-arg]
+        return list(zip(probs, usage, strict=True))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _generate(self, requests: list[tuple[JudgePrompt, int]]) -> list[str]:
+    async def _generate(
+        self, requests: list[tuple[JudgePrompt, int]]
+    ) -> list[tuple[str, TokenUsage | None]]:
         self.batch_sizes.append(len(requests))
         max_tokens = max(n for _, n in requests)
-        texts = await asyncio.to_thread(self.backend.generate, [p for p, _ in requests], max_tokens)
-        return texts
+        prompts = [p for p, _ in requests]
+        usage = self._usage(len(prompts))
+        if usage is None:
+            texts = await asyncio.to_thread(self.backend.generate, prompts, max_tokens)
+            return [(t, None) for t in texts]
+        texts = await asyncio.to_thread(self.backend.generate, prompts, max_tokens, usage=usage)  # type: ignore[call-arg]
+        return list(zip(texts, usage, strict=True))
 
-    async def label_probs(self, prompts: list[dict[str, Any]]) -> list[dict[str, float] | None]:
-        """Label probabilities for prompts given as :meth:`JudgePrompt.to_dict` dicts."""
+    async def label_probs(
+        self, prompts: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, float] | None], list[TokenUsage] | None]:
+        """Label probabilities for prompts given as :meth:`JudgePrompt.to_dict` dicts, and
+        what each cost (None when the backend does not count)."""
+        judged = [JudgePrompt.from_dict(p) for p in prompts]
         if self._async is not None:
-            return await self._async.alabel_probs([JudgePrompt.from_dict(p) for p in prompts])
-        return list(
-            await asyncio.gather(*(self._label_probs(JudgePrompt.from_dict(p)) for p in prompts))
-        )
+            usage = self._usage(len(judged))
+            if usage is None:
+                return await self._async.alabel_probs(judged), None
+            probs = await self._async.alabel_probs(judged, usage=usage)  # type: ignore[call-arg]
+            return probs, usage
+        pairs = await asyncio.gather(*(self._label_probs(p) for p in judged))
+        return _unzip(pairs)
 
-    async def generate(self, prompts: list[dict[str, Any]], max_tokens: int = 8) -> list[str]:
+    async def generate(
+        self, prompts: list[dict[str, Any]], max_tokens: int = 8
+    ) -> tuple[list[str], list[TokenUsage] | None]:
+        judged = [JudgePrompt.from_dict(p) for p in prompts]
         if self._async is not None:
-            return await self._async.agenerate(
-                [JudgePrompt.from_dict(p) for p in prompts], max_tokens
-            )
-        return list(
-            await asyncio.gather(
-                *(self._generate((JudgePrompt.from_dict(p), max_tokens)) for p in prompts)
-            )
-        )
+            usage = self._usage(len(judged))
+            if usage is None:
+                return await self._async.agenerate(judged, max_tokens), None
+            texts = await self._async.agenerate(judged, max_tokens, usage=usage)  # type: ignore[call-arg]
+            return texts, usage
+        pairs = await asyncio.gather(*(self._generate((p, max_tokens)) for p in judged))
+        return _unzip(pairs)
 
-    def info(self) -> dict[str, str]:
-        return {"backend": self.backend.name, "model": self.backend.model}
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            "reports_usage": self._counts,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Recent Serve batch sizes; for pass-through engines, the most requests in flight."""
@@ -150,11 +183,11 @@ class JudgeDeployment:
         elif request.method == "POST":
             body = await request.json()
             if route == "label_probs":
-                return {"results": await self.label_probs(body["prompts"])}
+                return _answer(*await self.label_probs(body["prompts"]))
             if route == "generate":
-                return {
-                    "results": await self.generate(body["prompts"], int(body.get("max_tokens", 8)))
-                }
+                return _answer(
+                    *await self.generate(body["prompts"], int(body.get("max_tokens", 8)))
+                )
         from starlette.responses import JSONResponse
 
         return JSONResponse({"detail": f"no route {request.method} {route}"}, status_code=404)
@@ -163,6 +196,19 @@ class JudgeDeployment:
         backend = getattr(self, "backend", None)
         if backend is not None:
             backend.close()
+
+
+def _unzip(pairs: Any) -> tuple[list[Any], list[TokenUsage] | None]:
+    results = [r for r, _ in pairs]
+    usage = [u for _, u in pairs]
+    return results, (None if any(u is None for u in usage) else usage)
+
+
+def _answer(results: list[Any], usage: list[TokenUsage] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"results": results}
+    if usage is not None:
+        out["usage"] = [u.to_dict() for u in usage]
+    return out
 
 
 def build_app(args: DeploymentArgs) -> Any:

@@ -15,13 +15,13 @@ and 100k+ samples.
 Dead letters (samples' and checkpoint jobs') live in Redis, not the database:
 :func:`deadletters` reads them through the process's :class:`~judgeserve.stream.Queue`.
 
-One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.alerts`, :mod:`.checkpoints`,
-:mod:`.ops`, :mod:`.compare`: choosing a checkpoint, a run's checkpoints ranked by quality
-and two compared probe by probe, the statistics from :mod:`judgeserve.ranking`); import
-the names from ``judgeserve.read``. A new subject gets a module of its own here.
-)
-:mod:`.ops`, :mod:`.labels`); import the names from ``judgeserve.read``. A new subject gets
-a module of its own here.
+One module per subject (:mod:`.runs`, :mod:`.steps`, :mod:`.scorers`: which scorers ran
+and why the others did not, :mod:`.alerts`, :mod:`.checkpoints`, :mod:`.costs`: what
+judging cost, :mod:`.ops`, :mod:`.labels`: human labels and calibration reports,
+:mod:`.judging`: judge versions (drift control), :mod:`.compare`: choosing a
+checkpoint, a run's checkpoints ranked by quality and two compared probe by probe, the
+statistics from :mod:`judgeserve.ranking`); import the names from ``judgeserve.read``. A
+new subject gets a module of its own here.
 """
 
 from __future__ import annotations
@@ -41,6 +41,15 @@ from .compare import (
     rank_input,
     ranking,
 )
+from .costs import judge_cost
+from .judging import (
+    judge_series,
+    labelled_verdicts,
+    main_judge_versions,
+    rubric_versions,
+    step_judge_versions,
+    version_dict,
+)
 from .labels import (
     MAX_LABEL_ROWS,
     judged_candidates,
@@ -56,6 +65,7 @@ from .labels import (
 from .ops import deadletters, list_tokens, token
 from .runs import (
     alert_markers,
+    count_run_samples,
     count_runs,
     flagged_counts,
     get_run,
@@ -65,10 +75,12 @@ from .runs import (
     nearest_step,
     nonfinite_metrics,
     open_alerts_by_run,
+    run_samples,
     run_steps,
     run_summary_values,
     step_neighbours,
 )
+from .scorers import step_scorer_status
 from .steps import (
     StepFilter,
     count_scored,
@@ -103,6 +115,8 @@ __all__ = [
     "metric_series",
     "nonfinite_metrics",
     "run_summary_values",
+    "run_samples",
+    "count_run_samples",
     "alert_markers",
     # one step
     "step_scorers",
@@ -113,6 +127,7 @@ __all__ = [
     "step_aggregates",
     "step_evaluation",
     "step_flags",
+    "step_scorer_status",
     # samples
     "get_sample",
     "previous_samples",
@@ -128,6 +143,8 @@ __all__ = [
     "list_checkpoint_jobs",
     "count_checkpoint_jobs",
     "checkpoint_job",
+    # judge cost
+    "judge_cost",
     # choosing a checkpoint
     "CheckpointRef",
     "ProbeSide",
@@ -154,4 +171,11 @@ __all__ = [
     "list_calibrations",
     "latest_calibrations",
     "list_tunes",
+    # judge versions: drift control
+    "rubric_versions",
+    "labelled_verdicts",
+    "judge_series",
+    "step_judge_versions",
+    "main_judge_versions",
+    "version_dict",
 ]

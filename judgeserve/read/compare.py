@@ -29,6 +29,7 @@ from ..ranking import Quality, Ranking, RankInput, compare_sides, rank, win_rate
 from ..ranking.paired import Key
 from ..store import aggregates, checkpoints, flags, run_metrics, samples, scores
 from ._base import _reads
+from .judging import step_judge_versions
 
 __all__ = [
     "CheckpointRef",
@@ -312,8 +313,9 @@ def compare_checkpoints(
 ) -> dict[str, Any]:
     """``GET /v1/compare``: every per-sample metric of ``b`` against ``a``, paired by probe
     and draw (mean difference ``b - a``, bootstrap CI, Wilcoxon p, Holm over metrics);
-    pairwise rubrics' win rates per side; set-level metrics' two values. Raises
-    :class:`NotComparableError` when the probe sets differ."""
+    pairwise rubrics' win rates per side; set-level metrics' two values; per judge metric
+    the judge versions that scored each side (``judge_versions``: ``{"a", "b", "same"}``,
+    version keys). Raises :class:`NotComparableError` when the probe sets differ."""
     side_a, side_b = probe_side(conn, a), probe_side(conn, b)
     _check_comparable(side_a, side_b)
     pairwise = _pairwise(conn, a.run, list(side_a.values)) | _pairwise(
@@ -348,6 +350,22 @@ def compare_checkpoints(
             "a": va, "b": vb, "delta": None if va is None or vb is None else vb - va
         }
     n_probes = len(side_a.prompts)
+    # A judge metric judged by different judge versions at a and b measures the judges'
+    # difference as much as the checkpoints': say so (drift control).
+    judges = {name: step_judge_versions(conn, ref.run, ref.step) for name, ref in (("a", a), ("b", b))}
+    judge_versions: dict[str, dict[str, Any]] = {}
+    for metric in sorted(m for m in metrics | set(pairwise) if m.startswith("judge.")):
+        keys = {
+            name: sorted(
+                v["judge_version"]["key"]
+                for v in [found, *found.get("other_versions", [])]
+                if v.get("judge_version")
+            )
+            for name in ("a", "b")
+            if (found := judges[name].get(metric)) is not None
+        }
+        if keys:
+            judge_versions[metric] = {**keys, "same": keys.get("a") == keys.get("b")}
     return {
         "a": _side_info(conn, side_a),
         "b": _side_info(conn, side_b),
@@ -357,6 +375,7 @@ def compare_checkpoints(
         "metrics": {d.metric: d.as_dict() for d in deltas},
         "win_rates": win_rates,
         "set_level": set_level,
+        "judge_versions": judge_versions,
     }
 
 

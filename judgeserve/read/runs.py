@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from ..store import (
@@ -19,6 +19,7 @@ from ..store import (
     scores,
 )
 from ._base import HEADLINE_PREFERENCE, SEVERITY_RANK, _flag_clause, _project_runs, _reads
+from .judging import main_judge_versions
 
 __all__ = [
     "list_runs",
@@ -33,6 +34,8 @@ __all__ = [
     "metric_series",
     "nonfinite_metrics",
     "run_summary_values",
+    "run_samples",
+    "count_run_samples",
     "alert_markers",
 ]
 
@@ -192,7 +195,9 @@ def metric_series(
     conn: Connection, run: str, from_step: int = 0
 ) -> dict[str, list[dict[str, Any]]]:
     """Every aggregate and trainer metric (``train.<name>``) of a run as series over steps,
-    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on.
+    ``{metric: [{"step", "mean", "ci_low", "ci_high", "n"}, ...]}``, from ``from_step`` on;
+    a judge metric's points name the judge version each covers (``"judge_version"``, a
+    key; every version's series apart: :func:`judgeserve.read.judge_series`).
     A trainer metric that was NaN or infinite has ``"mean": None`` and ``"nonfinite"``
     ('nan', 'inf' or '-inf')."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -213,6 +218,13 @@ def metric_series(
         out.setdefault(metric, []).append(
             {"step": step, "mean": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n}
         )
+    if any(m.startswith("judge.") for m in out):
+        # Each judge point names the judge version its mean covers (drift.py).
+        versions = main_judge_versions(conn, run, from_step)
+        for metric, points in out.items():
+            if metric.startswith("judge."):
+                for p in points:
+                    p["judge_version"] = versions.get((metric, int(p["step"])))
     q2 = (
         select(run_metrics.c.name, run_metrics.c.step, run_metrics.c.value, run_metrics.c.nonfinite)
         .where(and_(run_metrics.c.run == run, run_metrics.c.step >= from_step))
@@ -249,6 +261,46 @@ def run_summary_values(conn: Connection, run: str) -> dict[str, float | str]:
         .order_by(run_summary.c.name)
     )
     return {n: (bad if bad is not None else float(v)) for n, v, bad in conn.execute(q)}
+
+
+def _in_steps(run: str, first: int | None, last: int | None) -> list[Any]:
+    where = [samples.c.run == run]
+    if first is not None:
+        where.append(samples.c.step >= first)
+    if last is not None:
+        where.append(samples.c.step <= last)
+    return where
+
+
+@_reads
+def run_samples(
+    conn: Connection,
+    run: str,
+    first: int | None = None,
+    last: int | None = None,
+    *,
+    after: tuple[int, str] | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """A page of the run's stored samples with steps in ``[first, last]`` (None: open),
+    ordered by step then id, after ``(step, id)``: every field a sample was sent with."""
+    where = _in_steps(run, first, last)
+    if after is not None:
+        step, sid = after
+        where.append(
+            or_(samples.c.step > step, and_(samples.c.step == step, samples.c.id > sid))
+        )
+    q = select(samples).where(*where).order_by(samples.c.step, samples.c.id).limit(limit)
+    return [plain(r) for r in conn.execute(q).mappings()]
+
+
+@_reads
+def count_run_samples(
+    conn: Connection, run: str, first: int | None = None, last: int | None = None
+) -> int:
+    """How many samples the run has stored with steps in ``[first, last]``."""
+    q = select(func.count()).select_from(samples).where(*_in_steps(run, first, last))
+    return int(conn.execute(q).scalar_one())
 
 
 @_reads

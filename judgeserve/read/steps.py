@@ -19,6 +19,7 @@ from ..store import (
     scores,
 )
 from ._base import _flag_clause, _reads
+from .judging import step_judge_versions
 
 __all__ = [
     "StepFilter",
@@ -170,16 +171,24 @@ def scores_for(conn: Connection, run: str, ids: Sequence[str]) -> dict[str, list
 
 @_reads
 def step_aggregates(conn: Connection, run: str, step: int) -> dict[str, dict[str, Any]]:
-    """``{metric: {"mean", "ci_low", "ci_high", "n"}}`` of a checkpoint, by metric name."""
+    """``{metric: {"mean", "ci_low", "ci_high", "n"}}`` of a checkpoint, by metric name.
+    A judge metric's aggregate covers one judge version, which it names
+    (``"judge_version"``), with the step's scores by other versions apart
+    (``"other_versions"``; :func:`judgeserve.read.step_judge_versions`)."""
     q = (
         select(aggregates)
         .where(and_(aggregates.c.run == run, aggregates.c.step == step))
         .order_by(aggregates.c.metric)
     )
-    return {
+    out: dict[str, dict[str, Any]] = {
         r["metric"]: {k: r[k] for k in ("mean", "ci_low", "ci_high", "n")}
         for r in conn.execute(q).mappings()
     }
+    if any(m.startswith("judge.") for m in out):
+        for metric, versions in step_judge_versions(conn, run, step).items():
+            if metric in out:
+                out[metric].update(versions)
+    return out
 
 
 @_reads

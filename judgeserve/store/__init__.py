@@ -39,6 +39,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..exceptions import StoreError, StoreUnavailable
 from ..schema import Aggregate, Alert, Sample, Score
+from .judging import RESCORE_STATES, JudgeWrites
 from .tables import (
     JOB_STATES,
     aggregates,
@@ -47,6 +48,10 @@ from .tables import (
     checkpoint_jobs,
     checkpoints,
     flags,
+    judge_aggregates,
+    judge_costs,
+    judge_verdicts,
+    judge_versions,
     labels,
     metadata,
     plain,
@@ -55,6 +60,7 @@ from .tables import (
     run_summary,
     runs,
     samples,
+    scorer_status,
     scores,
     tokens,
     tune_reports,
@@ -70,6 +76,7 @@ __all__ = [
     "store_error",
     "nonfinite_name",
     "JOB_STATES",
+    "RESCORE_STATES",
     "SQLITE_BUSY_S",
     # the tables, for the read path and the tests
     "aggregates",
@@ -78,12 +85,17 @@ __all__ = [
     "checkpoint_jobs",
     "checkpoints",
     "flags",
+    "judge_aggregates",
+    "judge_verdicts",
+    "judge_versions",
+    "judge_costs",
     "labels",
     "probe_sets",
     "run_metrics",
     "run_summary",
     "runs",
     "samples",
+    "scorer_status",
     "scores",
     "tokens",
     "tune_reports",
@@ -95,6 +107,18 @@ log = logging.getLogger(__name__)
 # How long a SQLite write waits for another writer's lock before it fails (and the worker
 # holds its batch and tries again).
 SQLITE_BUSY_S = 30.0
+
+
+# A step's judge cost before its first judge score is summed in (see judge_costs).
+_NO_COST: dict[str, Any] = {
+    "scores": 0,
+    "judge_calls": 0,
+    "cache_hits": 0,
+    "judge_s": 0.0,
+    "prompt_tokens": None,
+    "generated_tokens": None,
+}
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -123,7 +147,7 @@ def nonfinite_name(value: float | None) -> str | None:
     return None
 
 
-class Store:
+class Store(JudgeWrites):
     """judgeserve's database: its engine and its writes (reads: :mod:`judgeserve.read`)."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -224,9 +248,17 @@ class Store:
         self.save_batch_scores(conn, [(run, step, sample_id, items)])
 
     def save_batch_scores(
-        self, conn: Connection, batch: Iterable[tuple[str, int, str, Iterable[Score]]]
+        self,
+        conn: Connection,
+        batch: Iterable[tuple[str, int, str, Iterable[Score]]],
+        *,
+        replace: bool = False,
     ) -> None:
-        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement."""
+        """Scores of many samples, ``(run, step, sample id, scores)`` each, in one statement.
+
+        A score already stored is kept (a redelivered sample changes nothing), unless
+        ``replace``: a sample rescored on purpose (``judgeserve rescore``) gets the new one.
+        """
         rows = [
             {
                 "run": run,
@@ -244,9 +276,27 @@ class Store:
             for run, step, sample_id, items in batch
             for sc in items
         ]
-        if rows:
+        if not rows:
+            return
+        ins = self._insert(scores)
+        if replace:
+            # A labelled item's old judge verdict stays measurable (drift control).
+            judged = {
+                (str(r["run"]), str(r["sample_id"]))
+                for r in rows
+                if str(r["scorer"]).startswith("judge.")
+            }
+            self.keep_replaced_verdicts(conn, sorted(judged))
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["run", "sample_id", "scorer"],
+                    set_={k: ins.excluded[k] for k in ("value", "is_bool", "details", "version")},
+                ),
+                rows,
+            )
+        else:
             # A re-delivered sample is re-scored; keeping the first verdict keeps rows stable.
-            conn.execute(self._insert(scores).on_conflict_do_nothing(), rows)
+            conn.execute(ins.on_conflict_do_nothing(), rows)
 
     def save_aggregates(
         self, conn: Connection, run: str, step: int, values: dict[str, Aggregate]
@@ -266,6 +316,49 @@ class Store:
                 # A recompute that saw fewer samples (a worker behind another one, a partial
                 # checkpoint finishing late) must not replace a fuller aggregate.
                 where=ins.excluded.n >= aggregates.c.n,
+            ),
+            rows,
+        )
+
+    def save_judge_costs(self, conn: Connection, run: str, step: int) -> None:
+        """Recompute a step's judge cost per rubric from its judge scores' details."""
+        d = scores.c.details
+        q = (
+            select(
+                scores.c.scorer,
+                func.count(),
+                func.sum(d["judge_calls"].as_integer()),
+                func.sum(d["cache_hits"].as_integer()),
+                func.sum(d["judge_s"].as_float()),
+                func.sum(d["prompt_tokens"].as_integer()),
+                func.sum(d["generated_tokens"].as_integer()),
+            )
+            .where(
+                and_(scores.c.run == run, scores.c.step == step, scores.c.scorer.like("judge.%"))
+            )
+            .group_by(scores.c.scorer)
+        )
+        per: dict[str, dict[str, Any]] = {}
+        for scorer, n, calls, hits, secs, ptok, gtok in conn.execute(q):
+            row = per.setdefault(scorer.split(".")[1], dict(_NO_COST))
+            row["scores"] += n
+            row["judge_calls"] += calls or 0
+            row["cache_hits"] += hits or 0
+            row["judge_s"] += secs or 0.0
+            for key, value in (("prompt_tokens", ptok), ("generated_tokens", gtok)):
+                if value is not None:
+                    row[key] = (row[key] or 0) + int(value)
+        if not per:
+            return
+        now = _now()
+        rows = [{"run": run, "step": step, "rubric": r, **v, "updated": now} for r, v in per.items()]
+        ins = self._insert(judge_costs)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "rubric"],
+                set_={k: ins.excluded[k] for k in (*_NO_COST, "updated")},
+                # A worker that saw fewer of the step's scores must not replace a fuller sum.
+                where=ins.excluded.scores >= judge_costs.c.scores,
             ),
             rows,
         )
@@ -334,6 +427,45 @@ class Store:
         ]
         if rows:
             conn.execute(flags.insert(), rows)
+
+    def save_scorer_status(
+        self,
+        conn: Connection,
+        counts: Mapping[tuple[str, int, str, str, str], int],
+        replace: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
+        """Add samples not scored, ``(run, step, scorer, kind, reason) -> n``; first drop
+        the rows of each ``(run, step, scorer)`` in ``replace`` (set scorers: the status
+        of their last recompute)."""
+        for run, step, scorer in replace:
+            conn.execute(
+                scorer_status.delete().where(
+                    and_(
+                        scorer_status.c.run == run,
+                        scorer_status.c.step == step,
+                        scorer_status.c.scorer == scorer,
+                    )
+                )
+            )
+        merged: dict[tuple[str, int, str, str, str], int] = {}
+        for (run, step, scorer, kind, reason), n in counts.items():
+            key = (run, step, scorer, kind, reason[:500])  # the column's width
+            merged[key] = merged.get(key, 0) + n
+        if not merged:
+            return
+        now = _now()
+        ins = self._insert(scorer_status)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run", "step", "scorer", "kind", "reason"],
+                set_={"n": scorer_status.c.n + ins.excluded.n, "updated": now},
+            ),
+            [
+                {"run": run, "step": step, "scorer": scorer, "kind": kind,
+                 "reason": reason, "n": n, "updated": now}
+                for (run, step, scorer, kind, reason), n in sorted(merged.items())
+            ],
+        )
 
     def save_metrics(self, run: str, step: int, values: Mapping[str, float | None]) -> None:
         """Trainer metrics of one step; NaN, ±inf (and None, meaning NaN) are kept as such."""

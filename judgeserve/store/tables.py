@@ -100,6 +100,22 @@ flags = Table(
     Column("details", JSON, nullable=False),
 )
 
+# Samples a scorer did not score, per checkpoint, scorer and why (no index, no reference,
+# judge not configured, disabled, failed): silence would read as "all is well". Scored
+# samples are counted from `scores`; `n` can count a redelivered sample twice, so readers
+# cap it at the samples not scored.
+scorer_status = Table(
+    "scorer_status",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("scorer", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # skipped | failed | disabled
+    Column("reason", String(500), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 # When a checkpoint is complete, so that its alert rules run once, on all of its samples:
 # `expected` is how many samples it will have (set by whoever knows: the trainer's probe
 # runner, the generation worker), `last_sample` when the worker last stored one of them.
@@ -211,6 +227,24 @@ alerts = Table(
 )
 
 
+# What judging cost, per step and rubric: sums of the cost each judge score records in
+# its details (judge.verdicts.Cost), recomputed from the scores with the step's aggregates.
+judge_costs = Table(
+    "judge_costs",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("rubric", String(256), primary_key=True),
+    Column("scores", Integer, nullable=False),  # judge scores summed (one per criterion)
+    Column("judge_calls", Integer, nullable=False),  # requests sent to the judge
+    Column("cache_hits", Integer, nullable=False),  # prompts the verdict cache answered
+    Column("judge_s", Float, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=True),  # NULL: the backend does not count
+    Column("generated_tokens", BigInteger, nullable=True),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+
 tokens = Table(
     "tokens",
     metadata,
@@ -269,12 +303,71 @@ tune_reports = Table(
 )
 
 
+# Judge versions (judgeserve.judge.version) as the workers first saw them, per judge scorer
+# (judge.<rubric>.<criterion>), and the re-scoring of the rubric's labelled items with each
+# (drift control, judgeserve.drift): pending -> running -> done | failed.
+judge_versions = Table(
+    "judge_versions",
+    metadata,
+    Column("scorer", String(256), primary_key=True),
+    Column("key", String(16), primary_key=True),
+    Column("rubric", String(64), nullable=False),
+    Column("criterion", String(64), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("backend", String(64), nullable=False),
+    Column("prompt_hash", String(128), nullable=False),
+    Column("rubric_version", String(64), nullable=False),
+    Column("first_run", String(128), nullable=False),
+    Column("first_step", BigInteger, nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("rescore_state", String(16), nullable=False),
+    Column("rescore_by", String(256), nullable=True),  # the worker that re-scores
+    Column("rescored", Integer, nullable=False, default=0),
+    Column("rescore_total", Integer, nullable=True),
+    Column("rescore_reason", Text, nullable=True),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Index("ix_judge_versions_rubric", "rubric", "first_seen"),
+)
+
+# Verdicts of labelled items by judge versions other than the one in `scores` (drift
+# control re-scores them): the run's own scores stay as they were judged.
+judge_verdicts = Table(
+    "judge_verdicts",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("sample_id", String(128), primary_key=True),
+    Column("scorer", String(256), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("value", Float, nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_judge_verdicts_scorer", "scorer", "version"),
+)
+
+# A judge criterion's aggregate at one step per judge version: charts draw one series per
+# version, and `aggregates` holds the step's main version only (`main`), never a mix.
+judge_aggregates = Table(
+    "judge_aggregates",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("metric", String(256), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("mean", Float, nullable=True),
+    Column("ci_low", Float, nullable=True),
+    Column("ci_high", Float, nullable=True),
+    Column("n", Integer, nullable=False),
+    Column("main", Boolean, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+
 def plain(r: Any) -> dict[str, Any]:
     """A result row as a dict, its times in UTC (SQLite drops the zone)."""
     d = dict(r)
     for k in (
         "created", "updated", "resolved_at", "last_sample", "evaluated", "set_at",
-        "submitted", "started", "finished",
+        "submitted", "started", "finished", "first_seen",
     ):
         if k in d:
             d[k] = _utc(d[k])

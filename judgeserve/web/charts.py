@@ -10,7 +10,9 @@ from it.
 
 Below it a **family** is the scorer family (``length``, ``repetition``, ``memorization``,
 ``diversity``, ...); judge scores are one family per rubric (``judge.<rubric>``), one
-series per criterion. One unit per axis: a family whose metrics have different units
+series per criterion, and one series per judge version where the judge changed during
+the run (a marker where it did: scores of different judges are never averaged into one
+line, :mod:`judgeserve.drift`). One unit per axis: a family whose metrics have different units
 (shares 0-1 and token counts) is drawn as one chart per unit. Every family chart also
 carries the trainer's loss (``train.loss``) on a second axis over the same steps. The
 trainer's counters (flos, runtime, epoch, ...) are hidden until clicked in the legend.
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from ..ranking import Ranking
 
 __all__ = [
-    "family_of", "unit_of", "headline_metrics", "chart_payload", "overlay_payload", "sparkline",
+    "family_of", "unit_of", "headline_metrics", "chart_payload", "split_judge_versions",
+    "overlay_payload", "sparkline",
     "LOSS", "TOKENS_SEEN",
 ]
 
@@ -115,10 +118,41 @@ def _ranking_part(ranking: Ranking | None) -> tuple[dict[str, Any] | None, dict[
     return best, score
 
 
+def split_judge_versions(
+    series: Mapping[str, Sequence[Mapping[str, Any]]], judge: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Sequence[Mapping[str, Any]]], list[dict[str, Any]]]:
+    """Judge metrics judged by more than one judge version over the run become one series
+    per version, ``<metric> · judge <key>``, never one averaged line; and the steps where a
+    version first appears: ``[{"step", "metric", "series", "key", "label"}]``.
+    ``judge``: :func:`judgeserve.read.judge_series`."""
+    out: dict[str, Sequence[Mapping[str, Any]]] = dict(series)
+    changes: list[dict[str, Any]] = []
+    for metric, found in judge.items():
+        if not found.get("split"):
+            continue
+        # Steps aggregated before versions were kept per step stay under the plain name.
+        covered = {step for v in found["versions"] for step in v["steps"]}
+        earlier = [p for p in out.pop(metric, ()) if int(p["step"]) not in covered]
+        if earlier:
+            out[metric] = earlier
+        for v in found["versions"]:
+            name = f"{metric} · judge {v['key'][:8] or 'unversioned'}"
+            out[name] = [
+                {"step": step, "mean": v["mean"][j], "ci_low": v["ci_low"][j],
+                 "ci_high": v["ci_high"][j], "n": v["n"][j]}
+                for j, step in enumerate(v["steps"])
+            ]
+            if not v["first"]:
+                changes.append({"step": v["first_step"], "metric": metric, "series": name,
+                                "key": v["key"], "label": v["label"]})
+    return out, changes
+
+
 def chart_payload(
     series: Mapping[str, Sequence[Mapping[str, Any]]],
     markers: Sequence[Mapping[str, Any]],
     ranking: Ranking | None = None,
+    judge: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """JSON for ``charts.js`` from :func:`judgeserve.read.metric_series` (aggregates, and the
     trainer's metrics as ``train.*``), :func:`judgeserve.read.alert_markers` and the run's
@@ -130,8 +164,13 @@ def chart_payload(
          "best": {"step", "band": [...]} or None,
          "families": [{"name", "unit", "metrics": [{"name", "steps": [...], "mean": [...],
                                                     "lo": [...], "hi": [...]}]}],
-         "train": [{"name", "steps": [...], "value": [...], "hidden"}], "alerts": [...]}
+         "train": [{"name", "steps": [...], "value": [...], "hidden"}], "alerts": [...],
+         "judge_changes": [{"step", "metric", "series", "key", "label"}]}
+
+    ``judge`` (:func:`judgeserve.read.judge_series`) splits judge metrics by judge version
+    (:func:`split_judge_versions`).
     """
+    series, changes = split_judge_versions(series, judge or {})
     charts: dict[tuple[str, str], list[dict[str, Any]]] = {}
     train: list[dict[str, Any]] = []
     for metric in sorted(series):
@@ -168,6 +207,7 @@ def chart_payload(
         "alerts": [
             {k: m[k] for k in ("id", "step", "severity", "rule", "state")} for m in markers
         ],
+        "judge_changes": changes,
     }
 
 
@@ -196,7 +236,11 @@ def overlay_payload(
     one series per run, its x the step or (``x="tokens"``) the tokens seen by then::
 
         {"x", "runs": [...], "notes": [...],
-         "metrics": [{"name", "unit", "series": [{"run", "x": [...], "mean": [...]}]}]}
+         "metrics": [{"name", "unit", "series": [{"run", "label", "version", "x": [...],
+                                                  "mean": [...]}]}]}
+
+    A judge metric whose judge version changed during a run is one line per version
+    (``label`` names it; ``version`` counts from 0 in the order they appeared).
     """
     notes = []
     tokens = {}
@@ -221,8 +265,16 @@ def overlay_payload(
             if run in tokens:
                 xs = [_interpolate(float(p["step"]), *tokens[run]) for p in points]
             mean = [_num(p["mean"]) for p in points]
-            keep = [i for i, v in enumerate(xs) if v is not None]
-            lines.append({"run": run, "x": [xs[i] for i in keep], "mean": [mean[i] for i in keep]})
+            # A run whose judge changed: a line per judge version, never one through both.
+            versions = list(dict.fromkeys(p.get("judge_version") for p in points))
+            for n, version in enumerate(versions):
+                keep = [
+                    i for i, v in enumerate(xs)
+                    if v is not None and points[i].get("judge_version") == version
+                ]
+                label = run if len(versions) == 1 else f"{run} · judge {(version or 'unversioned')[:8]}"
+                lines.append({"run": run, "label": label, "version": n,
+                              "x": [xs[i] for i in keep], "mean": [mean[i] for i in keep]})
             means += mean
         unit = metric[len(TRAIN):] if metric.startswith(TRAIN) else unit_of(metric, means)
         metrics.append({"name": metric, "unit": unit, "series": lines})

@@ -349,3 +349,23 @@ def test_boolean_evidence_lists_the_flagged_samples_only() -> None:
     low = rule("name: ok\ntype: threshold\nmetric: repetition.loop\nbelow: 0.9")
     f = evaluate(low, h, 1)
     assert f is not None and f.evidence["sample_ids"] == ["repetition.loop@1#0", "repetition.loop@1#2", "repetition.loop@1#3"]
+
+
+def test_threshold_bounds_are_strict_and_evidence_names_every_number() -> None:
+    h = history({"judge.help.score": {100: 3.0, 200: 2.5, 300: 2.4}}, spread=False)
+    above = rule("name: high\ntype: threshold\nmetric: judge.help.score\nabove: 3.0")
+    below = rule("name: low\ntype: threshold\nmetric: judge.help.score\nbelow: 2.5")
+    assert not fired(above, h, 100)  # at the bound is not above it
+    assert not fired(below, h, 200)  # nor below it
+    f = evaluate(below, h, 300)
+    assert f is not None and f.rule is below and f.step == 300
+    assert f.evidence == {
+        "metric": "judge.help.score",
+        "statistic": "mean",
+        "value": 2.4,
+        "below": 2.5,
+        "n": 24,
+        "ci": [None, None],
+        "sample_ids": [],
+    }
+    assert f.message == "judge.help.score mean 2.4 is below 2.5 at step 300"

@@ -14,6 +14,7 @@ import pytest
 from judgeserve.alerts import AlertEngine, parse_rules
 from judgeserve.demo.data import format_example, make_corpus
 from judgeserve.detectors.length import LengthScorer
+from judgeserve.generation_worker import GenerationWorker
 from judgeserve.settings import Settings
 from judgeserve.worker import Worker
 
@@ -104,3 +105,35 @@ def stack(settings: Settings, make_worker: Callable[..., Worker]) -> Iterator[Ca
     yield start
     for s in made:
         s.close()
+
+
+class Generating:
+    """A generation worker thread with the transformers generator hosting the tiny base."""
+
+    def __init__(self, settings: Settings, base: Path) -> None:
+        from judgeserve.generator.transformers import TransformersGenerator
+
+        self.generator = TransformersGenerator(str(base), max_adapters=2)
+        self.worker = GenerationWorker(settings, generator=self.generator)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.thread.join(timeout=60)
+        self.worker.close()
+        self.generator.close()
+
+
+@pytest.fixture
+def generating(settings: Settings, tiny: Tiny) -> Iterator[Callable[[], Generating]]:
+    made: list[Generating] = []
+
+    def start() -> Generating:
+        g = Generating(settings, tiny.model_dir)
+        made.append(g)
+        return g
+
+    yield start
+    for g in made:
+        g.close()

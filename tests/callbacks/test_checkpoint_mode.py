@@ -6,8 +6,7 @@ base model, a scoring worker, alert rules — and the alert visible to ``client.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,11 @@ import redis
 
 from judgeserve import JudgeClient, read
 from judgeserve.callbacks.hf import JudgeCallback
-from judgeserve.generation_worker import GenerationWorker
 from judgeserve.settings import Settings
 from judgeserve.store import Store
 
 from ..conftest import wait_for
-from .conftest import Stack, Tiny
+from .conftest import Generating, Stack, Tiny
 
 peft = pytest.importorskip("peft")
 
@@ -34,38 +32,6 @@ rules:
     min_samples: 2
     severity: warning
 """
-
-
-class Generating:
-    """A generation worker thread with the transformers generator hosting the tiny base."""
-
-    def __init__(self, settings: Settings, base: Path) -> None:
-        from judgeserve.generator.transformers import TransformersGenerator
-
-        self.generator = TransformersGenerator(str(base), max_adapters=2)
-        self.worker = GenerationWorker(settings, generator=self.generator)
-        self.thread = threading.Thread(target=self.worker.run, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.worker.stop()
-        self.thread.join(timeout=60)
-        self.worker.close()
-        self.generator.close()
-
-
-@pytest.fixture
-def generating(settings: Settings, tiny: Tiny) -> Iterator[Callable[[], Generating]]:
-    made: list[Generating] = []
-
-    def start() -> Generating:
-        g = Generating(settings, tiny.model_dir)
-        made.append(g)
-        return g
-
-    yield start
-    for g in made:
-        g.close()
 
 
 def lora_model(tiny: Tiny) -> Any:
@@ -88,13 +54,11 @@ def hf_trainer(tiny: Tiny, model: Any, out: Path, callback: JudgeCallback, steps
             per_device_train_batch_size=8,
             learning_rate=5e-3,
             logging_steps=5,
-            save_strategy="steps",
-            save_steps=10,
             use_cpu=True,
             disable_tqdm=True,
             dataloader_num_workers=0,
             report_to=[],
-            **args,
+            **{"save_strategy": "steps", "save_steps": 10, **args},
         ),
         train_dataset=tiny.dataset(),
         data_collator=tiny.collate,
@@ -192,9 +156,10 @@ def test_checkpoints_deleted_before_generation_are_dead_letters_and_the_rest_run
 @pytest.mark.timeout(300)
 @pytest.mark.filterwarnings("ignore:The '?train_dataloader'? does not have many workers")
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated:FutureWarning")
+@pytest.mark.parametrize("saves", ["trainer", "background"])
 def test_lightning_in_checkpoint_mode_submits_what_model_checkpoint_saves(
-    tiny: Tiny, tmp_path: Path, stack: Callable[[str], Stack], generating: Callable[[], Generating],
-    settings: Settings,
+    saves: str, tiny: Tiny, tmp_path: Path, stack: Callable[[str], Stack],
+    generating: Callable[[], Generating], settings: Settings,
 ) -> None:
     L = pytest.importorskip("lightning.pytorch")
     import torch
@@ -205,7 +170,8 @@ def test_lightning_in_checkpoint_mode_submits_what_model_checkpoint_saves(
     s = stack("rules: []")
     generating()
     client = JudgeClient(s.url, run="pl-ckpt", spool_dir=tmp_path / "spool")
-    cb = JudgeLightningCallback(tiny.probes, client=client, mode="checkpoint", max_new_tokens=8)
+    cb = JudgeLightningCallback(tiny.probes, client=client, mode="checkpoint", max_new_tokens=8,
+                                checkpoint_save=saves)
 
     class Module(L.LightningModule):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -228,6 +194,8 @@ def test_lightning_in_checkpoint_mode_submits_what_model_checkpoint_saves(
         trainer.fit(Module(), loader)
         assert client.flush(20) and client.errors == []
         assert cb.runner.probed == [10, 20] and cb.runner.generation_s == 0.0
+        assert cb.runner.saver.errors == []
+        assert len(cb.runner.saver.records) == (2 if saves == "background" else 0)
         store = Store(settings.database_url)
         try:
             wait_for(lambda: len([j for j in read.list_checkpoint_jobs(store, "pl-ckpt") if j["state"] == "generated"

@@ -107,3 +107,19 @@ def test_few_levels_shortcut_matches_the_general_bootstrap() -> None:
     agg = aggregate(values)
     low, high = _general_bootstrap(values)
     assert agg.ci_low == pytest.approx(low, abs=0.03) and agg.ci_high == pytest.approx(high, abs=0.03)
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.95])
+def test_the_interval_has_the_confidence_asked_for(confidence: float) -> None:
+    from scipy.stats import norm
+
+    # 400 distinct values (the index bootstrap): the percentile interval of a mean is close
+    # to mean +- z * s / sqrt(n), z of the two-sided level.
+    values = [float(v) for v in np.random.default_rng(4).normal(0.0, 1.0, 400)]
+    agg = aggregate(values, confidence=confidence)
+    assert agg.ci_low is not None and agg.ci_high is not None and agg.mean is not None
+    half = norm.ppf(0.5 + confidence / 2) * np.std(values, ddof=1) / math.sqrt(len(values))
+    assert agg.ci_high - agg.ci_low == pytest.approx(2 * half, rel=0.06)
+    assert (agg.ci_low + agg.ci_high) / 2 == pytest.approx(agg.mean, abs=0.1 * half)
+    # aggregate_all hands the level on.
+    assert aggregate_all({"m": values}, confidence=confidence)["m"] == agg

@@ -69,8 +69,10 @@ def test_recall_and_false_alarms_on_the_evaluation_set(
     assert r["loop:wordless"] >= 0.9
     assert r["loop:near_periodic_verse"] >= 0.9
     assert r["loop:near_periodic_refrain"] >= 0.9
-    assert r["loop:near_periodic_toc"] >= 0.6
+    assert r["loop:near_periodic_toc"] >= 0.9  # dot leaders weigh as one element each
     assert r["loop:real_loop"] >= 0.9
+    # The held-out half, which calibrated nothing, keeps the recall target too.
+    assert r["loop:test"] >= 0.9, f"held-out recall {r['loop:test']:.3f}"
 
 
 def test_exact_periodicity_alone_misses_most_near_periodic_loops(

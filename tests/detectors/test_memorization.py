@@ -308,3 +308,30 @@ def test_a_threshold_below_what_the_index_can_confirm_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match="min_span"):
         MemorizationScorer(index_dir=fresh_index, min_span=20).score([make_sample("text", run=RUN)])
+
+
+@pytest.mark.parametrize(("n", "min_span"), [(8, 50), (4, 12), (8, 8)])
+def test_a_copy_of_exactly_min_span_tokens_is_memorized_at_every_offset(
+    n: int, min_span: int, tmp_path: Path, make_sample: Callable[..., Sample]
+) -> None:
+    # Anchors sit every min_span - n + 1 tokens: any window of min_span tokens holds one,
+    # whatever token it starts at; a sparser stride misses some starts, so try them all.
+    docs = [" ".join(sentences(seed, 14)) for seed in (11, 12)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    build_index([train], tmp_path / "idx" / RUN, n=n, min_span=min_span, progress=False)
+    scorer = MemorizationScorer(index_dir=tmp_path / "idx")
+    for doc in docs:
+        tokens = tokenize(doc)
+        assert len(tokens) >= min_span + 2 * (min_span - n + 1)
+        for start in range(len(tokens) - min_span + 1):
+            for length in (min_span, min_span - 1):
+                # Tokens joined by spaces tokenize back to themselves; "zqx" is no word of
+                # the corpus, so the copy cannot extend into the frame.
+                copy = " ".join(tokens[start : start + length])
+                [out] = scorer.score([make_sample(f"zqx {copy} zqx", run=RUN)])
+                s = {x.scorer.split(".")[1]: x for x in out}
+                assert s["memorized"].value is (length == min_span), (start, length)
+                if length == min_span:
+                    assert s["longest_span"].value == min_span, start
+                    assert s["longest_span"].details["confirmed"] is True

@@ -110,6 +110,36 @@ def test_analyse_agrees_with_brute_force() -> None:
         assert r.rep[2] == pytest.approx(expected)
 
 
+def test_previous_equal_keys_agree_with_a_dictionary() -> None:
+    """The open-addressing table behind the repeat counts, against a plain dict: any
+    int64 key (negative, equal low or high bits, so slots collide), lengths that make
+    the table grow, and the n-gram counts of orders 2-4 on a larger alphabet."""
+    from judgeserve.detectors._near_periodic import previous_equal
+
+    rng = random.Random(11)
+    pools = [
+        [rng.randrange(-(2**63), 2**63) for _ in range(50)],
+        [k << 40 for k in range(-20, 20)],  # equal low bits
+        list(range(-30, 30)),  # equal high bits
+    ]
+    for _ in range(120):
+        pool = rng.choice(pools)
+        keys = [rng.choice(pool) for _ in range(rng.randrange(0, 1500))]
+        last: dict[int, int] = {}
+        expected = []
+        for i, k in enumerate(keys):
+            expected.append(last.get(k, -1))
+            last[k] = i
+        assert previous_equal(np.array(keys, dtype=np.int64)).tolist() == expected
+    for _ in range(50):
+        ids = [rng.randrange(40) for _ in range(rng.randrange(0, 600))]
+        r = analyse(np.array(ids, dtype=np.int64))
+        for n in (2, 3, 4):
+            grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+            expected_rep = 1 - len(set(grams)) / len(grams) if grams else 0.0
+            assert r.rep[n] == pytest.approx(expected_rep)
+
+
 ART_LOOP = "Here is an ASCII drawing of a fence:\n\n" + "|  |  |  |  |\n" * 150 + "|  | "
 
 
@@ -177,6 +207,38 @@ def test_a_table_of_contents_restarting_with_new_numbers_is_a_near_loop(
     flag = scores(text, make_sample)["repetition.loop"]
     assert flag.value is True and flag.details["kind"] == "near"
     assert flag.details["repeats"] >= 6
+
+
+def test_a_table_of_contents_with_dot_leaders_is_a_near_loop(
+    make_sample: Callable[..., Sample],
+) -> None:
+    """Sections restart under new chapter numbers, with page numbers after dot leaders.
+    Ten dots are one drawn element: counted as ten tokens they would outweigh the titles
+    and pass the loop off as punctuation (the word share)."""
+    from judgeserve.detectors._near_periodic import candidates, text_classes
+
+    titles = ["Getting Started", "Basic Usage", "Advanced Topics", "Common Problems"]
+    text = "Contents:\n" + "\n".join(
+        f"{c}.{k + 1} {t} .......... {4 * (4 * (c - 1) + k) + 3}"
+        for c in range(1, 7)
+        for k, t in enumerate(titles)
+    )
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is True and flag.details["kind"] == "near", flag.details
+    best = max(candidates(text_classes(text)), key=lambda c: c.covered)
+    # Per line 2 words in 7 elements ("1" "." "1" two words, the leader, the page); by
+    # tokens, 2 in 16, under the 20% a loop needs.
+    assert best.word_share == pytest.approx(2 / 7, abs=0.02)
+
+
+def test_a_table_with_rules_is_not_a_loop(make_sample: Callable[..., Sample]) -> None:
+    rows = [("Ann", 31, "Oslo"), ("Bo", 28, "Lund"), ("Cy", 45, "Rome"), ("Di", 39, "Kyiv"),
+            ("Ed", 52, "Lima"), ("Flo", 23, "Baku"), ("Gus", 61, "Riga"), ("Hal", 34, "Bern")]
+    text = "| Name | Age | City |\n|----------|-----|----------|\n" + "\n".join(
+        f"| {n} | {a} | {c} |\n|----------|-----|----------|" for n, a, c in rows
+    )
+    flag = scores(text, make_sample)["repetition.loop"]
+    assert flag.value is False, flag.details
 
 
 @pytest.mark.parametrize(

@@ -353,3 +353,30 @@ def test_generation_workers_run_as_ray_actors(
         jobs.close()
         store.close()
         next(urls, None)  # drops the schema
+
+
+def test_the_finish_reason_is_on_every_generated_sample_and_decides_truncation(
+    settings: Settings, store: Store, policy: TinyPolicy, probes: list[Probe], jobs: Queue,
+    gen_worker: Callable[..., GenerationWorker], make_worker: Callable[..., Worker],
+) -> None:
+    """In checkpoint mode judgeserve knows why generation stopped: every sample carries
+    it, and the truncation detector takes it over what the text looks like."""
+    from judgeserve.detectors.truncation import _CUT_REASONS, TruncationScorer, ending
+
+    short = GenerationConfig(max_new_tokens=2, greedy=True, samples=0, seed=5)
+    submit(store, jobs, "cut-run", 10, policy.adapter("b"), set_probes(store, "cut-run", probes, short))
+    submit(store, jobs, "whole-run", 10, policy.adapter("b"), set_probes(store, "whole-run", probes))
+    gen_worker().run(idle_exit_s=0.5)
+    make_worker(scorers=[TruncationScorer()], hooks=[]).run(idle_exit_s=0.5)
+
+    for run, finish, truncated in (("cut-run", "length", True), ("whole-run", "stop", False)):
+        got = read.step_samples(store, run, 10, limit=100)
+        assert len(got) == len(probes) * (1 if run == "cut-run" else 2)
+        for s in got:
+            assert s["tags"]["finish_reason"] == finish, s
+            [t] = [x for x in s["scores"] if x["scorer"] == "truncation.truncated"]
+            assert t["value"] is truncated and t["details"]["source"] == "finish_reason", t
+    # Cut after two tokens ("banana cream"), the text alone reads as a whole answer that
+    # only lacks its period: without the finish reason these cuts would go unseen.
+    cut_texts = [s["completion"] for s in read.step_samples(store, "cut-run", 10, limit=100)]
+    assert all(ending(t) not in _CUT_REASONS for t in cut_texts), cut_texts

@@ -107,6 +107,12 @@ def test_openai_generate_then_parse(
     verdicts = judge.ask(prompts, min_mass=1.01)  # above 1: logprobs never suffice
     assert [v.method for v in verdicts] == ["parsed"] * 4
     assert [v.value for v in verdicts] == [expected_level(i.completion) for i in toy_items[:4]]
+    # The server's own usage counts: each prompt was sent twice (logprobs, then generate),
+    # the same prompt both times; one token, then the reply's.
+    for v in verdicts:
+        assert v.cost.prompt_tokens is not None and v.cost.generated_tokens is not None
+        assert v.cost.prompt_tokens > 20 and v.cost.prompt_tokens % 2 == 0
+        assert 2 <= v.cost.generated_tokens <= 1 + 8
 
 
 def test_openai_pairwise(backend: OpenAIBackend, pairwise_items: list[Item]) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from judgeserve.judge.backends.base import TokenUsage
 from judgeserve.judge.backends.serve import ServeBackend
+from judgeserve.judge.prompt import PromptBuilder
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.scorer import JudgeScorer
 from judgeserve.judge.verdicts import Item, Judge
@@ -44,6 +47,7 @@ def test_health_and_info(judge_url: str) -> None:
     assert httpx.get(f"{judge_url}/health", timeout=10).json() == {"status": "ok"}
     info = httpx.get(f"{judge_url}/info", timeout=10).json()
     assert info["backend"] == "transformers"
+    assert info["reports_usage"] is True  # the worker's ServeBackend passes the counts on
 
 
 def test_concurrent_requests_are_batched(
@@ -79,6 +83,29 @@ def test_worker_scorer_through_serve(judge_url: str, rubric: Rubric, toy_items: 
         assert score.scorer == "judge.toy.marker"
         assert score.value == pytest.approx(expected_level(sample.completion), abs=0.3)
         assert score.details["judge_backend"] == "serve"
+
+
+def test_tokens_are_counted_by_the_replica(
+    judge_url: str, rubric: Rubric, toy_items: list[Item], transformers_backend: Any
+) -> None:
+    """Each prompt's tokens, as the replica counted them in its batch (padding left out),
+    equal the same backend's count in this process."""
+    builder = PromptBuilder()
+    prompts = [
+        builder.render(rubric, "marker", prompt=it.prompt, completion=it.completion)
+        for it in toy_items[:6]
+    ]
+    remote, here = [TokenUsage() for _ in prompts], [TokenUsage() for _ in prompts]
+    backend = ServeBackend(url=judge_url)
+    try:
+        assert backend.reports_usage
+        backend.label_probs(prompts, usage=remote)
+    finally:
+        backend.close()
+    transformers_backend.label_probs(prompts, usage=here)
+    assert remote == here
+    assert all(u.prompt_tokens > 20 and u.generated_tokens == 1 for u in remote)
+    assert len({u.prompt_tokens for u in remote}) > 1  # per prompt, not one figure for all
 
 
 def test_serve_config_is_valid() -> None:

@@ -74,3 +74,8 @@ def test_generate_then_parse_through_the_async_engine(
     for item, result in zip(toy_items[:4], results, strict=True):
         assert result["marker"].method == "parsed"
         assert result["marker"].value == expected_level(item.completion)
+        # The replica's engine counted the tokens of both requests (logprobs, then generate).
+        cost = result["marker"].cost
+        assert cost.prompt_tokens is not None and cost.generated_tokens is not None
+        assert cost.prompt_tokens > 20 and cost.prompt_tokens % 2 == 0
+        assert 2 <= cost.generated_tokens <= 1 + 8

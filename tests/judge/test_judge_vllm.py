@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from judgeserve.judge.backends.base import TokenUsage
 from judgeserve.judge.rubric import Rubric
 from judgeserve.judge.verdicts import Item, Judge
 from judgeserve.testing.toy_judge import expected_level
@@ -51,11 +52,16 @@ def test_vllm_agrees_with_transformers(
         builder.render(rubric, "marker", prompt=i.prompt, completion=i.completion)
         for i in toy_items[:4]
     ]
-    ours = vllm_backend.label_probs(prompts)
-    theirs = transformers_backend.label_probs(prompts)
+    ours_usage = [TokenUsage() for _ in prompts]
+    theirs_usage = [TokenUsage() for _ in prompts]
+    ours = vllm_backend.label_probs(prompts, usage=ours_usage)
+    theirs = transformers_backend.label_probs(prompts, usage=theirs_usage)
     for a, b in zip(ours, theirs, strict=True):
         for label in ("1", "5"):
             assert a[label] == pytest.approx(b[label], abs=0.01)
+    # Both count the same tokens per prompt (the judge cost is the same on either engine).
+    assert ours_usage == theirs_usage
+    assert all(u.prompt_tokens > 20 and u.generated_tokens == 1 for u in ours_usage)
 
 
 def test_vllm_generate_then_parse(vllm_backend: Any, rubric: Rubric, toy_items: list[Item]) -> None:

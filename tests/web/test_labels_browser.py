@@ -86,3 +86,33 @@ def test_label_twenty_items_with_the_keyboard_then_agreement(stack: Stack, page:
     )
     assert "20 labels on 20 items by 1 labeller" in page.locator("#label-count").inner_text()
     screenshot(page, "rubric-agreement")
+
+
+@pytest.mark.slow
+def test_the_chart_draws_each_judge_version_apart_with_a_marker(stack: Stack, page: Any) -> None:
+    """The rubric's wording changed at step 30: the run page draws the old judge's scores
+    and the new judge's as two series, with a marker at 30, never one line through both."""
+    run = "drift-web"
+    seed_judged(stack.store, run, [10, 20], 6, lambda step, i: 2.0)
+    seed_judged(stack.store, run, [30, 40], 6, lambda step, i: 4.0, prompt_hash="ph-two")
+    for step in (10, 20, 30, 40):
+        stack.worker.update_checkpoint(run, step)
+    old = JudgeVersion("toy-judge", "transformers", "ph-one", "1").key
+    new = JudgeVersion("toy-judge", "transformers", "ph-two", "1").key
+    page.goto(f"{stack.url}/runs/{run}")
+    page.wait_for_selector("#charts[data-rendered]")
+    card = page.locator('[data-family="judge.helpfulness"]')
+    names = str(card.get_attribute("data-series")).split("|")
+    assert sorted(names) == sorted(f"judge.helpfulness.helpfulness · judge {k[:8]}" for k in (old, new))
+    assert card.get_attribute("data-judge-changes") == "30"
+    assert page.locator('[data-family="headline"]').get_attribute("data-judge-changes") == "30"
+    # Each series holds its own version's steps only: 2.0 at 10 and 20, 4.0 at 30 and 40.
+    drawn = page.evaluate(
+        """() => { const u = window.judgeserveCharts["judge.helpfulness"];
+                   return u.series.map((s, i) => [s.label, u.data[i]]); }"""
+    )
+    by_label = {label: values for label, values in drawn}
+    assert by_label["step"] == [10, 20, 30, 40]
+    assert by_label[f"judge.helpfulness.helpfulness · judge {old[:8]}"] == [2.0, 2.0, None, None]
+    assert by_label[f"judge.helpfulness.helpfulness · judge {new[:8]}"] == [None, None, 4.0, 4.0]
+    screenshot(page, "judge-versions")

@@ -7,6 +7,11 @@ A backend answers two questions about rendered prompts:
   offers no logprobs; the caller then falls back to generating.)
 * :meth:`JudgeBackend.generate`: greedy text, for the generate-then-parse fallback.
 
+A backend that sets ``reports_usage = True`` also takes ``usage=``, one
+:class:`TokenUsage` per prompt, and fills in the tokens each prompt cost (what the run
+page's judge cost and ``/metrics`` count). Others are called without it; their prompts'
+tokens are then unknown, never guessed.
+
 Built-in backends register through the ``judgeserve.judge_backends`` entry-point group,
 exactly as a user's package would; :func:`register_backend` adds one at run time.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import pkgutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +32,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "JudgeBackend",
     "AsyncJudgeBackend",
+    "TokenUsage",
+    "reports_usage",
     "BackendFactory",
     "register_backend",
     "backend_names",
@@ -37,6 +45,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "judgeserve.judge_backends"
+
+
+@dataclass
+class TokenUsage:
+    """What one prompt cost the judge: the tokens it read, the tokens it generated (one
+    for a scored prompt: the verdict position; the reply's tokens when generating)."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens}
+
+
+def reports_usage(backend: object) -> bool:
+    """Whether ``backend`` takes ``usage=`` (see the module docstring)."""
+    return bool(getattr(backend, "reports_usage", False))
 
 
 @runtime_checkable

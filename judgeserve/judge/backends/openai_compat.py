@@ -24,7 +24,7 @@ import httpx
 from ...exceptions import ConfigError, ScorerError
 from ...settings import get_settings
 from ..prompt import JudgePrompt
-from .base import match_label
+from .base import TokenUsage, match_label
 
 __all__ = ["OpenAIBackend"]
 
@@ -33,6 +33,7 @@ class OpenAIBackend:
     """OpenAI-style completions over httpx, requests sent concurrently."""
 
     name = "openai"
+    reports_usage = True
 
     def __init__(
         self,
@@ -75,7 +76,9 @@ class OpenAIBackend:
             body["top_logprobs"] = self.top_logprobs
         return "/chat/completions", body
 
-    def _post(self, prompt: JudgePrompt, max_tokens: int, logprobs: bool) -> dict[str, Any]:
+    def _post(
+        self, prompt: JudgePrompt, max_tokens: int, logprobs: bool, usage: TokenUsage | None
+    ) -> dict[str, Any]:
         path, body = self._body(prompt, max_tokens, logprobs)
         where = str(self._client.base_url).rstrip("/") + path
         try:
@@ -86,7 +89,12 @@ class OpenAIBackend:
             raise ScorerError(
                 f"judge at {where} answered HTTP {response.status_code}: {response.text[:500]}"
             )
-        choice: dict[str, Any] = response.json()["choices"][0]
+        data = response.json()
+        counted = data.get("usage") or {}  # the server's own count; absent on some servers
+        if usage is not None:
+            usage.prompt_tokens += int(counted.get("prompt_tokens") or 0)
+            usage.generated_tokens += int(counted.get("completion_tokens") or 0)
+        choice: dict[str, Any] = data["choices"][0]
         return choice
 
     def _top(self, choice: dict[str, Any]) -> dict[str, float] | None:
@@ -103,8 +111,10 @@ class OpenAIBackend:
         alternatives = content[0].get("top_logprobs") or []
         return {alt["token"]: alt["logprob"] for alt in alternatives} or None
 
-    def _label_probs_one(self, prompt: JudgePrompt) -> dict[str, float] | None:
-        top = self._top(self._post(prompt, 1, logprobs=True))
+    def _label_probs_one(
+        self, prompt: JudgePrompt, usage: TokenUsage | None = None
+    ) -> dict[str, float] | None:
+        top = self._top(self._post(prompt, 1, logprobs=True, usage=usage))
         if top is None:
             return None
         probs = dict.fromkeys(prompt.labels, 0.0)
@@ -114,12 +124,20 @@ class OpenAIBackend:
                 probs[label] += math.exp(logprob)
         return probs
 
-    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
-        return list(self._pool.map(self._label_probs_one, prompts))
+    def label_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
+        counts = usage if usage is not None else [None] * len(prompts)
+        return list(self._pool.map(self._label_probs_one, prompts, counts))
 
-    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
-        def one(prompt: JudgePrompt) -> str:
-            choice = self._post(prompt, max_tokens, logprobs=False)
+    def generate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
+        def one(prompt: JudgePrompt, counted: TokenUsage | None) -> str:
+            choice = self._post(prompt, max_tokens, logprobs=False, usage=counted)
             text = (
                 choice.get("text")
                 if self.endpoint == "completions"
@@ -127,7 +145,8 @@ class OpenAIBackend:
             )
             return str(text or "")
 
-        return list(self._pool.map(one, prompts))
+        counts = usage if usage is not None else [None] * len(prompts)
+        return list(self._pool.map(one, prompts, counts))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

@@ -15,6 +15,7 @@ import httpx
 
 from ...exceptions import ConfigError, ScorerError
 from ..prompt import JudgePrompt
+from .base import TokenUsage
 
 __all__ = ["ServeBackend"]
 
@@ -48,12 +49,26 @@ class ServeBackend:
                 )
         return str(self._info.get("model"))
 
+    @property
+    def reports_usage(self) -> bool:
+        """Whether the deployment's backend counts tokens (it then returns them per prompt)."""
+        if self._info is None:
+            self._info = self.info()
+        return bool(self._info.get("reports_usage", False))
+
     def info(self) -> dict[str, Any]:
         data: dict[str, Any] = self._call("GET", "info").json()
         return data
 
-    def _post(self, op: str, body: dict[str, Any]) -> list[Any]:
-        results: list[Any] = self._call("POST", op, body).json()["results"]
+    def _post(
+        self, op: str, body: dict[str, Any], usage: Sequence[TokenUsage] | None = None
+    ) -> list[Any]:
+        data = self._call("POST", op, body).json()
+        results: list[Any] = data["results"]
+        if usage is not None:
+            for u, counted in zip(usage, data.get("usage") or [], strict=False):
+                u.prompt_tokens += int(counted.get("prompt_tokens", 0))
+                u.generated_tokens += int(counted.get("generated_tokens", 0))
         return results
 
     def _call(self, method: str, op: str, body: dict[str, Any] | None = None) -> httpx.Response:
@@ -73,12 +88,21 @@ class ServeBackend:
             )
         return response
 
-    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
-        return self._post("label_probs", {"prompts": [p.to_dict() for p in prompts]})
+    def label_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
+        return self._post("label_probs", {"prompts": [p.to_dict() for p in prompts]}, usage)
 
-    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
         return self._post(
-            "generate", {"prompts": [p.to_dict() for p in prompts], "max_tokens": max_tokens}
+            "generate",
+            {"prompts": [p.to_dict() for p in prompts], "max_tokens": max_tokens},
+            usage,
         )
 
     def close(self) -> None:

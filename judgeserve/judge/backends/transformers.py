@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ...exceptions import ConfigError, require
 from ..prompt import JudgePrompt
 from ..version import served_model
-from .base import label_token_ids, prompt_text
+from .base import TokenUsage, label_token_ids, prompt_text
 
 __all__ = ["TransformersBackend"]
 
@@ -29,6 +29,7 @@ class TransformersBackend:
     """``AutoModelForCausalLM`` + tokenizer; one forward step per prompt batch."""
 
     name = "transformers"
+    reports_usage = True
 
     def __init__(
         self,
@@ -104,13 +105,19 @@ class TransformersBackend:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].user))
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+    def label_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
         torch = self._torch
         out: list[dict[str, float] | None] = [None] * len(prompts)
         for chunk in self._chunks(prompts):
             batch = [prompts[i] for i in chunk]
             enc = self._encode(batch)
             mask = enc["attention_mask"]
+            if usage is not None:
+                for row, i in enumerate(chunk):
+                    usage[i].prompt_tokens += int(mask[row].sum())
+                    usage[i].generated_tokens += 1
             # Positions count real tokens only, so left padding does not shift them.
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
@@ -123,7 +130,12 @@ class TransformersBackend:
                 out[i] = {lab: float(probs[row, toks].sum()) for lab, toks in ids.items()}
         return out
 
-    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
         torch = self._torch
         out = [""] * len(prompts)
         for chunk in self._chunks(prompts):
@@ -137,12 +149,26 @@ class TransformersBackend:
                 )
             new = generated[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            if usage is not None:
+                for row, i in enumerate(chunk):
+                    usage[i].prompt_tokens += int(enc["attention_mask"][row].sum())
+                    usage[i].generated_tokens += _generated_length(
+                        new[row].tolist(), self.tokenizer.pad_token_id
+                    )
             for i, text in zip(chunk, texts, strict=True):
                 out[i] = text
         return out
 
     def close(self) -> None:
         self.lm = None
+
+
+def _generated_length(tokens: list[int], pad_id: int | None) -> int:
+    """Tokens a row generated: up to and with its first end (the padding after it is not;
+    the end token is often the pad token too)."""
+    if pad_id is not None and pad_id in tokens:
+        return tokens.index(pad_id) + 1
+    return len(tokens)
 
 
 def _dtype(torch: Any, dtype: str, device: str, quantize: str | None) -> Any:

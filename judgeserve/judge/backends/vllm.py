@@ -31,7 +31,7 @@ from ...exceptions import ConfigError, require
 from ...vllm_engine import close_llm, shutdown_core
 from ..prompt import JudgePrompt
 from ..version import served_model
-from .base import label_token_ids, prompt_text
+from .base import TokenUsage, label_token_ids, prompt_text
 
 __all__ = ["VLLMBackend", "AsyncVLLMBackend"]
 
@@ -52,6 +52,7 @@ class _VLLMCommon:
     _vllm: Any
     _label_ids: dict[tuple[str, ...], dict[str, list[int]]]
     _lora: Any
+    reports_usage = True
 
     def __init__(
         self,
@@ -111,6 +112,14 @@ class _VLLMCommon:
             max_tokens=max_tokens, temperature=0.0, output_kind=RequestOutputKind.FINAL_ONLY
         )
 
+    @staticmethod
+    def _count(outputs: Sequence[Any], usage: Sequence[TokenUsage] | None) -> None:
+        if usage is None:
+            return
+        for u, o in zip(usage, outputs, strict=True):
+            u.prompt_tokens += len(o.prompt_token_ids or ())
+            u.generated_tokens += len(o.outputs[0].token_ids)
+
     def _label_probs_of(self, prompt: JudgePrompt, output: Any) -> dict[str, float]:
         if prompt.labels not in self._label_ids:
             self._label_ids[prompt.labels] = label_token_ids(self.tokenizer, prompt.labels)
@@ -130,22 +139,31 @@ class VLLMBackend(_VLLMCommon):
         self.llm = self._vllm.LLM(model=self.base_model, **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+    def label_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
         outputs = self.llm.generate(
             [self._input(p) for p in prompts],
             self._score_params(),
             use_tqdm=False,
             lora_request=self._lora,
         )
+        self._count(outputs, usage)
         return [self._label_probs_of(p, o) for p, o in zip(prompts, outputs, strict=True)]
 
-    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
         outputs = self.llm.generate(
             [self._input(p) for p in prompts],
             self._generate_params(max_tokens),
             use_tqdm=False,
             lora_request=self._lora,
         )
+        self._count(outputs, usage)
         return [o.outputs[0].text for o in outputs]
 
     def close(self) -> None:
@@ -210,21 +228,39 @@ class AsyncVLLMBackend(_VLLMCommon):
         result: T = await asyncio.wrap_future(self._on_engine_loop(coro))
         return result
 
-    async def alabel_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+    async def alabel_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
         outputs = await self._run(self._gather(prompts, self._score_params()))
+        self._count(outputs, usage)
         return [self._label_probs_of(p, o) for p, o in zip(prompts, outputs, strict=True)]
 
-    async def agenerate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+    async def agenerate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
         outputs = await self._run(self._gather(prompts, self._generate_params(max_tokens)))
+        self._count(outputs, usage)
         return [o.outputs[0].text for o in outputs]
 
-    def label_probs(self, prompts: Sequence[JudgePrompt]) -> list[dict[str, float] | None]:
+    def label_probs(
+        self, prompts: Sequence[JudgePrompt], usage: Sequence[TokenUsage] | None = None
+    ) -> list[dict[str, float] | None]:
         outputs = self._on_engine_loop(self._gather(prompts, self._score_params())).result()
+        self._count(outputs, usage)
         return [self._label_probs_of(p, o) for p, o in zip(prompts, outputs, strict=True)]
 
-    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int = 8) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[JudgePrompt],
+        max_tokens: int = 8,
+        usage: Sequence[TokenUsage] | None = None,
+    ) -> list[str]:
         params = self._generate_params(max_tokens)
         outputs = self._on_engine_loop(self._gather(prompts, params)).result()
+        self._count(outputs, usage)
         return [o.outputs[0].text for o in outputs]
 
     def close(self) -> None:

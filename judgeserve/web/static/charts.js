@@ -2,6 +2,8 @@
 // on its own scale, the best checkpoint and its band marked), then one uPlot chart per
 // metric family and unit, CI bands, the trainer's loss on a second axis over the same
 // steps, alert markers, click → that step's page; the trainer's counters start hidden.
+// A judge metric judged by more than one judge version is one series per version, with a
+// violet marker where a new version took over (judgeserve/drift.py).
 // Data: GET <section id="charts" data-src> (judgeserve/web/charts.py: chart_payload).
 (function () {
   "use strict";
@@ -15,6 +17,7 @@
   // state: metric name -> Map(step -> [mean, lo, hi]); train name -> Map(step -> value)
   var metrics = {}, train = {}, families = [], alerts = [], lossName = "train.loss";
   var headline = [], score = new Map(), best = null, hidden = {};
+  var judgeChanges = {}, JUDGE_COLOR = "#7c3aed";  // series name -> where its version began
   var BEST_COLOR = "#059669", SCORE_COLOR = "#111827";
   // The headline's signals: no green, which marks the best checkpoint there.
   var HEADLINE_PALETTE = ["#2563eb", "#dc2626", "#d97706", "#7c3aed", "#0891b2", "#db2777"];
@@ -32,6 +35,7 @@
   function merge(payload) {
     lossName = payload.loss || lossName;
     alerts = payload.alerts || alerts;
+    (payload.judge_changes || []).forEach(function (c) { judgeChanges[c.series] = c; });
     // The ranking covers the whole run on every read: replace, do not merge.
     best = payload.best || null;
     if (payload.headline) {
@@ -83,13 +87,14 @@
 
   // Alert markers: a triangle on top at the alert's step, and a thin line down the plot
   // while there are few enough to read; markers on the same pixel column are drawn once.
-  function markerPlugin(withBand) {
+  function markerPlugin(withBand, names) {
     return {
       hooks: {
         draw: function (u) {
           var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height, px = uPlot.pxRatio;
           var left = u.bbox.left, right = u.bbox.left + u.bbox.width;
           if (best) drawBest(u, withBand);
+          drawJudgeChanges(u, names || []);
           var seen = {}, shown = [];
           alerts.forEach(function (a) {
             var x = Math.round(u.valToPos(a.step, "x", true));
@@ -146,6 +151,30 @@
     ctx.restore();
   }
 
+  // Where a judge version took over: a violet dash-dot line labelled "judge changed".
+  function changesFor(names) {
+    return names.map(function (n) { return judgeChanges[n]; }).filter(Boolean);
+  }
+
+  function drawJudgeChanges(u, names) {
+    var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height, px = uPlot.pxRatio;
+    var seen = {};
+    ctx.save();
+    ctx.strokeStyle = ctx.fillStyle = JUDGE_COLOR;
+    ctx.lineWidth = 1.5 * px;
+    ctx.font = (11 * px) + "px system-ui, sans-serif";
+    changesFor(names).forEach(function (c) {
+      var x = Math.round(u.valToPos(c.step, "x", true));
+      if (seen[x] || x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
+      seen[x] = true;
+      ctx.setLineDash([6 * px, 3 * px, 1 * px, 3 * px]);
+      ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillText("judge changed", x + 4 * px, top + height - 6 * px);
+    });
+    ctx.restore();
+  }
+
   function evalSteps(names) {
     var xs = new Set();
     names.forEach(function (n) { metrics[n].forEach(function (_, s) { xs.add(s); }); });
@@ -179,7 +208,7 @@
       scales: { x: { time: false } },
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      plugins: [markerPlugin(false)],
+      plugins: [markerPlugin(false, names)],
     };
   }
 
@@ -233,7 +262,7 @@
       axes: [{ label: "step" }, { scale: "loss", label: lossName, size: 60, values: ticks }],
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      plugins: [markerPlugin(true)],
+      plugins: [markerPlugin(true, names)],
     };
   }
 
@@ -246,6 +275,7 @@
     var data = headlineColumns(names);
     card.dataset.points = String(data[0].length);
     card.dataset.signals = names.join(",");
+    card.dataset.judgeChanges = changesFor(names).map(function (c) { return c.step; }).join(",");
     var u = charts.headline;
     if (u && u.series.length === names.length + 2) { u.setData(data); u.redraw(); return; }
     if (u) u.destroy();
@@ -282,6 +312,8 @@
     var card = chartCard(key);
     var steps = isTrain ? data[0] : evalSteps(names);
     card.dataset.points = String(steps.length);
+    card.dataset.series = names.join("|");
+    card.dataset.judgeChanges = changesFor(names).map(function (c) { return c.step; }).join(",");
     var u = charts[key];
     if (u && u.series.length === (isTrain ? names.length + 1 : names.length * 3 + 1 + (withLoss ? 1 : 0))) {
       u.setData(data);

@@ -43,7 +43,8 @@
       root.appendChild(card);
       var series = [{ label: payload.x === "tokens" ? "tokens seen" : "step" }];
       metric.series.forEach(function (s) {
-        series.push({ label: s.run, stroke: PALETTE[runs.indexOf(s.run) % PALETTE.length], width: 1.5, spanGaps: true, points: { size: 5 } });
+        // One colour per run; a later judge version of the same run is dashed.
+        series.push({ label: s.label || s.run, stroke: PALETTE[runs.indexOf(s.run) % PALETTE.length], width: 1.5, dash: s.version ? [6, 3] : undefined, spanGaps: true, points: { size: 5 } });
       });
       var w = Math.max(280, card.clientWidth - 14);
       var xAxis = { label: series[0].label };

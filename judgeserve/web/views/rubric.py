@@ -6,9 +6,12 @@ version), each figure with its bootstrap 95 % interval (:mod:`judgeserve.agreeme
 exact, within ±1, quadratic-weighted kappa and Spearman for single rubrics; accuracy with
 and without ties and the position-bias rate for pairwise ones; length bias (Spearman of
 score with completion length, judge beside people) for both; and where items have a
-second labeller, people against each other (the ceiling a judge can reach). Below, the
-judges ``judgeserve judge tune`` fitted to the labels (agreement before and after on the
-held-out labels) and the calibration reports ``judgeserve calibrate`` kept, newest first.
+second labeller, people against each other (the ceiling a judge can reach). Labelled items
+re-scored by a new judge version (:mod:`judgeserve.drift`) count for that version. Then
+the rubric's judge versions, where each first appeared and how far the re-scoring of the
+labelled items has got; the judges ``judgeserve judge tune`` fitted to the labels
+(agreement before and after on the held-out labels); the calibration reports
+``judgeserve calibrate`` kept in the store, newest first.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
         )
         reports = read.list_calibrations(conn, spec.name)
         tunes = read.list_tunes(conn, spec.name)
+        # Labelled items re-scored by judge versions other than the run's own (drift.py).
+        rescored = read.labelled_verdicts(conn, spec.name, project)
+        versions = read.rubric_versions(conn, spec.name)
+    agreement = rubric_agreement(rows, verdicts, levels, rescored)
+    # Versions in the order they appeared, so a changed judge reads old, then new.
+    order = {(v["criterion"], v["key"]): i for i, v in enumerate(versions)}
+    for criterion, found in agreement["criteria"].items():
+        found["versions"].sort(key=lambda v, c=criterion: order.get((c, v["version"]["key"]), len(order)))
     return render(
         request,
         "rubric.html",
@@ -55,7 +66,8 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
             "title": f"Rubric · {spec.name}",
             "rubric": _summary(spec),
             "mode": spec.mode,
-            "agreement": rubric_agreement(rows, verdicts, levels),
+            "agreement": agreement,
+            "versions": versions,
             "capped": len(rows) >= read.MAX_LABEL_ROWS,
             "calibrations": [calibration_summary(r, spec.version) for r in reports],
             "tunes": [tune_summary(r, spec.version) for r in tunes],

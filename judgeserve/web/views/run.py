@@ -20,6 +20,7 @@ RunPath = Annotated[str, Path(pattern=RUN_NAME_PATTERN)]
 PER_PAGE = 50
 ALERTS_SHOWN = 10
 CHECKPOINTS_SHOWN = 20  # the newest submitted checkpoints (all: GET /v1/runs/{run}/checkpoints)
+COST_STEPS_SHOWN = 10  # the newest steps' judge cost (all: GET /v1/runs/{run}/costs)
 
 
 @router.get("/runs/{run}", response_class=HTMLResponse)
@@ -39,6 +40,11 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
         n_jobs = read.count_checkpoint_jobs(conn, run) if jobs else 0
         stamp = read.live_stamp(conn, run)
         nonfinite = read.nonfinite_metrics(conn, run)
+        cost = read.judge_cost(conn, run, limit=COST_STEPS_SHOWN)
+        # Which scorers ran at the newest step, and why the others did not.
+        newest = steps[:1] if pager.offset == 0 else read.run_steps(conn, run, 1, 0)
+        status_step = newest[0]["step"] if newest else None
+        status = read.step_scorer_status(conn, run, newest[0]["step"]) if newest else []
         summary = read.run_summary_values(conn, run)
         quality, quality_error = page_quality(request)
         best = read.best(conn, run, quality) if quality is not None else None
@@ -64,8 +70,11 @@ def run_page(request: Request, run: RunPath, page: PageParam = 1) -> HTMLRespons
             "summary": summary,
             "jobs": jobs,
             "n_jobs": n_jobs,
+            "scorer_status": status,
+            "status_step": status_step,
             "live_run": run,
             "live_since": stamp,
+            "cost": cost,
             "best": best,
             "quality_error": quality_error,
         },
@@ -97,6 +106,7 @@ def run_charts(
         payload: dict[str, Any] = chart_payload(
             read.metric_series(conn, run, from_step), read.alert_markers(conn, run),
             read.ranking(conn, run, quality) if quality is not None else None,
+            read.judge_series(conn, run, from_step),
         )
     payload["run"] = run
     payload["from_step"] = from_step

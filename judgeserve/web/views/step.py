@@ -90,6 +90,7 @@ def step_page(
             "aggregates": aggregates,
             "aggregate_groups": _by_family(aggregates),
             "flags": read.step_flags(conn, run, step),
+            "scorer_status": read.step_scorer_status(conn, run, step),
             "prev_step": prev_step,
             "next_step": next_step,
             "pager": pager.done(len(rows), total),
