@@ -191,6 +191,8 @@ def _labelled_store(settings: Settings, n: int) -> list[LabelRecord]:
     return records
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # training alone took 10 min on a loaded 2-core machine
 def test_tune_with_transformers_serves_the_adapter_through_peft(
     toy_model: Path, tmp_path: Path
 ) -> None:
