@@ -19,6 +19,7 @@ from judgeserve.detectors._near_periodic import (
     NearLoopRule,
     _covered,
     _densest,
+    _periods,
     _slack,
     candidates,
     text_classes,
@@ -255,3 +256,39 @@ def test_a_near_periodic_region_counts_its_covered_words_and_data(
     assert (c.period, c.start, c.end, c.covered, c.coverage) == (8, 8, 80, 72, 1.0)
     assert c.word_share == pytest.approx(word_share)
     assert c.data_share == pytest.approx(data_share)
+
+
+def test_the_tolerance_is_a_fifth_of_the_period_half_a_token_more_for_short_units() -> None:
+    # min(0.2 p + 0.5, max(2, 0.2 p)): short units get half a token, up to two tokens.
+    assert [_slack(p) for p in (1, 5, 10, 20, 50)] == pytest.approx([0.7, 1.5, 2.0, 4.0, 10.0])
+
+
+def test_the_first_token_of_a_text_can_be_the_copy() -> None:
+    prev = np.array([-1] * 10 + [0, -1], dtype=np.int64)  # 4-gram 10 repeats 4-gram 0
+    dist = _covered(prev, len(prev) + 3, 4, 8.0, 12.0)
+    assert dist.tolist() == [0] * 10 + [10] * 4 + [0]
+
+
+@pytest.mark.parametrize(("starts", "max_distance", "kept"), [
+    (15, 512, True), (14, 512, False), (15, 10, True), (15, 9, False),
+])
+def test_a_period_needs_min_starts_repeats_within_max_distance(
+    starts: int, max_distance: int, kept: bool
+) -> None:
+    # 4-grams 10, 11, ... repeat the ones 10 back (the first from 4-gram 0): MIN_STARTS is 15.
+    prev = np.full(40, -1, dtype=np.int64)
+    for i in range(10, 10 + starts):
+        prev[i] = i - 10
+    assert _periods(prev, max_distance, 8).tolist() == ([10] if kept else [])
+
+
+def test_a_near_loop_is_found_whatever_the_orders_measured() -> None:
+    # The near-loop prefilter reads rep4; without it (orders 2 and 3) it must let text through.
+    verse = (
+        "I walked along the {} at night,\nThe stars were shining cold and bright,\n"
+        "I thought of you and all we knew,\nAnd every road that led me through.\n\n"
+    )
+    text = "".join(verse.format(w) for w in ["river", "highway", "shoreline", "railway", "mountain", "valley"])
+    for orders in [(2, 3, 4), (2, 3)]:
+        loop = RepetitionScorer(orders=orders).loop(text)
+        assert loop is not None and loop.kind == "near", orders
