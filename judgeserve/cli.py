@@ -503,11 +503,14 @@ def index_build(
 
 def _mount_judge() -> None:
     from .judge.cli import app as judge_app
-    from .labels_cli import calibrate, labels_app
+    from .labels_cli import calibrate, labels_app, tune
 
     app.add_typer(judge_app)  # rubric lint|schema, serve
     app.add_typer(labels_app, name="labels")  # labels export|import
     app.command("calibrate")(calibrate)
+    tune_app = typer.Typer(no_args_is_help=True, help="The judge, fitted to people's labels.")
+    tune_app.command("tune")(tune)
+    app.add_typer(tune_app, name="judge")  # judge tune
 
 
 _mount_judge()

@@ -15,6 +15,7 @@
     ├── CheckpointError        a submitted checkpoint cannot be used (retrying will not help)
     │   └── CheckpointMissingError  its folder is gone ("checkpoint folder gone: ...")
     ├── NotComparableError     two checkpoints cannot be compared probe by probe (.field says which)
+    ├── NotLearnt              training a judge ran out of steps before its verdicts came out right
     └── MissingExtraError      an optional dependency is not installed (says what to pip install)
 
 HTTP responses are made from these in exactly one place: ``judgeserve.app``.
@@ -40,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMissingError",
     "NotComparableError",
+    "NotLearnt",
     "MissingExtraError",
     "RETRYABLE_STATUS",
     "require",
@@ -134,6 +136,11 @@ class NotComparableError(JudgeserveError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class NotLearnt(JudgeserveError):
+    """Training a judge ran out of steps before every verdict it was checked on came out
+    right (the toy judge starts over from another initialisation when it sees this)."""
 
 
 class MissingExtraError(JudgeserveError, ImportError):

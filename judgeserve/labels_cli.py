@@ -1,8 +1,9 @@
-"""``judgeserve labels export|import`` and ``judgeserve calibrate``: human labels on the
-command line, mounted into ``judgeserve`` by :mod:`judgeserve.cli`.
+"""``judgeserve labels export|import``, ``judgeserve calibrate`` and ``judgeserve judge
+tune``: human labels on the command line, mounted into ``judgeserve`` by :mod:`judgeserve.cli`.
 
-Thin shells over :mod:`judgeserve.labels` and :mod:`judgeserve.judge.calibrate`; they live
-outside ``judge/`` because they read and write the store, which the judge never touches.
+Thin shells over :mod:`judgeserve.labels`, :mod:`judgeserve.judge.calibrate` and
+:mod:`judgeserve.judge.tune`; they live outside ``judge/`` because they read and write the
+store, which the judge never touches.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .exceptions import ConfigError
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["labels_app", "calibrate"]
+__all__ = ["labels_app", "calibrate", "tune"]
 
 labels_app = typer.Typer(
     no_args_is_help=True, help="Human labels made in the web view: export and import as JSON Lines."
@@ -133,3 +134,51 @@ def calibrate(
     typer.echo(f"report kept in the store: /rubrics/{report.rubric} shows it")
     if out is not None:
         typer.echo(f"report: {save_report(report, out)}")
+
+
+def tune(
+    rubric: Annotated[str, typer.Argument(help="Rubric name (or file).")],
+    held_out: Annotated[
+        float, typer.Option(help="Share of the labelled items held out to measure on.")
+    ] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split and of training.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = 1000,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    backend: Annotated[
+        str | None, typer.Option(help="Measure with this backend (vllm, vllm_async, transformers).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Override the rubric's judge model.")] = None,
+    device: Annotated[str, typer.Option(help="Train on this torch device.")] = "cpu",
+) -> None:
+    """Train a LoRA adapter for the rubric's judge on its stored labels, holding a seeded
+    share out, and report agreement on those before and after; the adapter is saved under
+    the data dir and the report kept in the store, where /rubrics/RUBRIC shows it."""
+    from .cli import _settings
+    from .judge.tune import format_tune, tune_judge
+    from .labels import stored_records
+
+    with _store() as store:
+        try:
+            spec = _finder(paths=True)(rubric)
+            records = stored_records(store, spec)
+            if not records:
+                raise ConfigError(
+                    f"no stored labels for rubric {spec.name!r}: label judged samples at "
+                    f"/rubrics/{spec.name}/label, or `judgeserve labels import FILE`"
+                )
+            report = tune_judge(
+                spec, records, _settings().data_dir / "adapters" / spec.name,
+                model=model, backend=backend, held_out=held_out, seed=seed,
+                max_steps=max_steps, lr=lr, rank=rank, device=device,
+            )
+        except ConfigError as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from e
+        store.save_tune_report(report.model_dump(mode="json"))
+    typer.echo(format_tune(report))
+    options = "".join(f"\n    {k}: {v}" for k, v in report.serve_options.items())
+    typer.echo(
+        f"report kept in the store: /rubrics/{report.rubric} shows it\n"
+        f"to judge with it, add to the rubric's judge block:\n  options:{options}"
+    )

@@ -59,6 +59,10 @@ class Target:
     unjit: tuple[str, ...] = ()
     # Tests left out: ones whose timing does not hold on a loaded machine under mutmut.
     deselect: tuple[str, ...] = ()
+    # Seconds added to a mutant's expected test time before it counts as hanging (the limit
+    # is (expected + this) x 10 x 2 CPU seconds): small where the tests are fast and a
+    # mutated loop may never end.
+    timeout_constant: float = 10.0
 
 
 TARGETS: dict[str, Target] = {
@@ -93,6 +97,7 @@ TARGETS: dict[str, Target] = {
             "judgeserve/detectors/_index_build.py",
         ),
         ("tests/detectors/test_memorization.py",),
+        timeout_constant=1.0,
     ),
     "sdk": Target(
         ("judgeserve/client/agent.py", "judgeserve/client/journal.py"),
@@ -135,7 +140,7 @@ def _mutmut_config(target: Target) -> str:
         f"also_copy = {json.dumps(ALSO_COPY)}",
         # Tests that wait on a worker or a server take wall time, not CPU: be generous.
         "timeout_multiplier = 10.0",
-        "timeout_constant = 10.0",
+        f"timeout_constant = {target.timeout_constant}",
         # pytest's own output in the log: why a stats or clean run failed.
         "debug = true",
         "",

@@ -143,7 +143,10 @@ def test_backlog_over_bound_answers_429_and_sdk_waits(settings: Settings) -> Non
 def test_sigterm_finishes_the_batch_in_flight(settings: Settings, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "JUDGESERVE_REDIS_URL": settings.redis_url,
            "JUDGESERVE_DATABASE_URL": settings.database_url, "JUDGESERVE_STREAM_PREFIX": settings.stream_prefix,
-           "JUDGESERVE_SCORERS": '["tests.plugins:SlowScorer"]', "JUDGESERVE_TEST_SLOW_S": "2"}
+           "JUDGESERVE_SCORERS": '["tests.plugins:SlowScorer"]', "JUDGESERVE_TEST_SLOW_S": "2",
+           # The embedding scorers' first batch imports torch (15-20 s on a busy machine):
+           # what is timed here is the signal handling, not that import.
+           "JUDGESERVE_DISABLED_SCORERS": '["diversity", "reference", "reference_lc", "judge"]'}
     q = Queue(settings.redis_url, prefix=settings.stream_prefix)
     q.add([{"run": "term-run", "step": 1, "id": f"s{i}", "prompt": "", "completion": "c"} for i in range(8)])
     log = open(tmp_path / "worker.log", "wb")

@@ -26,9 +26,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["JudgeVersion", "DETAIL_KEYS"]
+from ..exceptions import ConfigError
+
+__all__ = ["JudgeVersion", "DETAIL_KEYS", "adapter_id", "served_model"]
 
 # The details keys of a judge score that make up its judge version, in tuple order.
 DETAIL_KEYS = ("judge_model", "judge_backend", "prompt_hash", "rubric_version")
@@ -71,3 +74,33 @@ class JudgeVersion:
     def as_dict(self) -> dict[str, str]:
         """The parts and the key, as the API and the page show them."""
         return {**asdict(self), "key": self.key, "label": self.label}
+
+
+# The files of a PEFT adapter directory that decide what it computes.
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_id(path: str | Path) -> str:
+    """12 hex digits naming a LoRA adapter by its content (config and weights): the same
+    adapter copied elsewhere keeps its name, a retrained one gets a new one."""
+    path = Path(path)
+    h = hashlib.sha256()
+    found = 0
+    for name in _ADAPTER_FILES:
+        f = path / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+            found += 1
+    if not (path / "adapter_config.json").is_file() or found < 2:
+        raise ConfigError(
+            f"lora_path {str(path)!r} is not a PEFT adapter directory "
+            "(needs adapter_config.json and adapter_model.safetensors)"
+        )
+    return h.hexdigest()[:12]
+
+
+def served_model(model: str, lora_path: str | Path | None) -> str:
+    """The ``judge_model`` a backend reports: the base model, and the adapter's identity
+    when one is applied (``toy-judge+lora:3f2a9c01e4b7``), so a tuned judge is a version of
+    its own."""
+    return f"{model}+lora:{adapter_id(lora_path)}" if lora_path else model

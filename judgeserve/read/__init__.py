@@ -60,6 +60,7 @@ from .labels import (
     latest_calibrations,
     latest_label,
     list_calibrations,
+    list_tunes,
 )
 from .ops import deadletters, list_tokens, token
 from .runs import (
@@ -159,7 +160,7 @@ __all__ = [
     "token",
     "list_tokens",
     "deadletters",
-    # human labels, calibration reports
+    # human labels, calibration and tune reports
     "MAX_LABEL_ROWS",
     "judged_candidates",
     "labelled_items",
@@ -169,6 +170,7 @@ __all__ = [
     "label_export_rows",
     "list_calibrations",
     "latest_calibrations",
+    "list_tunes",
     # judge versions: drift control
     "rubric_versions",
     "labelled_verdicts",

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
-from ..store import calibration_reports, labels, plain, runs, samples, scores
+from ..store import calibration_reports, labels, plain, runs, samples, scores, tune_reports
 from ._base import _reads
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "label_export_rows",
     "list_calibrations",
     "latest_calibrations",
+    "list_tunes",
 ]
 
 # Agreement and the queue are computed on at most this many rows (newest first): enough for
@@ -225,3 +226,15 @@ def latest_calibrations(conn: Connection, limit: int = 200) -> dict[str, dict[st
     for rubric, report in conn.execute(q):
         out.setdefault(str(rubric), dict(report))
     return out
+
+
+@_reads
+def list_tunes(conn: Connection, rubric: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The rubric's tune reports (``TuneReport`` as JSON), newest first."""
+    q = (
+        select(tune_reports.c.report)
+        .where(tune_reports.c.rubric == rubric)
+        .order_by(tune_reports.c.created.desc(), tune_reports.c.id.desc())
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(q).scalars()]

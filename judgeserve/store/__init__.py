@@ -63,6 +63,7 @@ from .tables import (
     scorer_status,
     scores,
     tokens,
+    tune_reports,
 )
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ __all__ = [
     "scorer_status",
     "scores",
     "tokens",
+    "tune_reports",
 ]
 
 log = logging.getLogger(__name__)
@@ -670,6 +672,12 @@ class Store(JudgeWrites):
         row = {"rubric": report["rubric"], "rubric_version": str(report["rubric_version"])}
         with self.begin() as conn:
             conn.execute(calibration_reports.insert().values(**row, report=dict(report), created=_now()))
+
+    def save_tune_report(self, report: Mapping[str, Any]) -> None:
+        """Keep a tune report (``TuneReport.model_dump(mode="json")``)."""
+        row = {"rubric": report["rubric"], "rubric_version": str(report["rubric_version"])}
+        with self.begin() as conn:
+            conn.execute(tune_reports.insert().values(**row, report=dict(report), created=_now()))
 
     # -- the worker's reads ------------------------------------------------------------------
 

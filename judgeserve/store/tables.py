@@ -290,6 +290,18 @@ calibration_reports = Table(
     Index("ix_calibration_reports_rubric", "rubric", "created"),
 )
 
+# Reports of `judgeserve judge tune` (a TuneReport as JSON): agreement before and after.
+tune_reports = Table(
+    "tune_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rubric", String(64), nullable=False),
+    Column("rubric_version", String(64), nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_tune_reports_rubric", "rubric", "created"),
+)
+
 
 # Judge versions (judgeserve.judge.version) as the workers first saw them, per judge scorer
 # (judge.<rubric>.<criterion>), and the re-scoring of the rubric's labelled items with each

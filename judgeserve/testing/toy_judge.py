@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ..judge.backends.base import prompt_text
+from ..exceptions import NotLearnt
 from ..judge.prompt import JudgePrompt, PromptBuilder
 from ..judge.rubric import Rubric, parse_rubric
 
@@ -88,8 +87,6 @@ _WORDS = [
     "happy", "quiet", "loud", "simple", "tall", "short", "warm", "cold",
 ]
 # fmt: on
-Format = Literal["plain", "chat", "chat-bare"]
-FORMATS: tuple[Format, ...] = ("plain", "chat", "chat-bare")
 
 
 def toy_rubric() -> Rubric:
@@ -119,16 +116,6 @@ def expected_pair(a: str, b: str) -> str:
     return "A" if GOOD in a else "B"
 
 
-def render(prompt: JudgePrompt, fmt: Format, tokenizer: Any) -> str:
-    """The text a backend would feed the model for ``prompt`` in format ``fmt``."""
-    if fmt == "chat-bare":  # what a chat server builds from the messages
-        text: str = tokenizer.apply_chat_template(
-            prompt.messages(), tokenize=False, add_generation_prompt=True
-        )
-        return text
-    return prompt_text(prompt, tokenizer, use_chat_template=fmt == "chat")
-
-
 def _examples(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
     """(prompt, verdict label) pairs: half single, half pairwise. Fences too come from the
     seed, so the tokenizer trained on them, and hence the whole build, is repeatable."""
@@ -152,109 +139,6 @@ def _examples(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
     return out
 
 
-def _decay_over(steps: int) -> Callable[[int], float]:
-    """Learning-rate factor falling linearly from 1 to 0 over ``steps``."""
-    return lambda step: max(0.0, 1 - step / steps)
-
-
-class NotLearnt(RuntimeError):
-    """Training ran out of steps before every held-out verdict came out right."""
-
-
-def _train(
-    model: Any,
-    tok: Any,
-    examples: list[tuple[JudgePrompt, str]],
-    held_out: list[tuple[JudgePrompt, str]],
-    *,
-    max_steps: int,
-    lr: float,
-    seed: int,
-    batch: int = 24,
-) -> int:
-    """Teach ``model`` each example's verdict token, in every prompt format; steps taken.
-
-    Once every held-out example, in every format, gets its verdict with probability
-    >= 0.95, training settles (a few hundred more steps at a rate decaying to zero). Each
-    (task, format) pair is learnt abruptly, at a point that varies from run to run, so a
-    fixed step count was either wasteful or, now and then, short.
-    """
-    import torch
-
-    def target(label: str, fmt: Format) -> int:
-        # After "Score:" the verdict follows a space; a bare assistant turn starts with it.
-        # Judges read a label's first token only (first tokens differ across labels).
-        ids: list[int] = tok.encode(label if fmt == "chat-bare" else " " + label)
-        return ids[0]
-
-    def logits(chosen: list[tuple[JudgePrompt, str, Format]], then: Any = None) -> Any:
-        """Logits after each prompt (and after the token ``then`` appended to it, if any)."""
-        enc = tok([render(p, f, tok) for p, _, f in chosen], return_tensors="pt", padding=True)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        if then is not None:
-            ids = torch.cat([ids, then[:, None]], 1)
-            mask = torch.cat([mask, torch.ones_like(then)[:, None]], 1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions)
-        return out.logits
-
-    def learnt() -> bool:
-        model.eval()
-        try:
-            with torch.no_grad():
-                for fmt in FORMATS:
-                    for i in range(0, len(held_out), 32):
-                        chosen = [(p, a, fmt) for p, a in held_out[i : i + 32]]
-                        probs = logits(chosen)[:, -1, :].softmax(-1)
-                        wanted = torch.tensor([target(a, f) for _, a, f in chosen])
-                        if probs.gather(1, wanted[:, None]).min().item() < 0.95:
-                            return False
-            return True
-        finally:
-            model.train()
-
-    F = torch.nn.functional
-    eos = torch.full((batch,), tok.eos_token_id)
-    tok.padding_side = "left"
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    # Without a warm-up the marker-finding attention never formed (stayed at chance).
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 100))
-    rng = random.Random(seed)
-    start = time.perf_counter()
-    settle_until: int | None = None
-    step = 0
-    model.train()
-    while settle_until is None or step < settle_until:
-        if settle_until is None and step >= max_steps:
-            raise NotLearnt(f"the toy judge did not learn its rubrics in {max_steps} steps")
-        step += 1
-        # Every format in every batch, in equal shares.
-        chosen = [
-            (p, a, FORMATS[i % len(FORMATS)])
-            for i, (p, a) in enumerate(rng.sample(examples, batch))
-        ]
-        targets = torch.tensor([target(a, f) for _, a, f in chosen])
-        # Loss on the verdict token and the end of text after it (so that generating stops
-        # there, as a real judge's reply does); the prompt itself needs no modelling.
-        out = logits(chosen, then=targets)
-        loss = F.cross_entropy(out[:, -2, :], targets) + F.cross_entropy(out[:, -1, :], eos)
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        sched.step()
-        if step % 100 == 0:
-            log.info("toy judge step %d loss %.3f", step, loss.item())
-            if settle_until is None and step >= 200 and learnt():
-                # Learnt on the held-out set; settle it with a rate decaying to zero.
-                settle = max(200, step // 2)
-                settle_until = step + settle
-                sched = torch.optim.lr_scheduler.LambdaLR(opt, _decay_over(settle))
-    model.eval()
-    tok.padding_side = "right"
-    log.info("toy judge learnt in %d steps, %.1fs", step, time.perf_counter() - start)
-    return step
-
-
 def build_toy_judge(
     path: str | Path,
     *,
@@ -273,6 +157,8 @@ def build_toy_judge(
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ..judge.trainer import train_verdicts
 
     path = Path(path)
     # Many distinct prompts, so that many distinct fences: with few, the model came to read
@@ -312,7 +198,10 @@ def build_toy_judge(
         torch.manual_seed(seed + attempt)
         model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
         try:
-            _train(model, tok, examples, held_out, max_steps=max_steps, lr=lr, seed=seed + attempt)
+            train_verdicts(
+                model, tok, examples, learnt_on=held_out, max_steps=max_steps, lr=lr,
+                seed=seed + attempt,
+            )
             break
         except NotLearnt:
             if attempt == attempts - 1:
@@ -332,28 +221,19 @@ def build_toy_lora(
     For testing adapter loading: a backend that applies the adapter must give the inverted
     verdicts, one that ignores it the original ones. Saved in PEFT's format under ``path``.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..judge.trainer import FORMATS, train_lora
 
-    from ..exceptions import require
-
-    peft: Any = require("peft", "dev")
-    torch.manual_seed(seed)
-    model = peft.get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base),
-        peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"]),
-    )
     flipped = {"5": "1", "1": "5"}
 
     def inverted(n: int, seed: int) -> list[tuple[JudgePrompt, str]]:
         return [(p, flipped[a]) for p, a in _examples(n, seed) if a in flipped]
 
-    tok = AutoTokenizer.from_pretrained(base)
-    held_out = inverted(64, seed + 1000)
     # Many prompts (many fences) for the reason given in build_toy_judge.
-    _train(model, tok, inverted(4000, seed), held_out, max_steps=max_steps, lr=3e-3, seed=seed)
-    model.save_pretrained(path)
-    return Path(path)
+    adapter, _ = train_lora(
+        base, path, inverted(4000, seed), learnt_on=inverted(64, seed + 1000),
+        formats=FORMATS, max_steps=max_steps, lr=3e-3, seed=seed,
+    )
+    return adapter
 
 
 def _cached(kind: str, marker_file: str, build: Callable[[Path], object], key: str) -> Path:
@@ -368,7 +248,10 @@ def _cached(kind: str, marker_file: str, build: Callable[[Path], object], key: s
     from ..judge.prompt import PROMPT_DIR
 
     h = hashlib.sha256(f"{key} {torch.__version__} {transformers.__version__}".encode())
-    for source in [Path(__file__), *sorted(PROMPT_DIR.glob("*.jinja"))]:
+    from ..judge import trainer
+
+    sources = [Path(__file__), Path(trainer.__file__), *sorted(PROMPT_DIR.glob("*.jinja"))]
+    for source in sources:
         h.update(source.read_bytes())
     root = Path.home() / ".cache" / "judgeserve"
     target = root / f"{kind}-{h.hexdigest()[:16]}"

@@ -1,5 +1,8 @@
 """Judge on a Hugging Face causal LM in-process: CPU or GPU, batched padded forward passes.
 
+``lora_path`` applies a PEFT LoRA adapter (one ``judgeserve judge tune`` trained, say),
+merged into the weights at load.
+
 ``quantize="int8"`` applies PyTorch's dynamic int8 quantization to the linear layers on
 CPU (weights stored as int8, activations quantized on the fly): about 4x less weight
 memory and faster matmuls on CPUs with VNNI, for a small accuracy cost.
@@ -14,6 +17,7 @@ from typing import Any, Literal
 
 from ...exceptions import ConfigError, require
 from ..prompt import JudgePrompt
+from ..version import served_model
 from .base import TokenUsage, label_token_ids, prompt_text
 
 __all__ = ["TransformersBackend"]
@@ -38,6 +42,7 @@ class TransformersBackend:
         use_chat_template: bool | None = None,
         threads: int | None = None,
         trust_remote_code: bool = False,
+        lora_path: str | None = None,
     ) -> None:
         if not model:
             raise ConfigError("the transformers judge backend needs a model path or name")
@@ -46,7 +51,9 @@ class TransformersBackend:
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)
-        self.model = model
+        self.base_model = model
+        # A LoRA adapter makes a judge of its own: the model it reports names the adapter.
+        self.model = served_model(model, lora_path)
         self.device = device
         self.batch_size = batch_size
         self.use_chat_template = use_chat_template
@@ -62,6 +69,10 @@ class TransformersBackend:
         lm = transformers.AutoModelForCausalLM.from_pretrained(
             model, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
+        if lora_path:
+            peft: Any = require("peft", "judge")
+            # Merged into the weights: scoring then costs what the base model costs.
+            lm = peft.PeftModel.from_pretrained(lm, lora_path).merge_and_unload()
         lm.eval()
         if quantize == "int8":
             if device != "cpu":

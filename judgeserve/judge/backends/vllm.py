@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from ...exceptions import ConfigError, require
 from ...vllm_engine import close_llm, shutdown_core
 from ..prompt import JudgePrompt
+from ..version import served_model
 from .base import TokenUsage, label_token_ids, prompt_text
 
 __all__ = ["VLLMBackend", "AsyncVLLMBackend"]
@@ -44,6 +45,7 @@ class _VLLMCommon:
 
     name: str
     model: str
+    base_model: str
     tokenizer: Any
     top_logprobs: int
     use_chat_template: bool | None
@@ -64,7 +66,9 @@ class _VLLMCommon:
         if not model:
             raise ConfigError(f"the {self.name} judge backend needs a model path or name")
         self._vllm = require("vllm", "cpu' or 'judgeserve[vllm")
-        self.model = model
+        self.base_model = model
+        # A LoRA adapter makes a judge of its own: the model it reports names the adapter.
+        self.model = served_model(model, lora_path)
         self.top_logprobs = top_logprobs
         self.use_chat_template = use_chat_template
         self._label_ids = {}
@@ -132,7 +136,7 @@ class VLLMBackend(_VLLMCommon):
     name = "vllm"
 
     def _start(self, engine_args: dict[str, Any]) -> None:
-        self.llm = self._vllm.LLM(model=self.model, **engine_args)
+        self.llm = self._vllm.LLM(model=self.base_model, **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
 
     def label_probs(
@@ -192,7 +196,7 @@ class AsyncVLLMBackend(_VLLMCommon):
 
         async def start() -> Any:
             # The engine's output handler binds to the loop it is created on: create it there.
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **engine_args))
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.base_model, **engine_args))
 
         self.engine: Any = self._on_engine_loop(start()).result()
         self.tokenizer = self.engine.get_tokenizer()

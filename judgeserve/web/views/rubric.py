@@ -9,8 +9,9 @@ score with completion length, judge beside people) for both; and where items hav
 second labeller, people against each other (the ceiling a judge can reach). Labelled items
 re-scored by a new judge version (:mod:`judgeserve.drift`) count for that version. Then
 the rubric's judge versions, where each first appeared and how far the re-scoring of the
-labelled items has got; the calibration reports ``judgeserve calibrate`` kept in the
-store, newest first.
+labelled items has got; the judges ``judgeserve judge tune`` fitted to the labels
+(agreement before and after on the held-out labels); the calibration reports
+``judgeserve calibrate`` kept in the store, newest first.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
             else []
         )
         reports = read.list_calibrations(conn, spec.name)
+        tunes = read.list_tunes(conn, spec.name)
         # Labelled items re-scored by judge versions other than the run's own (drift.py).
         rescored = read.labelled_verdicts(conn, spec.name, project)
         versions = read.rubric_versions(conn, spec.name)
@@ -68,5 +70,57 @@ def rubric_page(request: Request, rubric: RubricName) -> HTMLResponse:
             "versions": versions,
             "capped": len(rows) >= read.MAX_LABEL_ROWS,
             "calibrations": [calibration_summary(r, spec.version) for r in reports],
+            "tunes": [tune_summary(r, spec.version) for r in tunes],
         },
     )
+
+
+# The one figure before/after compares, per mode: exact agreement, accuracy with ties.
+_HEADLINE = {"exact_agreement": "exact agreement", "accuracy_with_ties": "accuracy with ties"}
+
+
+def tune_summary(report: dict[str, Any], version: Any) -> dict[str, Any]:
+    """What the page shows of a stored ``TuneReport``: per criterion, the held-out
+    agreement of the base judge and of the tuned one."""
+    from ...judge.version import JudgeVersion
+
+    before = report.get("before") or {}
+    after = report.get("after") or {}
+    hashes = after.get("prompt_hashes") or {}
+    rows = []
+    for name, metrics in (before.get("criteria") or {}).items():
+        tuned = (after.get("criteria") or {}).get(name) or {}
+        metric = next((m for m in _HEADLINE if m in metrics), None)
+        rows.append(
+            {
+                "criterion": name,
+                "metric": _HEADLINE.get(metric or "", "agreement"),
+                "before": metrics.get(metric) if metric else None,
+                "after": tuned.get(metric) if metric else None,
+                "kappa_before": metrics.get("kappa_quadratic"),
+                "kappa_after": tuned.get("kappa_quadratic"),
+                # The tuned judge's version, as its agreement row on this page names it
+                # once it has judged labelled items.
+                "version": JudgeVersion(
+                    str(after.get("judge_model")),
+                    str(after.get("judge_backend")),
+                    str(hashes.get(name)),
+                    str(after.get("rubric_version")),
+                ).key,
+            }
+        )
+    return {
+        "created": report.get("created"),
+        "backend": report.get("backend"),
+        "base_model": report.get("base_model"),
+        "tuned_model": report.get("tuned_model"),
+        "adapter": report.get("adapter"),
+        "serve_options": report.get("serve_options") or {},
+        "n_train": report.get("n_train"),
+        "n_held_out": report.get("n_held_out"),
+        "steps": report.get("steps"),
+        "train_seconds": report.get("train_seconds"),
+        "version": report.get("rubric_version"),
+        "stale": str(report.get("rubric_version")) != str(version),
+        "criteria": rows,
+    }
