@@ -110,7 +110,10 @@ def test_units_headline_and_overlay() -> None:
     tokens = overlay_payload(runs, "tokens")
     chrf = next(m for m in tokens["metrics"] if m["name"] == "reference.chrf")
     # Step 50 is half way to 1000 tokens; step 150 is past what was logged: left out.
-    assert chrf["series"][0] == {"run": "a", "x": [500.0, 1000.0], "mean": [10.0, 20.0]}
-    assert chrf["series"][1] == {"run": "b", "x": [100.0], "mean": [25.0]}  # by step
+    # Not a judge metric: one line per run, labelled with the run, version 0.
+    assert chrf["series"][0] == {"run": "a", "label": "a", "version": 0,
+                                 "x": [500.0, 1000.0], "mean": [10.0, 20.0]}
+    assert chrf["series"][1] == {"run": "b", "label": "b", "version": 0,
+                                 "x": [100.0], "mean": [25.0]}  # by step
     assert chrf["unit"] == "chrF (0-100)"
     assert tokens["notes"] == ["b logged no tokens seen (train.num_input_tokens_seen): drawn by step"]
