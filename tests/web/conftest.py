@@ -20,8 +20,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from judgeserve import read
+from judgeserve.app import create_app
 from judgeserve.schema import Aggregate, Alert, Score
 from judgeserve.scorers import load_scorers
 from judgeserve.settings import Settings
@@ -221,3 +223,17 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# The pages' in-process tests: the app on the test's store, no server.
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    s = Store(settings.database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(settings: Settings, store: Store) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, store=store)) as c:
+        yield c

@@ -4,29 +4,12 @@ failure reason, and which generator made its samples (in-process ASGI)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 
-from judgeserve.app import create_app
-from judgeserve.settings import Settings
 from judgeserve.store import Store
 
 EVIL = '<script>alert("x")</script>'
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    s = Store(settings.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(settings: Settings, store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, store=store)) as c:
-        yield c
 
 
 def _job(step: int, **kw: object) -> dict[str, object]:

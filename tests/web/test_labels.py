@@ -4,7 +4,6 @@ access, and the rubric page's agreement per judge version."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,6 @@ from judgeserve.store import Store
 from ..judged import judge_details, seed_judged
 
 LABEL = "/rubrics/helpfulness/label"
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    s = Store(settings.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(settings: Settings, store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, store=store)) as c:
-        yield c
 
 
 def shown(html: str) -> tuple[str, str] | None:

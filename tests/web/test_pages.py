@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -52,19 +51,6 @@ def _seed(store: Store, run: str = "r1", steps: tuple[int, ...] = (10, 20), per_
             })
     store.save_metrics(run, 0, {"loss": 2.0})
     store.save_metrics(run, 10, {"loss": 1.0})
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    s = Store(settings.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(settings: Settings, store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, store=store)) as c:
-        yield c
 
 
 def test_pages_answer_with_html_and_security_headers(client: TestClient, store: Store) -> None:
