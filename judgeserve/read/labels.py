@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select
+from sqlalchemy import Table, and_, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
@@ -205,13 +205,7 @@ def label_export_rows(
 @_reads
 def list_calibrations(conn: Connection, rubric: str, limit: int = 20) -> list[dict[str, Any]]:
     """The rubric's calibration reports (``CalibrationReport`` as JSON), newest first."""
-    q = (
-        select(calibration_reports.c.report)
-        .where(calibration_reports.c.rubric == rubric)
-        .order_by(calibration_reports.c.created.desc(), calibration_reports.c.id.desc())
-        .limit(limit)
-    )
-    return [dict(r) for r in conn.execute(q).scalars()]
+    return _reports(conn, calibration_reports, rubric, limit)
 
 
 @_reads
@@ -231,10 +225,15 @@ def latest_calibrations(conn: Connection, limit: int = 200) -> dict[str, dict[st
 @_reads
 def list_tunes(conn: Connection, rubric: str, limit: int = 20) -> list[dict[str, Any]]:
     """The rubric's tune reports (``TuneReport`` as JSON), newest first."""
+    return _reports(conn, tune_reports, rubric, limit)
+
+
+def _reports(conn: Connection, table: Table, rubric: str, limit: int) -> list[dict[str, Any]]:
+    # Calibration and tune reports: one JSON report per row, per rubric, newest first.
     q = (
-        select(tune_reports.c.report)
-        .where(tune_reports.c.rubric == rubric)
-        .order_by(tune_reports.c.created.desc(), tune_reports.c.id.desc())
+        select(table.c.report)
+        .where(table.c.rubric == rubric)
+        .order_by(table.c.created.desc(), table.c.id.desc())
         .limit(limit)
     )
     return [dict(r) for r in conn.execute(q).scalars()]
