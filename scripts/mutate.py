@@ -83,7 +83,13 @@ TARGETS: dict[str, Target] = {
     ),
     "store": Target(
         ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
-        ("tests/test_store.py", "tests/test_stream.py"),
+        # The store is written by the worker, the API, the alert engine and the label
+        # commands: their tests are the ones that check what it wrote.
+        (
+            "tests/test_store.py", "tests/test_stream.py", "tests/test_checkpoints_api.py",
+            "tests/test_labels.py", "tests/test_scorer_status.py", "tests/alerts/test_engine.py",
+            "tests/alerts/test_completeness.py", "tests/judge/test_judge_cost.py",
+        ),
     ),
     "aggregates": Target(("judgeserve/aggregates.py",), ("tests/detectors/test_aggregates.py",)),
     "alerts": Target(
