@@ -3,13 +3,19 @@ into other projects, revocation felt by a running API), Origin and Host checks."
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import re
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from starlette.types import Message, Receive, Scope, Send
 
 from judgeserve import APIError, JudgeClient, auth, read
 from judgeserve.app import create_app
@@ -21,10 +27,11 @@ from judgeserve.auth import (
     revoke_token,
     verify,
 )
-from judgeserve.local_token import read_token, token_for, token_path
+from judgeserve.local_token import read_token, token_for, token_path, write_token
 from judgeserve.schema import Alert
 from judgeserve.settings import Settings, get_settings
 from judgeserve.store import Store, tokens
+from judgeserve.stream import Queue
 from judgeserve.worker import Worker
 
 from .conftest import LiveServer, run_cli, wait_for
@@ -296,3 +303,276 @@ def test_token_local_cli(settings: Settings, tmp_path: Path) -> None:
     store.close()
     shown = run_cli("token", "local", env=env)
     assert shown.returncode == 0 and shown.stdout.strip() == made
+
+
+# -- the rules one by one: tokens, the local token, Host and Origin, the cache, run owners --
+
+
+TOKEN_FORMAT = re.compile(r"js_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")  # a 64-bit id, a 256-bit secret
+
+
+def test_token_format_and_listing(secured: Settings) -> None:
+    store = Store(secured.database_url)
+    token = create_token(store, "team-a")
+    named = create_token(store, "team-b", "ci")
+    assert TOKEN_FORMAT.fullmatch(token) and TOKEN_FORMAT.fullmatch(named), (token, named)
+    listed = {t["id"]: (t["project"], t["name"], t["revoked"]) for t in auth.list_tokens(store)}
+    assert listed == {
+        token.split("_")[1]: ("team-a", "", False),
+        named.split("_")[1]: ("team-b", "ci", False),
+    }
+    store.close()
+
+
+def test_malformed_tokens_are_refused_not_crashed_on(api: TestClient, secured: Settings) -> None:
+    store = Store(secured.database_url)
+    good = create_token(store, "team-a")
+    _, token_id, secret = good.split("_", 2)
+    for bad in ("js", f"js_{token_id}", f"js_{token_id}_", f"js__{secret}", f"xx_{token_id}_{secret}",
+                f"JS_{token_id}_{secret}"):
+        assert verify(store, bad) is None, bad
+        r = api.get("/v1/runs", headers=bearer(bad))
+        assert (r.status_code, r.json()["detail"]) == (401, "invalid or revoked API token"), bad
+    assert verify(store, good) == auth.Principal(project="team-a")
+    store.close()
+
+
+def test_401_says_why_and_asks_for_a_bearer_token(api: TestClient) -> None:
+    missing = api.get("/v1/runs")
+    assert (missing.status_code, missing.json()["detail"]) == (401, "an API token is required")
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = api.post("/v1/runs/r1/samples", json=BATCH, headers=bearer("js_0123456789abcdef_nope"))
+    assert (wrong.status_code, wrong.json()["detail"]) == (401, "invalid or revoked API token")
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+
+def test_principal_may_access() -> None:
+    assert auth.ANYONE.may_access("team-a") and auth.ANYONE.may_access(None)
+    team = auth.Principal(project="team-a")
+    assert team.may_access("team-a")
+    assert not team.may_access("team-b") and not team.may_access(None)
+
+
+def test_verified_tokens_are_cached_for_cache_s_exactly(
+    secured: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(secured.database_url)
+    token = create_token(store, "team-a")
+    cache = auth.TokenCache()
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])  # the clock auth reads
+    assert cache.principal(store, token) == auth.Principal(project="team-a")
+    assert cache.principal(store, "js_0123456789abcdef_nope") is None
+    revoke_token(store, token.split("_")[1])
+    # Within the window the hot path asks the database nothing, so the revocation is not seen...
+    now[0] = 1000.0 + CACHE_S - 0.001
+    assert cache.principal(store, token) == auth.Principal(project="team-a")
+    # ... and from CACHE_S on it is.
+    now[0] = 1000.0 + CACHE_S
+    assert cache.principal(store, token) is None
+    monkeypatch.undo()
+    store.close()
+
+
+# -- the local token ---------------------------------------------------------------------
+
+
+def _local_tokens(store: Store) -> list[tuple[str, str]]:
+    return sorted((t["project"], t["name"]) for t in auth.list_tokens(store) if not t["revoked"])
+
+
+def test_local_token_in_a_data_dir_not_made_yet(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'one.db'}")
+    data = tmp_path / "home" / "user" / "judgeserve"
+    made = ensure_local_token(store, data)
+    assert made is not None and TOKEN_FORMAT.fullmatch(made)
+    assert read_token(token_path(data)) == made and verify(store, made) == auth.Principal("local")
+    assert _local_tokens(store) == [("local", "local")]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("found", "kept"),
+    [
+        ("js_" + "a1" * 16 + "_secret-with_signs", True),  # made by another server: registered
+        ("js_" + "a" * 33 + "_secret", False),  # an id no server makes: replaced
+        ("js_ab-cd_secret", False),
+        ("js_abcd_", False),  # tampered: no secret
+        ("js__secret", False),
+        ("not a token", False),
+    ],
+)
+def test_local_token_found_in_the_file(tmp_path: Path, found: str, kept: bool) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'one.db'}")
+    data = tmp_path / "data"
+    write_token(token_path(data), found)
+    made = ensure_local_token(store, data)
+    if kept:
+        assert made is None and read_token(token_path(data)) == found
+        assert verify(store, found) == auth.Principal("local")
+    else:
+        assert made is not None and made != found and read_token(token_path(data)) == made
+        assert verify(store, made) == auth.Principal("local")
+    assert _local_tokens(store) == [("local", "local")]
+    store.close()
+
+
+def test_local_token_waits_for_a_server_making_it(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'one.db'}")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    result: list[str | None] = []
+    # Another server starting at the same moment holds the lock while it makes the token.
+    with open(data / ".token.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: result.append(ensure_local_token(store, data)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()
+        theirs = create_token(store, "local", "local")
+        write_token(token_path(data), theirs)
+    waiting.join(10)
+    assert result == [None] and read_token(token_path(data)) == theirs
+    assert len(auth.list_tokens(store)) == 1
+    store.close()
+
+
+# -- Host allow-list and Origin check ------------------------------------------------------
+
+
+def test_allowed_hosts_of_every_bind_address(secured: Settings) -> None:
+    def hosts(bind: str) -> list[str]:
+        return allowed_hosts(secured.model_copy(update={"host": bind}))
+
+    loopback = ["localhost", "127.0.0.1", "[::1]"]
+    for every in ("", "0.0.0.0", "::", "[::]"):
+        assert hosts(every) == ["*"], every
+    assert hosts("[::1]") == loopback and hosts("127.0.0.1") == loopback
+    assert hosts("2001:db8::7") == [*loopback, "[2001:db8::7]"]
+    assert hosts("[2001:db8::7]") == [*loopback, "[2001:db8::7]"]
+    assert hosts("Judge-BOX") == [*loopback, "judge-box"]  # Host headers are matched in lower case
+
+
+def test_same_origin_posts_pass_on_every_loopback_name_and_port(secured: Settings) -> None:
+    store = Store(secured.database_url)
+    token = create_token(store, "team-a")
+    app = create_app(secured)
+    for base in ("http://localhost:8000", "http://LocalHost:8000", "http://[::1]:8000", "http://[::1]",
+                 "http://127.0.0.1:80"):
+        origin = base.lower().removesuffix(":80")  # a browser leaves the default port out
+        with TestClient(app, base_url=base) as c:
+            r = c.post("/v1/runs/r1/samples", json=BATCH, headers={**bearer(token), "origin": origin})
+            assert r.status_code == 202, (base, r.text)
+            other_port = "http://localhost:9000" if "localhost" in origin else "http://[::1]:9000"
+            r = c.post("/v1/runs/r1/samples", json=BATCH, headers={**bearer(token), "origin": other_port})
+            assert r.status_code == 403, base
+    store.close()
+
+
+def test_same_origin_over_https(secured: Settings) -> None:
+    s = secured.model_copy(update={"allowed_hosts": ["judge.example.com"]})
+    store = Store(s.database_url)
+    token = create_token(store, "team-a")
+    with TestClient(create_app(s), base_url="https://judge.example.com") as c:
+        for origin, status in (("https://judge.example.com", 202), ("https://judge.example.com:443", 202),
+                               ("http://judge.example.com", 403), ("https://judge.example.com:8443", 403)):
+            r = c.post("/v1/runs/r1/samples", json=BATCH, headers={**bearer(token), "origin": origin})
+            assert r.status_code == status, origin
+    store.close()
+
+
+def test_origin_refusals_say_what_to_do(api: TestClient) -> None:
+    for origin in ("ftp://127.0.0.1", "http://", "null", "http://evil.example"):
+        r = api.post("/v1/runs/r1/samples", json=BATCH, headers={"origin": origin})
+        assert r.status_code == 403, origin
+        assert r.json()["detail"] == (
+            f"cross-origin request from {origin!r} refused; "
+            "add that origin to JUDGESERVE_ALLOWED_ORIGINS if it is yours"
+        )
+    long = "http://" + "a" * 300 + ".example"
+    detail = api.post("/v1/runs/r1/samples", json=BATCH, headers={"origin": long}).json()["detail"]
+    assert detail.startswith(f"cross-origin request from {long[:200]!r} refused; ")
+    r = api.post("/v1/runs/r1/samples", json=BATCH, headers={"sec-fetch-site": "cross-site"})
+    assert (r.status_code, r.json()["detail"]) == (403, "cross-site request refused")
+
+
+def test_origin_check_without_a_host_header() -> None:
+    """An HTTP/1.0 client may send no Host: its POST with an Origin is refused, not a crash."""
+    reached: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["method"])
+
+    async def request(method: str, headers: list[tuple[bytes, bytes]]) -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": "/", "headers": headers, "scheme": "http"}
+        await auth.OriginCheck(inner)(scope, receive, send)
+        return sent
+
+    sent = asyncio.run(request("POST", [(b"origin", b"http://localhost")]))
+    assert sent[0]["status"] == 403 and reached == []
+    assert asyncio.run(request("POST", [])) == [] and reached == ["POST"]
+
+
+# -- run owners ---------------------------------------------------------------------------
+
+
+def test_owners_are_looked_up_by_a_fresh_api(secured: Settings) -> None:
+    """A run claimed before this API started (another replica, a restart) is still guarded:
+    its owner is read from the store, not only from what this API claimed itself."""
+    store = Store(secured.database_url)
+    a, b = create_token(store, "team-a"), create_token(store, "team-b")
+    with TestClient(create_app(secured), base_url=LOCAL) as first:
+        assert first.post("/v1/runs/run-a/samples", json=BATCH, headers=bearer(a)).status_code == 202
+    with TestClient(create_app(secured), base_url=LOCAL) as fresh:
+        r = fresh.get("/v1/runs/run-a", headers=bearer(b))
+        assert (r.status_code, r.json()["detail"]) == (403, "run 'run-a' belongs to another project")
+        assert fresh.get("/v1/runs/run-a", headers=bearer(a)).status_code == 200
+    with TestClient(create_app(secured), base_url=LOCAL) as fresh:
+        assert fresh.post("/v1/runs/run-a/samples", json=BATCH, headers=bearer(b)).status_code == 403
+        assert fresh.post("/v1/runs/run-a/samples", json=BATCH, headers=bearer(a)).status_code == 202
+    store.close()
+
+
+def test_reading_a_run_that_does_not_exist_claims_nothing(api: TestClient, secured: Settings) -> None:
+    store = Store(secured.database_url)
+    a, b = create_token(store, "team-a"), create_token(store, "team-b")
+    assert api.get("/v1/runs/ghost", headers=bearer(b)).status_code == 404
+    assert api.get("/v1/runs/ghost/alerts", headers=bearer(b)).json() == {"alerts": []}
+    assert read.get_run(store, "ghost") is None
+    assert api.post("/v1/runs/ghost/samples", json=BATCH, headers=bearer(a)).status_code == 202
+    store.close()
+
+
+def test_dead_letters_are_listed_to_their_runs_project(api: TestClient, secured: Settings) -> None:
+    store = Store(secured.database_url)
+    a, b = create_token(store, "team-a"), create_token(store, "team-b")
+    for token, run in ((a, "run-a"), (b, "run-b")):
+        assert api.post(f"/v1/runs/{run}/samples", json=BATCH, headers=bearer(token)).status_code == 202
+    queue = Queue.from_settings(secured, stream="samples")
+    try:
+        queue.add([{"run": run, "step": 1, "id": f"dead-{run}", "completion": "c"}
+                   for run in ("run-a", "run-b", "ghost")])
+        for entry in queue.read(10, block_ms=100):
+            if str(entry.payload.get("id", "")).startswith("dead-"):
+                queue.dead_letter(entry, "cannot score", 5)
+    finally:
+        queue.redis.close()
+
+    def listed(token: str) -> list[str]:
+        r = api.get("/v1/deadletter", headers=bearer(token))
+        assert r.status_code == 200, r.text
+        return sorted(d["payload"]["id"] for d in r.json()["deadletters"])
+
+    # A run nobody owns yet (no sample of it was ever stored) is nobody's secret.
+    assert listed(a) == ["dead-ghost", "dead-run-a"]
+    assert listed(b) == ["dead-ghost", "dead-run-b"]
+    assert read.get_run(store, "ghost") is None  # listing claims nothing
+    store.close()
