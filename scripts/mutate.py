@@ -94,7 +94,10 @@ TARGETS: dict[str, Target] = {
     "aggregates": Target(("judgeserve/aggregates.py",), ("tests/detectors/test_aggregates.py",)),
     "alerts": Target(
         ("judgeserve/alerts/evaluate.py",),
-        ("tests/alerts/test_evaluate.py", "tests/alerts/test_completeness.py"),
+        (
+            "tests/alerts/test_evaluate.py", "tests/alerts/test_evaluate_edges.py",
+            "tests/alerts/test_completeness.py",
+        ),
     ),
     "repetition": Target(
         ("judgeserve/detectors/repetition.py", "judgeserve/detectors/_near_periodic.py"),
