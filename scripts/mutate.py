@@ -300,6 +300,13 @@ def retest(name: str, max_children: int) -> int:
     shutil.copytree(ROOT / "tests", work / "tests", ignore=IGNORED)
     shutil.rmtree(work / "mutants" / "tests", ignore_errors=True)
     shutil.copytree(ROOT / "tests", work / "mutants" / "tests", ignore=IGNORED)
+    # mutmut runs only the tests its settings select: a test file added to the target since
+    # the copy was made is selected too, or its tests would never reach a mutant.
+    selection = f"pytest_add_cli_args_test_selection = {json.dumps(list(TARGETS[name].tests))}"
+    for config in (work / "pyproject.toml", work / "mutants" / "pyproject.toml"):
+        if config.exists():
+            config.write_text(re.sub(r"^pytest_add_cli_args_test_selection = .*$", selection,
+                                     config.read_text(), flags=re.MULTILINE))
     env = dict(os.environ, PYTHONPATH=str(work / "mutants"))
     with (SCRATCH / f"{name}.retest.log").open("w") as out:
         return subprocess.call(
