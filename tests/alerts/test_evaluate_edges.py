@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from judgeserve.alerts import History, Point, evaluate, evaluate_checkpoint, parse_rules
-from judgeserve.alerts.evaluate import SampleValues
+from judgeserve.alerts.evaluate import SampleValues, compare_samples
 
 # A rule's first look may spend 0.05 · (1 - ln 2 / ln 3) of its alpha; the second
 # 0.05 · ln 2 · (1/ln 3 - 1/ln 4) (statistics.look_alpha; worked out with a calculator).
@@ -44,6 +44,7 @@ def points_history(series: dict[str, list[Point]],
 def test_from_values_counts_samples_sorts_steps_and_defaults_counts_by_kind() -> None:
     h = History.from_values("r", {"m": {3: 1, 1: 2}, "train.loss": {5: 0.5}},
                             {(1, "m"): [1, 0, 1]})
+    assert h.run == "r"
     # Steps come out in order, whatever order the dict gave them in.
     assert h.series["m"] == [Point(1, 2.0, n=3), Point(3, 1.0, n=24)]
     assert all(type(p.mean) is float for p in h.series["m"])
@@ -307,6 +308,16 @@ def test_bootstrap_regression_carries_the_interval_of_the_difference() -> None:
     # Resampled means of each side stay within [1, 4] and [5, 8]: the difference in [1, 7].
     assert 1.0 <= low < 4.0 < high <= 7.0
     assert 0 <= f.evidence["p_value"] < 0.001
+
+
+def test_compare_samples_alone_is_a_first_look() -> None:
+    h = History.from_values("r", {"m": {1: 2.5, 2: 6.5}}, {(1, "m"): LOW4, (2, "m"): HIGH4})
+    base, current = h.series["m"]
+    evidence, test = compare_samples(rule("name: up\ntype: regression\nmetric: m\nworse: higher"),
+                                     h, base, current)
+    assert evidence is not None and evidence["look"] == 1
+    assert test is not None and test.alpha == pytest.approx(FIRST_LOOK, abs=1e-7)
+    assert test.p_value == pytest.approx(P_4_VS_4)
 
 
 def test_a_test_needs_min_samples_on_both_sides() -> None:
