@@ -356,3 +356,72 @@ def test_a_period_must_recur_at_least_twice() -> None:
     # Eight distances twice each, 16 starts: each window of +- 9-10 holds them all.
     prev = _prev(dict.fromkeys(range(45, 53), 2), length=100)
     assert _periods(prev, 512, 8).tolist() == list(range(45, 53))
+
+
+def test_the_previous_equal_4gram_of_each_start() -> None:
+    from judgeserve.detectors._near_periodic import _previous
+
+    # Starts 0 and 8 hold "1 2 3 4"; start 4 holds "1 9 3 4", which differs only inside.
+    norm = np.array([1, 2, 3, 4, 1, 9, 3, 4, 1, 2, 3, 4], dtype=np.int64)
+    assert _previous(norm, 4).tolist() == [-1] * 8 + [0]
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        norm = rng.integers(0, 3, size=int(rng.integers(4, 60)))
+        grams = [tuple(norm[i : i + 4]) for i in range(len(norm) - 3)]
+        last: dict[tuple[int, ...], int] = {}
+        expected = []
+        for i, g in enumerate(grams):
+            expected.append(last.get(g, -1))
+            last[g] = i
+        assert _previous(norm.astype(np.int64), 4).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("numbers", "data"),
+    [
+        (["4"] * 9 + ["9"], 1),  # one change, one step: data
+        (["5", "5", "17", "3", "99", "42", "8", "61", "23", "70"], 8),  # 5 then 5: unchanged
+        (["5"] * 7 + ["2", "12", "22"], 1),  # -3 once, +10 twice: the +10s count
+    ],
+)
+def test_a_number_step_taken_once_is_data_one_taken_twice_a_counter(
+    numbers: list[str], data: int
+) -> None:
+    text = " ".join(f"{k} {WORDS8}" for k in numbers)
+    [c] = candidates(text_classes(text))
+    assert (c.period, c.covered) == (8, 72)
+    assert c.data_share == pytest.approx(data / 72)
+
+
+def test_counting_from_one_to_forty_is_a_counter_without_words() -> None:
+    text = " ".join(str(k) for k in range(1, 41))
+    found = candidates(text_classes(text))
+    assert found and all(c.data_share == 0.0 and c.word_share == 0.0 for c in found)
+    assert RepetitionScorer().loop(text) is None
+
+
+@pytest.mark.parametrize(("max_distance", "periods"), [(None, []), (513, [513])])
+def test_near_loop_candidates_look_512_tokens_back_by_default(
+    max_distance: int | None, periods: list[int]
+) -> None:
+    text = (" ".join(f"w{k}" for k in range(513)) + " ") * 3
+    classes = text_classes(text)
+    found = candidates(classes) if max_distance is None else candidates(classes, max_distance)
+    assert [c.period for c in found] == periods
+
+
+def test_a_token_seen_for_the_first_time_gets_its_class_and_a_distinct_id() -> None:
+    # A fresh table: the module's own one already holds every token earlier tests used.
+    from judgeserve.detectors._near_periodic import NUMBER, OTHER, WORD, _Codes
+
+    codes = _Codes()
+    classes = {
+        "Ça": WORD, "好": WORD, "é": WORD, "word": WORD, "x2": WORD,  # a lone non-ASCII letter is a word
+        "12": NUMBER, "٣": NUMBER, "07": NUMBER,  # decimal digits, any script
+        "p": OTHER, "—": OTHER, "|": OTHER, "_": OTHER,  # lone ASCII letters and marks
+    }
+    assert {t: codes[t] & 3 for t in classes} == classes
+    tokens = [f"mot{k}" for k in range(200)] + [str(k) for k in range(200, 400)] + list(classes)
+    ids = [codes[t] for t in tokens]
+    assert len(set(ids)) == len(tokens)  # distinct tokens, distinct ids
+    assert [codes[t] for t in tokens] == ids and all(t in codes for t in tokens)
