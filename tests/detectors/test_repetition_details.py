@@ -425,3 +425,12 @@ def test_a_token_seen_for_the_first_time_gets_its_class_and_a_distinct_id() -> N
     ids = [codes[t] for t in tokens]
     assert len(set(ids)) == len(tokens)  # distinct tokens, distinct ids
     assert [codes[t] for t in tokens] == ids and all(t in codes for t in tokens)
+
+
+@pytest.mark.parametrize(("text", "found"), [("Well: go on go on go on go on", True), ("Well: go on go on go on go", False)])
+def test_a_word_loop_needs_eight_tokens_by_default(text: str, found: bool) -> None:
+    loop = RepetitionScorer().loop(text)
+    if found:
+        assert loop is not None and (loop.kind, loop.period, loop.start, loop.end) == ("exact", 2, 2, 10)
+    else:
+        assert loop is None  # 3.5 repeats, over min_repeats, but 7 tokens
