@@ -133,10 +133,12 @@ def test_a_batch_is_stored_acknowledged_and_counted(settings: Settings, make_wor
         payload(0, rubrics=["helpful"], expected=2), payload(1, expected=1), payload(2, step=3),
         payload(3, run="b2", expected=True), payload(4, run="b2", step=2, expected=0),
         payload(5, run="b2", step=3, expected="4"), payload(6, run="b2", step=4, expected=-2),
+        payload(7, run="b4", expected=1),
         {"run": "b-run", "step": -1, "id": "bad", "prompt": "", "completion": "x"},
     )
-    assert (result.stored, result.failed, result.dead, result.waiting) == (7, 0, 1, None)
-    assert result.checkpoints == {("b-run", 1), ("b-run", 3), ("b2", 1), ("b2", 2), ("b2", 3), ("b2", 4)}
+    assert (result.stored, result.failed, result.dead, result.waiting) == (8, 0, 1, None)
+    assert result.checkpoints == {("b-run", 1), ("b-run", 3), ("b2", 1), ("b2", 2), ("b2", 3), ("b2", 4),
+                                  ("b4", 1)}
     assert worker.queue.backlog() == 0
     dead = worker.queue.deadletters()
     assert [d["payload"]["id"] for d in dead] == ["bad"] and dead[0]["error"].startswith("invalid payload: ")
@@ -148,12 +150,13 @@ def test_a_batch_is_stored_acknowledged_and_counted(settings: Settings, make_wor
     assert other is not None and other["rubrics"] is None and other["last_step"] == 4
     # The largest count a sender announced; none for a bool, zero, negative or a string.
     assert read.step_evaluation(worker.store, "b-run", 1)["expected"] == 2
+    assert read.step_evaluation(worker.store, "b4", 1)["expected"] == 1
     for step in (1, 2, 3, 4):
         assert read.step_evaluation(worker.store, "b2", step)["expected"] is None
     # Samples scored per scorer family (not per score), shared through Redis for /metrics.
     counts = read_shared(worker.queue.redis, worker.queue.keys)
-    assert counts[("judgeserve_samples_scored_total", (("scorer", "words"),))] == 7
-    assert counts[("judgeserve_samples_scored_total", (("scorer", "shy"),))] == 7
+    assert counts[("judgeserve_samples_scored_total", (("scorer", "words"),))] == 8
+    assert counts[("judgeserve_samples_scored_total", (("scorer", "shy"),))] == 8
     assert result.failed == 0 and status_rows(worker.store) == []
     # The run's rubrics reach the scorers of its later samples, which do not name them.
     batch(worker, payload(7, run="b3", rubrics=["helpful"]))
