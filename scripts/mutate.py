@@ -124,7 +124,10 @@ TARGETS: dict[str, Target] = {
             "judgeserve/detectors/_ngram_index.py",
             "judgeserve/detectors/_index_build.py",
         ),
-        ("tests/detectors/test_memorization.py",),
+        (
+            "tests/detectors/test_memorization.py",
+            "tests/detectors/test_memorization_index.py",
+        ),
         timeout_constant=1.0,
     ),
     "sdk": Target(
