@@ -85,6 +85,9 @@ TARGETS: dict[str, Target] = {
             "tests/test_worker_batches.py", "tests/test_worker_loop.py",
             "tests/test_outages.py", "tests/test_stream.py",
         ),
+        # A Redis that never answers, through the API: no worker in it, and its 5 s bound
+        # failed the clean run on a loaded machine (5.7 s).
+        deselect=("tests/test_outages.py::test_redis_that_never_answers_times_out",),
     ),
     "store": Target(
         ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
