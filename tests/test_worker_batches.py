@@ -297,7 +297,7 @@ def test_each_probe_is_scored_against_its_previous_answer(settings: Settings, ma
         wants_baseline = True
 
     base = Baseline()
-    worker = make_worker(scorers=[base], hooks=())
+    worker = make_worker(scorers=[Words(), base], hooks=())  # one scorer wants it: it is read
     batch(worker, payload(0, step=1, probe_id="p1", text="old one"), payload(1, step=1, probe_id="p2", text="old two"))
     base.seen.clear()
     batch(worker, payload(2, step=2, probe_id="p1"), payload(3, step=2, probe_id="p3"), payload(4, step=2),
