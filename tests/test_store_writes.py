@@ -1,0 +1,402 @@
+"""The store's writes read back, on SQLite and PostgreSQL: metrics and summaries (non-finite
+values named), flags, checkpoint jobs, run ownership, tokens, reports, scorer status; and
+how the store opens and names database errors."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from judgeserve.exceptions import StoreError, StoreUnavailable
+from judgeserve.schema import Sample
+from judgeserve.scorers import Flag
+from judgeserve.store import (
+    SQLITE_BUSY_S,
+    Store,
+    calibration_reports,
+    checkpoint_jobs,
+    flags,
+    nonfinite_name,
+    plain,
+    run_metrics,
+    run_summary,
+    runs,
+    scorer_status,
+    store_error,
+    tokens,
+    tune_reports,
+)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(database_url)
+    yield s
+    s.close()
+
+
+def rows_of(store: Store, table: Table, *order: str) -> list[dict[str, Any]]:
+    q = select(table).order_by(*(table.c[k] for k in order))
+    with store.begin() as conn:
+        return [plain(r) for r in conn.execute(q).mappings()]
+
+
+def run_row(store: Store, name: str) -> dict[str, Any] | None:
+    found = [r for r in rows_of(store, runs, "name") if r["name"] == name]
+    return found[0] if found else None
+
+
+# -- errors and the engine ---------------------------------------------------------------------
+
+
+def test_nonfinite_values_are_named() -> None:
+    assert nonfinite_name(None) == "nan"
+    assert nonfinite_name(float("nan")) == "nan"
+    assert nonfinite_name(math.inf) == "inf"
+    assert nonfinite_name(-math.inf) == "-inf"
+    for finite in (0.0, -0.0, 1.5, -2.0, 1e308):
+        assert nonfinite_name(finite) is None
+
+
+def test_store_error_says_whether_to_try_again() -> None:
+    down = store_error(OperationalError("SELECT 1", {}, Exception("connection refused")))
+    assert type(down) is StoreUnavailable
+    assert str(down).startswith("database unavailable: ") and "connection refused" in str(down)
+    refused = store_error(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert type(refused) is StoreError
+    assert str(refused).startswith("database refused the write: IntegrityError: ")
+    assert "duplicate key" in str(refused)
+    odd = store_error(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert type(odd) is StoreError
+    assert str(odd).startswith("database refused the write: UnicodeEncodeError: ")
+
+
+def test_sqlite_store_waits_for_writers_and_serves_threads(sqlite_url: str) -> None:
+    store = Store(sqlite_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == int(SQLITE_BUSY_S * 1000)
+        # The API's threads share the pool's connections.
+        errors: list[BaseException] = []
+
+        def use() -> None:
+            try:
+                store.add_token("tthread", "p", "n", "h")
+            except BaseException as e:  # reported below, in the test thread
+                errors.append(e)
+
+        t = threading.Thread(target=use)
+        t.start()
+        t.join(10)
+        assert errors == [] and [r["id"] for r in rows_of(store, tokens, "id")] == ["tthread"]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_store_checks_its_connections(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    store = Store(database_url)
+    try:
+        assert store.dialect == "postgresql"
+        assert store.engine.pool._pre_ping  # a restarted server's dead connections are replaced
+        with store.begin() as conn:
+            # Tables were made at open.
+            assert conn.execute(select(runs.c.name)).all() == []
+    finally:
+        store.close()
+
+
+def test_store_not_created_until_asked(sqlite_url: str) -> None:
+    bare = Store(sqlite_url, create=False)
+    try:
+        with pytest.raises(StoreError) as e:
+            bare.claim_run("r", "p")
+        assert "no such table" in str(e.value)
+        bare.create()
+        assert bare.claim_run("r", "p") == "p"
+    finally:
+        bare.close()
+
+
+def test_a_refused_write_is_a_store_error(store: Store) -> None:
+    store.add_token("t1", "proj", "ci", "h" * 64)
+    with pytest.raises(StoreError) as e:
+        store.add_token("t1", "proj", "again", "x")
+    assert not isinstance(e.value, StoreUnavailable)
+    assert "IntegrityError" in str(e.value)
+
+
+# -- runs, tokens, reports -----------------------------------------------------------------------
+
+
+def test_the_first_project_to_claim_a_run_owns_it(store: Store) -> None:
+    assert store.claim_run("r1", "alpha") == "alpha"
+    assert store.claim_run("r1", "beta") == "alpha"
+    assert store.claim_run("r2", "beta") == "beta"
+    r1 = run_row(store, "r1")
+    assert r1 is not None and r1["project"] == "alpha" and r1["last_step"] == 0
+    assert r1["created"] is not None and r1["updated"] is not None
+    # A run made before ownership (no project) stays without one.
+    with store.begin() as conn:
+        store.upsert_run(conn, "old", 5)
+    assert store.claim_run("old", "beta") is None
+    old = run_row(store, "old")
+    assert old is not None and old["project"] is None and old["last_step"] == 5
+
+
+def test_upsert_run_keeps_the_largest_step_and_given_rubrics(store: Store) -> None:
+    with store.begin() as conn:
+        store.upsert_run(conn, "r", 10, ["a"])
+    first = run_row(store, "r")
+    assert first is not None and first["rubrics"] == ["a"] and first["last_step"] == 10
+    with store.begin() as conn:
+        store.upsert_run(conn, "r", 20)
+        store.upsert_run(conn, "other", 1, ["z"])
+    later = run_row(store, "r")
+    assert later is not None and later["rubrics"] == ["a"] and later["last_step"] == 20
+    assert later["created"] == first["created"] and later["updated"] > first["updated"]
+    with store.begin() as conn:
+        store.upsert_run(conn, "r", 15, ["b"])
+    last = run_row(store, "r")
+    assert last is not None and last["rubrics"] == ["b"] and last["last_step"] == 20
+
+
+def test_tokens_are_kept_hashed_and_revoked_once(store: Store) -> None:
+    before = datetime.now(UTC)
+    store.add_token("tok1", "proj", "laptop", "a" * 64)
+    store.add_token("tok2", "proj2", "ci", "b" * 64)
+    got = rows_of(store, tokens, "id")
+    assert [(r["id"], r["project"], r["name"], r["hash"], r["revoked"]) for r in got] == [
+        ("tok1", "proj", "laptop", "a" * 64, False), ("tok2", "proj2", "ci", "b" * 64, False)]
+    assert all(before <= r["created"] <= datetime.now(UTC) for r in got)
+    assert store.revoke_token("tok1") is True
+    assert store.revoke_token("nope") is False
+    assert [r["revoked"] for r in rows_of(store, tokens, "id")] == [True, False]
+
+
+def test_tune_and_calibration_reports_are_kept_whole(store: Store) -> None:
+    report = {"rubric": "help", "rubric_version": 3, "before": {"kappa": 0.25},
+              "after": {"kappa": 0.5}, "items": [1, 2]}
+    store.save_tune_report(report)
+    store.save_tune_report({**report, "rubric": "safety", "rubric_version": "v2"})
+    store.save_calibration({"rubric": "help", "rubric_version": 1, "agreement": 0.75})
+    got = rows_of(store, tune_reports, "id")
+    assert [(r["rubric"], r["rubric_version"]) for r in got] == [("help", "3"), ("safety", "v2")]
+    assert got[0]["report"] == report and got[1]["report"]["rubric"] == "safety"
+    assert all(r["created"] is not None for r in got)
+    (cal,) = rows_of(store, calibration_reports, "id")
+    assert (cal["rubric"], cal["rubric_version"], cal["report"]) == (
+        "help", "1", {"rubric": "help", "rubric_version": 1, "agreement": 0.75})
+
+
+# -- metrics, summaries, flags ----------------------------------------------------------------
+
+
+def test_metrics_keep_nonfinite_values_by_name(store: Store) -> None:
+    store.save_metrics("r", 7, {"loss": 1.5, "grad": float("nan"), "up": math.inf,
+                                "down": -math.inf, "gone": None})
+    got = {r["name"]: (r["step"], r["value"], r["nonfinite"]) for r in rows_of(store, run_metrics, "name")}
+    assert got == {"loss": (7, 1.5, None), "grad": (7, None, "nan"), "up": (7, None, "inf"),
+                   "down": (7, None, "-inf"), "gone": (7, None, "nan")}
+    run = run_row(store, "r")
+    assert run is not None and run["last_step"] == 7
+    # Sent again, a value replaces the old one both ways; another step is its own row.
+    store.save_metrics("r", 7, {"loss": math.inf, "grad": 0.25})
+    store.save_metrics("r", 3, {"loss": 9.0})
+    got2 = {(r["step"], r["name"]): (r["value"], r["nonfinite"]) for r in rows_of(store, run_metrics, "name")}
+    assert got2[(7, "loss")] == (None, "inf") and got2[(7, "grad")] == (0.25, None)
+    assert got2[(3, "loss")] == (9.0, None) and got2[(7, "up")] == (None, "inf")
+    run = run_row(store, "r")
+    assert run is not None and run["last_step"] == 7
+
+
+def test_summary_replaces_each_name_and_keeps_nonfinite(store: Store) -> None:
+    with store.begin() as conn:
+        store.upsert_run(conn, "r", 40)
+    store.save_summary("r", {"train_runtime": 12.5, "total_flos": math.inf, "final": None})
+    store.save_summary("new", {"x": -math.inf})
+    got = {(r["run"], r["name"]): (r["value"], r["nonfinite"]) for r in rows_of(store, run_summary, "run", "name")}
+    assert got == {("r", "train_runtime"): (12.5, None), ("r", "total_flos"): (None, "inf"),
+                   ("r", "final"): (None, "nan"), ("new", "x"): (None, "-inf")}
+    first = {r["name"]: r["updated"] for r in rows_of(store, run_summary, "name") if r["run"] == "r"}
+    store.save_summary("r", {"train_runtime": float("nan"), "total_flos": 3.0})
+    again = {r["name"]: r for r in rows_of(store, run_summary, "name") if r["run"] == "r"}
+    assert (again["train_runtime"]["value"], again["train_runtime"]["nonfinite"]) == (None, "nan")
+    assert (again["total_flos"]["value"], again["total_flos"]["nonfinite"]) == (3.0, None)
+    assert again["total_flos"]["updated"] > first["total_flos"]
+    assert again["final"]["updated"] == first["final"]
+    r, new = run_row(store, "r"), run_row(store, "new")
+    assert r is not None and r["last_step"] == 40  # a summary moves no step
+    assert new is not None and new["last_step"] == 0
+
+
+def test_flags_of_a_step_are_replaced_as_a_whole(store: Store) -> None:
+    with store.begin() as conn:
+        store.save_flags(conn, "r", 1, [Flag("diversity.collapse", "critical", "same answers", {"n": 3}),
+                                        Flag("length.short")])
+        store.save_flags(conn, "r", 2, [Flag("length.short", message="short")])
+        store.save_flags(conn, "other", 1, [Flag("length.short")])
+    got = rows_of(store, flags, "run", "step", "name")
+    assert [(r["run"], r["step"], r["name"], r["severity"], r["message"], r["details"]) for r in got] == [
+        ("other", 1, "length.short", "warning", "", {}),
+        ("r", 1, "diversity.collapse", "critical", "same answers", {"n": 3}),
+        ("r", 1, "length.short", "warning", "", {}),
+        ("r", 2, "length.short", "warning", "short", {}),
+    ]
+    with store.begin() as conn:
+        store.save_flags(conn, "r", 1, [Flag("loop", "info")])
+    assert store.run_flags("r") == {"loop": [1], "length.short": [2]}
+    with store.begin() as conn:
+        store.save_flags(conn, "r", 1, [])
+    assert store.run_flags("r") == {"length.short": [2]}
+    assert store.run_flags("other") == {"length.short": [1]}
+
+
+def test_scorer_status_adds_counts_and_replaces_named_scorers(store: Store) -> None:
+    long = "x" * 600
+    with store.begin() as conn:
+        store.save_scorer_status(conn, {
+            ("r", 1, "judge", "skipped", "not configured"): 2,
+            ("r", 1, "judge", "failed", long): 1,
+            ("r", 1, "judge", "failed", long + "y"): 2,  # the same reason once cut
+            ("r", 1, "diversity", "failed", "boom"): 1,
+            ("r", 2, "judge", "skipped", "not configured"): 5,
+        })
+        store.save_scorer_status(conn, {("r", 1, "judge", "skipped", "not configured"): 3})
+
+    def read() -> dict[tuple[Any, ...], int]:
+        return {(r["run"], r["step"], r["scorer"], r["kind"], r["reason"]): r["n"]
+                for r in rows_of(store, scorer_status, "step", "scorer")}
+
+    assert read() == {("r", 1, "judge", "skipped", "not configured"): 5,
+                      ("r", 1, "judge", "failed", "x" * 500): 3,
+                      ("r", 1, "diversity", "failed", "boom"): 1,
+                      ("r", 2, "judge", "skipped", "not configured"): 5}
+    with store.begin() as conn:
+        store.save_scorer_status(conn, {("r", 1, "diversity", "disabled", "off"): 1},
+                                 replace=[("r", 1, "diversity"), ("r", 1, "none")])
+        store.save_scorer_status(conn, {}, replace=[("r", 2, "judge")])
+    assert read() == {("r", 1, "judge", "skipped", "not configured"): 5,
+                      ("r", 1, "judge", "failed", "x" * 500): 3,
+                      ("r", 1, "diversity", "disabled", "off"): 1}
+
+
+def test_all_step_samples_are_the_checkpoints_samples(store: Store) -> None:
+    made = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    s = Sample(run="r", step=3, id="a", prompt="p", completion="c", reference="ref",
+               probe_id="pa", tags={"k": "v"}, checkpoint="ck-3", created=made)
+    with store.begin() as conn:
+        store.save_samples(conn, [s, Sample(run="r", step=3, id="b", prompt="p2", completion="c2"),
+                                  Sample(run="r", step=4, id="c", prompt="p", completion="c"),
+                                  Sample(run="q", step=3, id="d", prompt="p", completion="c")])
+    got = sorted(store.all_step_samples("r", 3), key=lambda x: x.id)
+    assert [x.id for x in got] == ["a", "b"]
+    assert got[0] == s
+    assert store.all_step_samples("r", 5) == []
+
+
+# -- checkpoint jobs ---------------------------------------------------------------------------
+
+
+def job(path: str = "/ck/100") -> dict[str, Any]:
+    return {"path": path, "kind": "full", "base_model": None, "probe_set": "0123456789abcdef"}
+
+
+def job_row(store: Store, run: str, step: int) -> dict[str, Any] | None:
+    found = [r for r in rows_of(store, checkpoint_jobs, "run", "step") if (r["run"], r["step"]) == (run, step)]
+    return found[0] if found else None
+
+
+def test_a_queued_job_starts_fresh(store: Store) -> None:
+    store.queue_checkpoint("r", 100, {**job(), "kind": "lora", "base_model": "base"})
+    row = job_row(store, "r", 100)
+    assert row is not None
+    assert {k: row[k] for k in ("path", "kind", "base_model", "probe_set", "state", "reason",
+                                "generator", "samples", "attempts", "load_s", "generate_s",
+                                "started", "finished")} == {
+        "path": "/ck/100", "kind": "lora", "base_model": "base", "probe_set": "0123456789abcdef",
+        "state": "queued", "reason": None, "generator": None, "samples": None, "attempts": 0,
+        "load_s": None, "generate_s": None, "started": None, "finished": None}
+    store.update_checkpoint_job("r", 100, "failed", reason="gone")
+    store.queue_checkpoint("r", 100, job("/ck/100b"))
+    again = job_row(store, "r", 100)
+    assert again is not None and (again["state"], again["reason"], again["path"], again["finished"]) == (
+        "queued", None, "/ck/100b", None)
+    run = run_row(store, "r")
+    assert run is not None and run["last_step"] == 100
+
+
+def test_checkpoint_job_moves_through_its_states(store: Store) -> None:
+    store.queue_checkpoint("r", 100, job())
+    store.queue_checkpoint("r", 200, job("/ck/200"))
+    store.queue_checkpoint("q", 100, job("/q/100"))
+    queued = job_row(store, "r", 100)
+    assert queued is not None
+    with store.begin() as conn:
+        conn.execute(update(runs).where(runs.c.name == "r").values(updated=datetime.now(UTC) - timedelta(hours=1)))
+    stale = run_row(store, "r")
+    assert stale is not None
+
+    store.update_checkpoint_job("r", 100, "generating", reason=None)
+    gen = job_row(store, "r", 100)
+    assert gen is not None
+    assert (gen["state"], gen["attempts"], gen["finished"]) == ("generating", 1, None)
+    assert gen["started"] is not None and gen["started"] >= queued["submitted"]
+    moved = run_row(store, "r")
+    assert moved is not None and moved["updated"] > stale["updated"]  # the run page re-reads
+
+    store.update_checkpoint_job("r", 100, "retrying", reason="GeneratorError: oom")
+    retry = job_row(store, "r", 100)
+    assert retry is not None
+    assert (retry["state"], retry["reason"], retry["attempts"], retry["started"], retry["finished"]) == (
+        "retrying", "GeneratorError: oom", 1, gen["started"], None)
+
+    store.update_checkpoint_job("r", 100, "generating", reason=None)
+    store.update_checkpoint_job("r", 100, "generated", reason=None, generator={"model": "m"},
+                                samples=48, load_s=1.5, generate_s=2.5)
+    done = job_row(store, "r", 100)
+    assert done is not None
+    assert {k: done[k] for k in ("state", "reason", "generator", "samples", "attempts", "load_s",
+                                 "generate_s", "path", "kind", "probe_set", "submitted")} == {
+        "state": "generated", "reason": None, "generator": {"model": "m"}, "samples": 48,
+        "attempts": 2, "load_s": 1.5, "generate_s": 2.5, "path": "/ck/100", "kind": "full",
+        "probe_set": "0123456789abcdef", "submitted": queued["submitted"]}
+    assert done["started"] >= gen["started"] and done["finished"] >= done["started"]
+
+    store.update_checkpoint_job("r", 200, "failed", reason="no such folder")
+    failed = job_row(store, "r", 200)
+    assert failed is not None
+    assert (failed["state"], failed["reason"], failed["attempts"], failed["started"]) == (
+        "failed", "no such folder", 0, None)
+    assert failed["finished"] is not None
+    other = job_row(store, "q", 100)
+    assert other is not None and (other["state"], other["attempts"]) == ("queued", 0)
+
+    store.update_checkpoint_job("r", 300, "generating")  # never queued, no payload: nothing
+    assert job_row(store, "r", 300) is None
+    with pytest.raises(ValueError, match="unknown job state 'scored'"):
+        store.update_checkpoint_job("r", 100, "scored")
+    done_again = job_row(store, "r", 100)
+    assert done_again is not None and done_again["state"] == "generated"
+
+
+def test_a_job_the_api_never_wrote_is_made_from_its_payload(store: Store) -> None:
+    store.update_checkpoint_job("r", 5, "generating", job=job("/ck/5"), reason=None)
+    row = job_row(store, "r", 5)
+    assert row is not None
+    assert (row["state"], row["path"], row["attempts"], row["kind"]) == ("generating", "/ck/5", 1, "full")
+    # With a row there, the payload changes nothing but the state.
+    store.update_checkpoint_job("r", 5, "generating", job=job("/elsewhere"), reason=None)
+    row = job_row(store, "r", 5)
+    assert row is not None and (row["path"], row["attempts"]) == ("/ck/5", 2)
