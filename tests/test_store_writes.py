@@ -15,16 +15,20 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from judgeserve.exceptions import StoreError, StoreUnavailable
-from judgeserve.schema import Sample
+from judgeserve.schema import Aggregate, Alert, Sample, Score
 from judgeserve.scorers import Flag
 from judgeserve.store import (
     SQLITE_BUSY_S,
     Store,
+    aggregates,
     calibration_reports,
     checkpoint_jobs,
+    checkpoints,
     flags,
+    labels,
     nonfinite_name,
     plain,
+    probe_sets,
     run_metrics,
     run_summary,
     runs,
@@ -400,3 +404,127 @@ def test_a_job_the_api_never_wrote_is_made_from_its_payload(store: Store) -> Non
     store.update_checkpoint_job("r", 5, "generating", job=job("/elsewhere"), reason=None)
     row = job_row(store, "r", 5)
     assert row is not None and (row["path"], row["attempts"]) == ("/ck/5", 2)
+
+
+# -- aggregates, probe sets, checkpoint completeness, labels, alerts ------------------------------
+
+
+def test_aggregates_keep_the_fuller_recompute(store: Store) -> None:
+    def read() -> list[tuple[Any, ...]]:
+        return [(r["run"], r["step"], r["metric"], r["mean"], r["ci_low"], r["ci_high"], r["n"])
+                for r in rows_of(store, aggregates, "run", "step", "metric")]
+
+    with store.begin() as conn:
+        store.save_aggregates(conn, "r", 1, {"m": Aggregate(mean=0.5, ci_low=0.25, ci_high=1.0, n=4),
+                                             "k": Aggregate(mean=None, ci_low=None, ci_high=None, n=0)})
+        store.save_aggregates(conn, "q", 1, {"m": Aggregate(mean=2.0, ci_low=1.0, ci_high=4.0, n=9)})
+        store.save_aggregates(conn, "r", 1, {})
+    first = {r["metric"]: r["updated"] for r in rows_of(store, aggregates, "metric") if r["run"] == "r"}
+    with store.begin() as conn:
+        store.save_aggregates(conn, "r", 1, {"m": Aggregate(mean=0.0, ci_low=0.0, ci_high=0.0, n=3)})
+    assert read() == [("q", 1, "m", 2.0, 1.0, 4.0, 9), ("r", 1, "k", None, None, None, 0),
+                      ("r", 1, "m", 0.5, 0.25, 1.0, 4)]
+    with store.begin() as conn:
+        store.save_aggregates(conn, "r", 1, {"m": Aggregate(mean=0.75, ci_low=0.5, ci_high=1.5, n=4),
+                                             "k": Aggregate(mean=1.0, ci_low=0.5, ci_high=2.0, n=2)})
+    assert read() == [("q", 1, "m", 2.0, 1.0, 4.0, 9), ("r", 1, "k", 1.0, 0.5, 2.0, 2),
+                      ("r", 1, "m", 0.75, 0.5, 1.5, 4)]
+    later = {r["metric"]: r["updated"] for r in rows_of(store, aggregates, "metric") if r["run"] == "r"}
+    assert later["m"] > first["m"] and later["k"] > first["k"]
+
+
+def test_probe_set_saved_again_only_becomes_current(store: Store) -> None:
+    content: dict[str, Any] = {"probes": [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}],
+               "generation": {"draws": 2, "max_new_tokens": 8}, "completions": "4"}
+    store.save_probe_set("r", "v1", content)
+    store.save_probe_set("r", "v2", {**content, "probes": content["probes"][:1], "completions": 2})
+    got = rows_of(store, probe_sets, "version")
+    assert [(r["run"], r["version"], r["n_probes"], r["completions"]) for r in got] == [
+        ("r", "v1", 2, 4), ("r", "v2", 1, 2)]
+    assert got[0]["probes"] == content["probes"] and got[0]["generation"] == content["generation"]
+    store.save_probe_set("r", "v1", {**content, "probes": []})
+    again = rows_of(store, probe_sets, "version")
+    assert again[0]["n_probes"] == 2 and again[0]["probes"] == content["probes"]
+    assert again[0]["set_at"] > got[0]["set_at"] and again[1]["set_at"] == got[1]["set_at"]
+    run = run_row(store, "r")
+    assert run is not None and run["last_step"] == 0
+
+
+def test_a_checkpoint_is_complete_when_all_its_samples_are_in_or_it_went_quiet(store: Store) -> None:
+    def stored(run: str, step: int, n: int) -> None:
+        with store.begin() as conn:
+            store.save_samples(conn, [Sample(run=run, step=step, id=f"{step}-{i}", prompt="p",
+                                             completion="c") for i in range(n)])
+
+    stored("r", 1, 2)
+    stored("r", 2, 3)
+    stored("r", 3, 1)
+    with store.begin() as conn:
+        store.touch_checkpoints(conn, {("r", 1): 3, ("r", 2): 3, ("r", 3): None})
+        store.touch_checkpoints(conn, {})
+    store.set_expected("r", 9, 4)  # said, no sample yet: not complete however long
+    assert store.complete_checkpoints(idle_s=60) == [("r", 2)]
+    # A later touch that does not say how many keeps what was said.
+    with store.begin() as conn:
+        store.touch_checkpoints(conn, {("r", 1): None})
+    stored("r", 1, 3)  # ids 1-0 .. 1-2: one more
+    assert sorted(store.complete_checkpoints(idle_s=60)) == [("r", 1), ("r", 2)]
+    store.set_expected("r", 1, 5)
+    assert store.complete_checkpoints(idle_s=60) == [("r", 2)]
+    # Quiet for longer than idle_s: complete whatever was said; oldest first.
+    with store.begin() as conn:
+        for step, ago in ((3, 300), (1, 200)):
+            conn.execute(update(checkpoints).where(checkpoints.c.step == step)
+                         .values(last_sample=datetime.now(UTC) - timedelta(seconds=ago)))
+    assert store.complete_checkpoints(idle_s=60) == [("r", 3), ("r", 1), ("r", 2)]
+    assert store.complete_checkpoints(idle_s=60, limit=2) == [("r", 3), ("r", 1)]
+    assert store.complete_checkpoints(idle_s=250) == [("r", 3), ("r", 2)]
+    store.mark_evaluated("r", 3)
+    store.mark_evaluated("r", 2)
+    assert store.complete_checkpoints(idle_s=60) == [("r", 1)]
+    rows = {r["step"]: r for r in rows_of(store, checkpoints, "step")}
+    assert rows[2]["evaluated_n"] == 3 and rows[3]["evaluated_n"] == 1
+    assert rows[2]["evaluated"] is not None and rows[1]["evaluated"] is None
+    assert (rows[1]["expected"], rows[2]["expected"], rows[3]["expected"], rows[9]["expected"]) == (5, 3, None, 4)
+    assert rows[9]["last_sample"] is None
+
+
+def test_a_labellers_new_label_replaces_their_old_one(store: Store) -> None:
+    item = {"run": "r", "sample_id": "s", "rubric": "help", "criterion": "overall"}
+    store.save_labels([{**item, "labeller": "ann", "value": 1.0},
+                       {**item, "labeller": "bob", "value": 0.0, "details": {"why": "x"}}])
+    store.save_labels([])
+    store.save_labels([{**item, "labeller": "ann", "value": 0.5, "baseline_id": "b", "project": "p",
+                        "rubric_version": "3", "details": {"n": 1}}])
+    got = rows_of(store, labels, "labeller")
+    assert [(r["labeller"], r["value"], r["baseline_id"], r["project"], r["rubric_version"], r["details"])
+            for r in got] == [("ann", 0.5, "b", "p", "3", {"n": 1}), ("bob", 0.0, None, None, None, {"why": "x"})]
+    assert all(r["created"] is not None for r in got)
+    assert store.delete_label(got[1]["id"]) is True
+    assert store.delete_label(got[1]["id"]) is False
+    assert [r["labeller"] for r in rows_of(store, labels, "id")] == ["ann"]
+
+
+def test_latest_alert_of_each_rule_and_evidence_values(store: Store) -> None:
+    a1 = store.add_alert(Alert(run="r", step=1, rule="loop", message="m1", severity="critical"))
+    assert a1 is not None and store.resolve_alert(a1)
+    a2 = store.add_alert(Alert(run="r", step=5, rule="loop", message="m2", action="stop"))
+    store.add_alert(Alert(run="r", step=2, rule="len", message="m3", state="resolved"))
+    store.add_alert(Alert(run="q", step=9, rule="loop", message="other run"))
+    latest = store.latest_alerts("r")
+    assert set(latest) == {"loop", "len"}
+    assert (latest["loop"].id, latest["loop"].step, latest["loop"].action, latest["loop"].state) == (
+        a2, 5, "stop", "open")
+    assert latest["loop"].created.tzinfo is not None
+    assert latest["len"].state == "resolved" and latest["len"].message == "m3"
+    with store.begin() as conn:
+        store.save_batch_scores(conn, [
+            ("r", 1, "a", [Score(scorer="loop", value=True), Score(scorer="len", value=3)]),
+            ("r", 1, "b", [Score(scorer="loop", value=False), Score(scorer="len", value=None)]),
+            ("r", 2, "c", [Score(scorer="loop", value=True)]),
+        ])
+    assert sorted(store.step_score_ids("r", 1, "loop")) == [("a", True), ("b", False)]
+    assert store.step_score_ids("r", 1, "len") == [("a", 3.0)]
+    values = store.step_score_values("r", 1)
+    assert {k: sorted(v) for k, v in values.items()} == {"loop": [0.0, 1.0], "len": [3.0]}
+    assert all(type(v) is float for v in values["loop"])
