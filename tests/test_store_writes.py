@@ -121,6 +121,12 @@ def test_postgres_store_checks_its_connections(database_url: str) -> None:
         store.close()
 
 
+def test_a_url_no_driver_can_open_is_named() -> None:
+    with pytest.raises(StoreError, match=r"^cannot open database 'nosuch://x/y': ") as e:
+        Store("nosuch://x/y")
+    assert not isinstance(e.value, StoreUnavailable)
+
+
 def test_store_not_created_until_asked(sqlite_url: str) -> None:
     bare = Store(sqlite_url, create=False)
     try:
