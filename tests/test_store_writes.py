@@ -25,6 +25,7 @@ from judgeserve.store import (
     checkpoint_jobs,
     checkpoints,
     flags,
+    judge_costs,
     labels,
     nonfinite_name,
     plain,
@@ -37,6 +38,7 @@ from judgeserve.store import (
     tokens,
     tune_reports,
 )
+from judgeserve.store import scores as scores_table
 
 
 @pytest.fixture
@@ -534,3 +536,42 @@ def test_latest_alert_of_each_rule_and_evidence_values(store: Store) -> None:
     values = store.step_score_values("r", 1)
     assert {k: sorted(v) for k, v in values.items()} == {"loop": [0.0, 1.0], "len": [3.0]}
     assert all(type(v) is float for v in values["loop"])
+
+
+def test_judge_costs_sum_each_rubrics_criteria_and_keep_the_fuller_sum(store: Store) -> None:
+    def cost(calls: int, hits: int, secs: float, ptok: int | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"judge_calls": calls, "cache_hits": hits, "judge_s": secs}
+        return d if ptok is None else {**d, "prompt_tokens": ptok, "generated_tokens": ptok // 10}
+
+    def read() -> dict[tuple[str, int, str], tuple[Any, ...]]:
+        return {(r["run"], r["step"], r["rubric"]): (r["scores"], r["judge_calls"], r["cache_hits"],
+                                                     r["judge_s"], r["prompt_tokens"], r["generated_tokens"])
+                for r in rows_of(store, judge_costs, "run", "step", "rubric")}
+
+    with store.begin() as conn:
+        store.save_batch_scores(conn, [
+            ("r", 1, "a", [Score(scorer="judge.help.overall", value=1, details=cost(2, 1, 0.5, 100)),
+                           Score(scorer="judge.help.tone", value=1, details=cost(1, 0, 0.25, 40)),
+                           Score(scorer="judge.safe.x", value=1, details={"reason": "no cost kept"}),
+                           Score(scorer="length.tokens", value=5, details=cost(9, 9, 9.0, 900))]),
+            ("r", 1, "b", [Score(scorer="judge.help.overall", value=0, details=cost(1, 0, 0.125))]),
+            ("r", 2, "d", [Score(scorer="judge.help.overall", value=0, details=cost(4, 0, 1.0))]),
+            ("q", 1, "a", [Score(scorer="judge.help.overall", value=0, details=cost(8, 0, 2.0))]),
+        ])
+        store.save_judge_costs(conn, "r", 1)
+        store.save_judge_costs(conn, "r", 3)  # no judge score there: nothing
+    assert read() == {("r", 1, "help"): (3, 4, 1, 0.875, 140, 14),
+                      ("r", 1, "safe"): (1, 0, 0, 0.0, None, None)}
+    # A worker that saw fewer of the step's scores replaces nothing; one that saw more does.
+    with store.begin() as conn:
+        conn.execute(scores_table.delete().where(scores_table.c.sample_id == "b"))
+        store.save_judge_costs(conn, "r", 1)
+    assert read()[("r", 1, "help")] == (3, 4, 1, 0.875, 140, 14)
+    with store.begin() as conn:
+        store.save_batch_scores(conn, [("r", 1, "b", [Score(scorer="judge.help.overall", value=0, details=cost(3, 2, 1.0, 5))]),
+                                       ("r", 1, "c", [Score(scorer="judge.help.overall", value=0, details=cost(0, 1, 0.0))])])
+        store.save_judge_costs(conn, "r", 1)
+        store.save_judge_costs(conn, "r", 2)
+    got = read()
+    assert got[("r", 1, "help")] == (4, 6, 4, 1.75, 145, 14)
+    assert got[("r", 2, "help")] == (1, 4, 0, 1.0, None, None) and ("q", 1, "help") not in got
