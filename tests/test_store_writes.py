@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -572,3 +572,17 @@ def test_judge_costs_sum_each_rubrics_criteria_and_keep_the_fuller_sum(store: St
     got = read()
     assert got[("r", 1, "help")] == (4, 6, 4, 1.75, 145, 14)
     assert got[("r", 2, "help")] == (1, 4, 0, 1.0, None, None) and ("q", 1, "help") not in got
+
+
+def test_plain_rows_have_their_times_in_utc() -> None:
+    naive = datetime(2026, 3, 4, 5, 6, 7)
+    keys = ("created", "updated", "resolved_at", "last_sample", "evaluated", "set_at",
+            "submitted", "started", "finished", "first_seen")
+    other_zone = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=2)))
+    row = plain({**dict.fromkeys(keys, naive), "step": 3, "note": naive, "evaluated": None,
+                 "finished": other_zone})
+    for k in keys:
+        if k not in ("evaluated", "finished"):
+            assert row[k] == naive.replace(tzinfo=UTC) and row[k].tzinfo is UTC, k
+    assert row["evaluated"] is None and row["finished"] is other_zone  # already aware: kept
+    assert row["note"] is naive and row["step"] == 3  # not a time column
