@@ -281,6 +281,7 @@ def test_scorer_status_adds_counts_and_replaces_named_scorers(store: Store) -> N
             ("r", 1, "judge", "failed", long + "y"): 2,  # the same reason once cut
             ("r", 1, "diversity", "failed", "boom"): 1,
             ("r", 2, "judge", "skipped", "not configured"): 5,
+            ("q", 2, "judge", "skipped", "not configured"): 1,
         })
         store.save_scorer_status(conn, {("r", 1, "judge", "skipped", "not configured"): 3})
 
@@ -291,14 +292,16 @@ def test_scorer_status_adds_counts_and_replaces_named_scorers(store: Store) -> N
     assert read() == {("r", 1, "judge", "skipped", "not configured"): 5,
                       ("r", 1, "judge", "failed", "x" * 500): 3,
                       ("r", 1, "diversity", "failed", "boom"): 1,
-                      ("r", 2, "judge", "skipped", "not configured"): 5}
+                      ("r", 2, "judge", "skipped", "not configured"): 5,
+                      ("q", 2, "judge", "skipped", "not configured"): 1}
     with store.begin() as conn:
         store.save_scorer_status(conn, {("r", 1, "diversity", "disabled", "off"): 1},
                                  replace=[("r", 1, "diversity"), ("r", 1, "none")])
         store.save_scorer_status(conn, {}, replace=[("r", 2, "judge")])
     assert read() == {("r", 1, "judge", "skipped", "not configured"): 5,
                       ("r", 1, "judge", "failed", "x" * 500): 3,
-                      ("r", 1, "diversity", "disabled", "off"): 1}
+                      ("r", 1, "diversity", "disabled", "off"): 1,
+                      ("q", 2, "judge", "skipped", "not configured"): 1}
 
 
 def test_all_step_samples_are_the_checkpoints_samples(store: Store) -> None:
@@ -492,6 +495,19 @@ def test_a_checkpoint_is_complete_when_all_its_samples_are_in_or_it_went_quiet(s
     assert rows[2]["evaluated"] is not None and rows[1]["evaluated"] is None
     assert (rows[1]["expected"], rows[2]["expected"], rows[3]["expected"], rows[9]["expected"]) == (5, 3, None, 4)
     assert rows[9]["last_sample"] is None
+    # A sender that says again how many replaces what was said; the run page re-reads.
+    with store.begin() as conn:
+        store.touch_checkpoints(conn, {("r", 9): 6})
+    nine = {r["step"]: r for r in rows_of(store, checkpoints, "step")}[9]
+    assert nine["expected"] == 6 and nine["last_sample"] is not None
+    with store.begin() as conn:
+        store.upsert_run(conn, "r", 9)
+        conn.execute(update(runs).values(updated=datetime.now(UTC) - timedelta(hours=1)))
+        store.upsert_run(conn, "q", 1)
+    before = {r["name"]: r["updated"] for r in rows_of(store, runs, "name")}
+    store.mark_evaluated("r", 9)
+    after = {r["name"]: r["updated"] for r in rows_of(store, runs, "name")}
+    assert after["r"] > before["r"] and after["q"] == before["q"]
 
 
 def test_a_labellers_new_label_replaces_their_old_one(store: Store) -> None:
