@@ -79,7 +79,12 @@ TARGETS: dict[str, Target] = {
     "worker": Target(
         ("judgeserve/worker.py",),
         # Not test_reliability.py: live servers and SIGTERMed subprocesses, minutes a mutant.
-        ("tests/test_outages.py", "tests/test_stream.py"),
+        # The direct tests first (a batch, the loop, checkpoints, `judgeserve worker`: seconds);
+        # test_outages.py for liveness (/healthz) and real locks, test_stream.py for reclaims.
+        (
+            "tests/test_worker_batches.py", "tests/test_worker_loop.py",
+            "tests/test_outages.py", "tests/test_stream.py",
+        ),
     ),
     "store": Target(
         ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
@@ -120,7 +125,10 @@ TARGETS: dict[str, Target] = {
             "judgeserve/detectors/_ngram_index.py",
             "judgeserve/detectors/_index_build.py",
         ),
-        ("tests/detectors/test_memorization.py",),
+        (
+            "tests/detectors/test_memorization.py",
+            "tests/detectors/test_memorization_index.py",
+        ),
         timeout_constant=1.0,
     ),
     "sdk": Target(
