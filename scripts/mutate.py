@@ -79,7 +79,12 @@ TARGETS: dict[str, Target] = {
     "worker": Target(
         ("judgeserve/worker.py",),
         # Not test_reliability.py: live servers and SIGTERMed subprocesses, minutes a mutant.
-        ("tests/test_outages.py", "tests/test_stream.py"),
+        # The direct tests first (a batch, the loop, checkpoints, `judgeserve worker`: seconds);
+        # test_outages.py for liveness (/healthz) and real locks, test_stream.py for reclaims.
+        (
+            "tests/test_worker_batches.py", "tests/test_worker_loop.py",
+            "tests/test_outages.py", "tests/test_stream.py",
+        ),
     ),
     "store": Target(
         ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
@@ -89,6 +94,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_store.py", "tests/test_stream.py", "tests/test_checkpoints_api.py",
             "tests/test_labels.py", "tests/test_scorer_status.py", "tests/alerts/test_engine.py",
             "tests/alerts/test_completeness.py", "tests/judge/test_judge_cost.py",
+            "tests/test_store_judging.py", "tests/test_store_writes.py",
         ),
         # It runs the toy judge: torch in a process mutmut forked crashes (SIGSEGV), which
         # would count against the store.
