@@ -694,6 +694,30 @@ def test_durability_warnings_for_each_redis_setting(tmp_path: Path) -> None:
         assert stream.durability_warnings(client) == []  # CONFIG disabled (managed Redis)
 
 
+def test_a_refused_write_leaves_nothing_half_done(tmp_path: Path) -> None:
+    # Redis out of memory refuses what adds data (XADD, ZADD) but would still take XACK and
+    # XDEL: only a transaction keeps the entry pending rather than acknowledged and lost.
+    with own_redis(tmp_path) as (client, url):
+        q, jobs = Queue(url, consumer="c"), Queue(url, consumer="g", stream="checkpoints")
+        jobs.add([{"job": 1}])
+        q.add([payload(0), payload(1)])
+        [job], (e0, e1) = jobs.read(1, block_ms=10), q.read(10, block_ms=10)
+        q.dead_letter(Entry("1-1", {}), "e", 1, payload=payload(9))
+        client.config_set("maxmemory", "1")
+        refused: list[Callable[[], object]] = [
+            lambda: jobs.hand_off(job, [payload(5)]),
+            lambda: q.settle([e0.id], [Retry(e0, ["a"], "err")]),
+            lambda: q.dead_letter(e1, "err", 3), q.requeue_deadletters]
+        for call in refused:
+            with pytest.raises(QueueError, match="OutOfMemoryError"):
+                call()
+        client.config_set("maxmemory", "0")
+        assert set(pending(client, jobs)) == {job.id} and set(pending(client, q)) == {e0.id, e1.id}
+        assert len(q.deadletters()) == 1 and q.backlog() == 2 and jobs.backlog() == 1
+        q.close()
+        jobs.close()
+
+
 @contextmanager
 def own_redis(directory: Path, *args: str) -> Iterator[tuple[redis.Redis, str]]:
     port = free_port()
