@@ -584,6 +584,7 @@ def test_settle_schedules_retries_with_doubling_delays_and_dead_letters_the_last
     # Retried alone, the entry stays pending until it is settled.
     assert q.retry_later(e3, ["z"], "later") is False
     assert set(pending(rc, q)) == {e3.id} and rc.zcard(q.retry_key) == 3
+    assert {**payload(3), "only": ["z"], "attempt": 1} in [json.loads(m[32:]) for m in rc.zrange(q.retry_key, 0, -1)]
     last = Entry(e3.id, {**payload(3), "attempt": 2})
     assert q.retry_later(last, ["z"], "gave up") is True
     assert q.deadletters()[-1]["error"] == "gave up" and rc.zcard(q.retry_key) == 3
@@ -704,18 +705,38 @@ def test_a_refused_write_leaves_nothing_half_done(tmp_path: Path) -> None:
         [job], (e0, e1) = jobs.read(1, block_ms=10), q.read(10, block_ms=10)
         q.dead_letter(Entry("1-1", {}), "e", 1, payload=payload(9))
         client.config_set("maxmemory", "1")
-        refused: list[Callable[[], object]] = [
-            lambda: jobs.hand_off(job, [payload(5)]),
-            lambda: q.settle([e0.id], [Retry(e0, ["a"], "err")]),
-            lambda: q.dead_letter(e1, "err", 3), q.requeue_deadletters]
-        for call in refused:
-            with pytest.raises(QueueError, match="OutOfMemoryError"):
+        refused: dict[str, Callable[[], object]] = {
+            "hand off": lambda: jobs.hand_off(job, [payload(5)]),
+            "settle": lambda: q.settle([e0.id], [Retry(e0, ["a"], "err")]),
+            "dead letter": lambda: q.dead_letter(e1, "err", 3), "requeue": q.requeue_deadletters}
+        for what, call in refused.items():
+            with pytest.raises(QueueError, match=rf"^Redis unavailable \({what}\): OutOfMemoryError"):
                 call()
         client.config_set("maxmemory", "0")
         assert set(pending(client, jobs)) == {job.id} and set(pending(client, q)) == {e0.id, e1.id}
         assert len(q.deadletters()) == 1 and q.backlog() == 2 and jobs.backlog() == 1
         q.close()
         jobs.close()
+
+
+def test_producer_queues_a_request_whole_or_not_at_all(tmp_path: Path) -> None:
+    with own_redis(tmp_path) as (client, url):
+        used = int(client.info("memory")["used_memory"])
+        # Room for one or two of the three (counting the request read): without MULTI, the first
+        # ones would be queued.
+        client.config_set("maxmemory", str(used + 3_000_000))
+        big = json.dumps({"completion": "x" * 1_000_000})
+
+        async def produce() -> None:
+            p = AsyncProducer(url)
+            try:
+                await p.add([big, big, big])
+            finally:
+                await p.close()
+
+        with pytest.raises(QueueError, match=r"^Redis unreachable: "):
+            asyncio.run(produce())
+        assert client.xlen("js:samples") == 0
 
 
 @contextmanager
