@@ -79,7 +79,12 @@ TARGETS: dict[str, Target] = {
     "worker": Target(
         ("judgeserve/worker.py",),
         # Not test_reliability.py: live servers and SIGTERMed subprocesses, minutes a mutant.
-        ("tests/test_outages.py", "tests/test_stream.py"),
+        # The direct tests first (a batch, the loop, checkpoints, `judgeserve worker`: seconds);
+        # test_outages.py for liveness (/healthz) and real locks, test_stream.py for reclaims.
+        (
+            "tests/test_worker_batches.py", "tests/test_worker_loop.py",
+            "tests/test_outages.py", "tests/test_stream.py",
+        ),
     ),
     "store": Target(
         ("judgeserve/store/__init__.py", "judgeserve/store/tables.py", "judgeserve/store/judging.py"),
@@ -89,6 +94,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_store.py", "tests/test_stream.py", "tests/test_checkpoints_api.py",
             "tests/test_labels.py", "tests/test_scorer_status.py", "tests/alerts/test_engine.py",
             "tests/alerts/test_completeness.py", "tests/judge/test_judge_cost.py",
+            "tests/test_store_judging.py", "tests/test_store_writes.py",
         ),
         # It runs the toy judge: torch in a process mutmut forked crashes (SIGSEGV), which
         # would count against the store.
@@ -99,7 +105,10 @@ TARGETS: dict[str, Target] = {
     "aggregates": Target(("judgeserve/aggregates.py",), ("tests/detectors/test_aggregates.py",)),
     "alerts": Target(
         ("judgeserve/alerts/evaluate.py",),
-        ("tests/alerts/test_evaluate.py", "tests/alerts/test_completeness.py"),
+        (
+            "tests/alerts/test_evaluate.py", "tests/alerts/test_evaluate_edges.py",
+            "tests/alerts/test_completeness.py",
+        ),
     ),
     "repetition": Target(
         ("judgeserve/detectors/repetition.py", "judgeserve/detectors/_near_periodic.py"),
@@ -116,7 +125,10 @@ TARGETS: dict[str, Target] = {
             "judgeserve/detectors/_ngram_index.py",
             "judgeserve/detectors/_index_build.py",
         ),
-        ("tests/detectors/test_memorization.py",),
+        (
+            "tests/detectors/test_memorization.py",
+            "tests/detectors/test_memorization_index.py",
+        ),
         timeout_constant=1.0,
     ),
     "sdk": Target(
@@ -302,6 +314,13 @@ def retest(name: str, max_children: int) -> int:
     shutil.copytree(ROOT / "tests", work / "tests", ignore=IGNORED)
     shutil.rmtree(work / "mutants" / "tests", ignore_errors=True)
     shutil.copytree(ROOT / "tests", work / "mutants" / "tests", ignore=IGNORED)
+    # mutmut runs only the tests its settings select: a test file added to the target since
+    # the copy was made is selected too, or its tests would never reach a mutant.
+    selection = f"pytest_add_cli_args_test_selection = {json.dumps(list(TARGETS[name].tests))}"
+    for config in (work / "pyproject.toml", work / "mutants" / "pyproject.toml"):
+        if config.exists():
+            config.write_text(re.sub(r"^pytest_add_cli_args_test_selection = .*$", selection,
+                                     config.read_text(), flags=re.MULTILINE))
     env = dict(os.environ, PYTHONPATH=str(work / "mutants"))
     with (SCRATCH / f"{name}.retest.log").open("w") as out:
         return subprocess.call(
