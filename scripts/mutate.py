@@ -97,6 +97,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_store.py", "tests/test_stream.py", "tests/test_checkpoints_api.py",
             "tests/test_labels.py", "tests/test_scorer_status.py", "tests/alerts/test_engine.py",
             "tests/alerts/test_completeness.py", "tests/judge/test_judge_cost.py",
+            "tests/test_store_judging.py", "tests/test_store_writes.py",
         ),
         # It runs the toy judge: torch in a process mutmut forked crashes (SIGSEGV), which
         # would count against the store.
