@@ -45,7 +45,9 @@ def redis_db() -> Iterator[int]:
     for db in range(15, 0, -1):
         r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
         try:
-            if r.dbsize() == 0 and r.set(CLAIM_KEY, claim, nx=True, ex=6 * 3600):
+            if _take_over_dead_claim(r, claim) or (
+                r.dbsize() == 0 and r.set(CLAIM_KEY, claim, nx=True, ex=6 * 3600)
+            ):
                 try:
                     yield db
                 finally:
@@ -56,6 +58,37 @@ def redis_db() -> Iterator[int]:
             pytest.fail(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {e}")
         r.close()
     pytest.fail("no empty Redis database index to test in")
+
+
+# Swap the claim only if it is still the dead session's, so two sessions never both take it.
+_SWAP_CLAIM = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'EX', 21600)
+  return 1
+end
+return 0
+"""
+
+
+def _take_over_dead_claim(r: redis.Redis, claim: str) -> bool:
+    """Take a database whose claiming session died without its teardown (killed by a timeout,
+    a mutmut child that crashed): on this machine its pid no longer runs. Its keys go."""
+    owner = r.get(CLAIM_KEY)
+    if owner is None:
+        return False
+    try:
+        os.kill(int(owner.split(b"-")[0]), 0)
+        return False
+    except ProcessLookupError:
+        pass
+    except (ValueError, PermissionError):
+        return False
+    if not r.eval(_SWAP_CLAIM, 1, CLAIM_KEY, owner, claim):
+        return False
+    for key in r.scan_iter(count=1000):
+        if key != CLAIM_KEY.encode():
+            r.delete(key)
+    return True
 
 
 @pytest.fixture

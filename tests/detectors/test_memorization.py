@@ -4,13 +4,14 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from judgeserve.detectors._tokens import tokenize
 from judgeserve.detectors.memorization import MemorizationScorer, build_index
 from judgeserve.exceptions import ConfigError, IndexFileError
-from judgeserve.schema import Sample
+from judgeserve.schema import Sample, Score
 
 RUN = "mem-run"
 WORDS = [
@@ -148,7 +149,7 @@ def index_dir(corpus: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathF
     return root
 
 
-def score(index_dir: Path, sample: Sample, **kw: int) -> dict[str, object]:
+def score(index_dir: Path, sample: Sample, **kw: Any) -> dict[str, Score]:
     [out] = MemorizationScorer(index_dir=index_dir, **kw).score([sample])
     return {s.scorer.split(".")[1]: s for s in out}
 
@@ -335,3 +336,193 @@ def test_a_copy_of_exactly_min_span_tokens_is_memorized_at_every_offset(
                 if length == min_span:
                     assert s["longest_span"].value == min_span, start
                     assert s["longest_span"].details["confirmed"] is True
+
+
+def test_text_with_no_training_ngram_scores_zero_with_full_details(
+    index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    text = "zqx alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi"
+
+    class Versioned(MemorizationScorer):
+        version = "7"  # a scorer's version is stamped on every score it makes
+
+    scorer = Versioned(index_dir=index_dir)
+    [out] = scorer.score([make_sample(text, run=RUN)])
+    assert [x.scorer for x in out] == [
+        "memorization.ngram_overlap",
+        "memorization.longest_span",
+        "memorization.memorized",
+    ]
+    assert [x.version for x in out] == ["7", "7", "7"]
+    overlap, longest, memorized = out
+    assert overlap.value == 0.0
+    assert overlap.details == {"ngrams": 15 - 8 + 1, "n": 8, "fpr": 0.002}
+    assert longest.value == 0.0
+    assert longest.details == {"tokens": 0, "confirmed": False}
+    assert memorized.value is False
+    assert memorized.details == {"min_span": 50}
+
+
+def _framed(tokens: tuple[str, ...], start: int, length: int) -> tuple[str, str]:
+    copy = " ".join(tokens[start : start + length])
+    return copy, f"zqx {copy} zqx"
+
+
+def test_a_short_copy_is_measured_exactly_and_confirmed_only_with_an_anchor(
+    corpus: tuple[Path, list[str]], index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    # Anchors are the n-grams at positions 0, 43, 86... of each document (stride 50 - 8 + 1).
+    tokens = tokenize(corpus[1][1])
+    line_offset = len(json.dumps({"id": 0, "text": corpus[1][0]}) + "\n")
+    for start, anchored in ((1, False), (40, True)):
+        copy, completion = _framed(tokens, start, 20)
+        longest = score(index_dir, make_sample(completion, run=RUN))["longest_span"]
+        assert longest.value == 20, start
+        assert completion[longest.details["start"] : longest.details["end"]] == copy
+        assert longest.details["confirmed"] is anchored
+        if anchored:
+            assert Path(longest.details["source"]).name == "train.jsonl"
+            assert longest.details["offset"] == line_offset  # the byte where line 2 starts
+        else:
+            assert "source" not in longest.details
+
+
+def test_the_threshold_can_be_raised_above_the_index_min_span(
+    corpus: tuple[Path, list[str]], index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    tokens = tokenize(corpus[1][2])
+    _, completion = _framed(tokens, 3, 55)
+    sample = make_sample(completion, run=RUN)
+    at_index = score(index_dir, sample, min_span=50)
+    assert at_index["memorized"].value is True
+    raised = score(index_dir, sample, min_span=60)
+    assert raised["memorized"].value is False
+    assert raised["memorized"].details == {"min_span": 60}
+    assert raised["longest_span"].value == 55
+    assert raised["longest_span"].details["confirmed"] is True
+
+
+@pytest.fixture(scope="module")
+def stitched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+    """n = 4, min_span = 12 (anchors every 9 tokens); doc1 = X + bridge + ..., doc2 = ... +
+    bridge + Z after 40 filler documents, so the two copies' records are 40 and 41."""
+    bridge = ["lantern", "orchard", "meadow", "thunder", "copper", "velvet"]
+    x = list(tokenize(" ".join(sentences(301, 4))))[:40]
+    z = list(tokenize(" ".join(sentences(302, 4))))[:40]
+    doc1 = x + bridge + list(tokenize(" ".join(sentences(303, 2))))
+    doc2 = list(tokenize(" ".join(sentences(304, 2)))) + bridge + z
+    fillers = [" ".join(sentences(400 + i, 2)) for i in range(40)]
+    path = tmp_path_factory.mktemp("stitched") / "train.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": d}) + "\n" for d in [*fillers, " ".join(doc1), " ".join(doc2)])
+    )
+    root = tmp_path_factory.mktemp("stitched-idx")
+    build_index([path], root / RUN, n=4, min_span=12, progress=False)
+    return root, x, z
+
+
+def test_the_longest_copy_is_found_after_a_shorter_one_in_the_same_run_of_hits(
+    stitched: tuple[Path, list[str], list[str]], make_sample: Callable[..., Sample]
+) -> None:
+    root, x, z = stitched
+    bridge = "lantern orchard meadow thunder copper velvet"
+    # Every 4-gram is in the training data; X-tail + bridge (26 tokens) is confirmed first,
+    # its own anchors must be skipped, and bridge + Z-head (36 tokens) found after them.
+    copy = " ".join([*x[-20:], bridge, *z[:30]])
+    s = score(root, make_sample(f"zqx {copy} zqx", run=RUN))
+    assert s["ngram_overlap"].value > 0.9
+    longest = s["longest_span"]
+    assert longest.value == 36
+    assert longest.details["confirmed"] is True
+    assert f"zqx {copy} zqx"[longest.details["start"] :].startswith(bridge)
+
+
+def test_a_confirmed_span_of_exactly_min_span_inside_a_longer_run_of_hits_is_memorized(
+    stitched: tuple[Path, list[str], list[str]], make_sample: Callable[..., Sample]
+) -> None:
+    root, x, z = stitched
+    # X-tail + bridge is 12 tokens copied from one document; bridge + Z-head only 9.
+    copy = " ".join([*x[-6:], "lantern orchard meadow thunder copper velvet", *z[:3]])
+    s = score(root, make_sample(f"zqx {copy} zqx", run=RUN))
+    assert s["longest_span"].value == 12
+    assert s["longest_span"].details["confirmed"] is True
+    assert s["memorized"].value is True
+
+
+def test_an_unconfirmed_estimate_is_capped_below_min_span_and_names_no_source(
+    stitched: tuple[Path, list[str], list[str]], make_sample: Callable[..., Sample]
+) -> None:
+    root, x, z = stitched
+    # 12 tokens whose 4-grams are all in the training data, but no document holds more
+    # than 9 of them in a row: the estimate is capped at min_span - 1 and not confirmed.
+    copy = " ".join([*x[-3:], "lantern orchard meadow thunder copper velvet", *z[:3]])
+    completion = f"zqx {copy} zqx"
+    s = score(root, make_sample(completion, run=RUN))
+    longest = s["longest_span"]
+    assert longest.value == 11
+    assert longest.details["confirmed"] is False
+    assert "source" not in longest.details and "offset" not in longest.details
+    assert completion[longest.details["start"] :].startswith(copy)
+    assert s["memorized"].value is False
+
+
+def test_a_shorter_run_of_hits_that_is_all_copy_beats_a_longer_stitched_one(
+    stitched: tuple[Path, list[str], list[str]], make_sample: Callable[..., Sample]
+) -> None:
+    root, x, z = stitched
+    # First run: 14 tokens of hits, at most 10 from one document. Second run: 11 tokens of
+    # the first filler document, anchored at its token 0, one more than the first confirmed.
+    stitch = " ".join([*x[-4:], "lantern orchard meadow thunder copper velvet", *z[:4]])
+    filler = " ".join(tokenize(" ".join(sentences(400, 2)))[:11])
+    s = score(root, make_sample(f"zqx {stitch} zqx {filler} zqx", run=RUN))
+    longest = s["longest_span"]
+    assert longest.value == 11
+    assert longest.details["confirmed"] is True
+    assert longest.details["offset"] == 0  # the first line of the training file
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A 40 KB text file (one document of ~10 records, with an undecodable byte in its
+    first and last records) indexed after a small one."""
+    root = tmp_path_factory.mktemp("book")
+    head, tail = "\n".join(sentences(50, 40)), "\n".join(sentences(51, 760))
+    (root / "book.txt").write_bytes(head.encode() + b" \xff\n" + tail.encode() + b" \xfe\n")
+    (root / "intro.txt").write_text(" ".join(sentences(52, 10)))
+    build_index([root / "intro.txt", root / "book.txt"], root / "idx" / RUN, progress=False)
+    # Anchors 1993 tokens apart: a copy holds one, and must grow from it over records.
+    files = [root / "intro.txt", root / "book.txt"]
+    build_index(files, root / "sparse" / RUN, min_span=2000, progress=False)
+    return root / "idx", (root / "book.txt").read_bytes().decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(("start", "length"), [(1990, 1995), (3994 - 1995, 1995)])
+def test_a_copy_grows_over_several_records_from_its_only_anchor(
+    book: tuple[Path, str], make_sample: Callable[..., Sample], start: int, length: int
+) -> None:
+    # The only anchor (document token 1993 or 3986) is at the copy's start or end, so the
+    # copy is found whole only by reading records further and further right (or left).
+    copy, completion = _framed(tokenize(book[1]), start, length)
+    s = score(book[0].parent / "sparse", make_sample(completion, run=RUN))
+    assert s["longest_span"].value == length
+    assert s["longest_span"].details["confirmed"] is True
+    assert completion[s["longest_span"].details["start"] : s["longest_span"].details["end"]] == copy
+
+
+@pytest.mark.parametrize(
+    ("start", "length"),
+    [(0, 100), (-100, 100), (0, 3000), (2500, 3000), (-3000, 3000)],
+    ids=["doc-start", "doc-end", "from-start-over-4-records", "middle-4-records", "to-end"],
+)
+def test_a_copy_reaching_across_records_or_to_a_document_edge_is_found_whole(
+    book: tuple[Path, str], make_sample: Callable[..., Sample], start: int, length: int
+) -> None:
+    tokens = tokenize(book[1])
+    start = start % len(tokens)
+    copy, completion = _framed(tokens, start, length)
+    s = score(book[0], make_sample(completion, run=RUN))
+    assert s["longest_span"].value == length
+    assert s["longest_span"].details["confirmed"] is True
+    assert Path(s["longest_span"].details["source"]).name == "book.txt"
+    assert completion[s["longest_span"].details["start"] : s["longest_span"].details["end"]] == copy
+    assert s["memorized"].value is True
