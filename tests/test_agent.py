@@ -48,7 +48,7 @@ class FakeAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 api.requests.append((self.path, self.headers.get("Authorization"), body))
                 status, headers, detail = api.script.pop(0) if api.script else (202, {}, None)
@@ -408,7 +408,7 @@ def test_adopt_skips_a_lock_replaced_while_it_waited(
         dead.lock.unlink()
         dead.lock.touch()
 
-    monkeypatch.setattr(agent_module.fcntl, "flock", replaced_meanwhile)
+    monkeypatch.setattr(fcntl, "flock", replaced_meanwhile)
     adopt(make_agent(api), own)
     monkeypatch.undo()
     assert api.ids() == [] and dead.segment(0).exists()
@@ -502,7 +502,7 @@ def agent_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def exit_(code: int) -> None:  # the agent's process exit, as the test sees it
         raise SystemExit(code)
 
-    monkeypatch.setattr(agent_module.os, "_exit", exit_)
+    monkeypatch.setattr(os, "_exit", exit_)
     yield
     signal.set_wakeup_fd(old_wakeup)
     for s, handler in saved.items():
