@@ -156,6 +156,17 @@ def test_deliver_moves_through_segments_and_deletes_delivered_ones(api: FakeAPI,
     assert read_errors(files) == []
 
 
+def test_a_recorded_segment_already_gone_starts_the_next_at_its_start(api: FakeAPI, tmp_path: Path) -> None:
+    """The agent died after deleting a delivered segment but before recording the next."""
+    files = journal(tmp_path, "j", b"", line("a") + line("b"))
+    files.segment(0).unlink()
+    write_position(files, (0, 17))
+    assert make_agent(api).deliver(files, follow=lambda: False)
+    assert api.ids() == ids("a", "b")
+    assert read_position(files) == (1, len(line("a") + line("b")))
+    assert read_errors(files) == []
+
+
 def test_position_between_segments(api: FakeAPI, tmp_path: Path) -> None:
     s0 = line("a")
     files = journal(tmp_path, "j", s0, b"")
