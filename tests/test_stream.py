@@ -611,7 +611,7 @@ def test_promote_moves_only_due_retries_up_to_the_limit(make_queue: Callable[...
 
 
 def test_dead_letter_keeps_the_error_and_counts_it(
-    make_queue: Callable[..., Queue], rc: redis.Redis, settings: Settings
+    make_queue: Callable[..., Queue], rc: redis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     q = make_queue()
     a, b = q.add([payload(0), payload(1)])
@@ -619,6 +619,8 @@ def test_dead_letter_keeps_the_error_and_counts_it(
     error = "x" * 10 + "\udc80" + "y" * 4989  # a lone surrogate, quoted from the bad text
     q.dead_letter(e0, error, 4)
     q.dead_letter(e1, "short", 2, payload={"id": "replaced"})
+    assert caplog.messages == [f"dead-lettered {a} after 4 tries: " + error[:200],  # the operator's log
+                               f"dead-lettered {b} after 2 tries: short"]
     (_, f0), (_, f1) = rc.xrange(q.dead_key)
     assert f0 == {b"data": json.dumps(payload(0)).encode(), b"error": ("x" * 10 + "\\udc80" + "y" * 3989).encode(),
                   b"original_id": a.encode(), b"deliveries": b"4"}
