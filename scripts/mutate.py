@@ -115,7 +115,10 @@ TARGETS: dict[str, Target] = {
     ),
     "repetition": Target(
         ("judgeserve/detectors/repetition.py", "judgeserve/detectors/_near_periodic.py"),
-        ("tests/detectors/test_repetition.py", "tests/detectors/test_loop_settings.py"),
+        (
+            "tests/detectors/test_repetition.py", "tests/detectors/test_loop_settings.py",
+            "tests/detectors/test_repetition_details.py",
+        ),
         # Not _ascii_tokens: its FNV hash relies on int64 wrap-around, which Python's ints lack.
         unjit=(
             "_distinct", "_runs", "_record", "_classify", "_previous", "_slack", "_periods",
