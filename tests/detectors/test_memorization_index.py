@@ -519,3 +519,30 @@ def test_jsonl_documents_are_read_from_the_text_field_given(
         [make_sample(f"zqx {doc} zqx", run=RUN)]
     )
     assert out[1].value == 70 and out[2].value is True
+
+
+def test_upper_case_jsonl_suffixes_are_read_as_jsonl(tmp_path: Path) -> None:
+    docs = [{"text": _doc(116, 60)}, {"text": _doc(117, 55)}]
+    upper = _jsonl(tmp_path / "T.JSONL", docs)
+    nd = _jsonl(tmp_path / "U.NDJSON", docs)
+    stats = build_index([upper, nd], tmp_path / "idx" / RUN, progress=False)
+    assert (stats.documents, stats.tokens) == (4, 2 * (60 + 55))
+    meta = json.loads((tmp_path / "idx" / RUN / "meta.json").read_text())
+    assert [s["kind"] for s in meta["sources"]] == ["jsonl", "jsonl"]
+    assert stats.as_dict()["tokens_per_second"] == stats.tokens / stats.seconds
+    assert stats.as_dict()["bytes_per_token"] == stats.bytes / stats.tokens
+    assert stats.as_dict()["documents"] == 4
+
+
+def test_a_training_file_rewritten_in_place_is_reported_when_reread(
+    tmp_path: Path, make_sample: Callable[..., Sample]
+) -> None:
+    doc = _doc(118, 60)
+    train = _jsonl(tmp_path / "t.jsonl", [{"text": doc}])
+    build_index([train], tmp_path / "idx" / RUN, progress=False)
+    # Same size, so the index still loads; the record cannot be reread from it.
+    train.write_bytes(b"x" * train.stat().st_size)
+    scorer = MemorizationScorer(index_dir=tmp_path / "idx")
+    with pytest.raises(IndexFileError) as err:
+        scorer.score([make_sample(f"zqx {doc} zqx", run=RUN)])
+    assert str(err.value).startswith(f"cannot reread training text from {train} at byte 0: ")
