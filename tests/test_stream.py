@@ -490,16 +490,20 @@ def test_claim_stale_delivers_up_to_count(make_queue: Callable[..., Queue], rc: 
 
 
 def test_read_recreates_a_deleted_stream_and_forgets_what_it_held(
-    make_queue: Callable[..., Queue], rc: redis.Redis
+    make_queue: Callable[..., Queue], rc: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("INFO", logger="judgeserve.stream")
     dead = make_queue("dead")
     dead.add([payload(i) for i in range(3)])
     dead.read(10, block_ms=10)
     q = make_queue("q", claim_idle_ms=50)
     time.sleep(0.1)
     assert len(q.read(10, block_ms=10)) == 1 and len(q.held()) == 2
+    assert caplog.messages == ["took over 3 stale entries; trying them one at a time"]
     rc.delete(q.stream_key)
     assert q.read(10, block_ms=10) == [] and q.held() == []
+    assert caplog.messages[1].startswith("stream or consumer group vanished (NOGROUP ")
+    assert caplog.messages[1].endswith("); recreating")
     assert rc.xinfo_groups(q.stream_key)[0]["name"] == b"workers"
     q.add([payload(7)])
     assert [e.payload["id"] for e in q.read(10, block_ms=10)] == ["s7"]
