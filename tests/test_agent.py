@@ -356,12 +356,16 @@ def test_sleep_waits_its_time_and_a_wake_up_ends_it(api: FakeAPI) -> None:
 
 # --- adopt ------------------------------------------------------------------------------
 
-def test_adopt_delivers_dead_journals_and_removes_them(api: FakeAPI, tmp_path: Path) -> None:
+def test_adopt_delivers_dead_journals_and_removes_them(
+    api: FakeAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     own = journal(tmp_path, "own", line("own"))
     dead = journal(tmp_path, "dead", line("d0"), line("d1"))
     record_error(dead, {"status": 404, "detail": "earlier", "path": "/p", "samples": []})
-    adopt(make_agent(api), own)
+    with caplog.at_level(logging.INFO, logger="judgeserve.agent"):
+        adopt(make_agent(api), own)
     assert api.ids() == ids("d0", "d1")  # its own journal is not the adopter's to send here
+    assert "adopting dead" in messages(caplog)
     assert names(tmp_path) == ["dead.errors.done", "own.000000.jsonl", "own.lock"]
 
 
@@ -418,16 +422,22 @@ def test_adopt_skips_a_lock_replaced_while_it_waited(
     dead = journal(tmp_path, "dead", line("d"))
     real_flock = fcntl.flock
 
+    later = journal(tmp_path, "later", line("l"))
+    calls: list[int] = []
+
     def replaced_meanwhile(fd: int, op: int) -> None:
         real_flock(fd, op)
-        # Its owner delivered and removed it, and a new client made one of the same name.
-        dead.lock.unlink()
-        dead.lock.touch()
+        calls.append(1)
+        if len(calls) == 1:
+            # Its owner delivered and removed it, and a new client made one of the same name.
+            dead.lock.unlink()
+            dead.lock.touch()
 
     monkeypatch.setattr(fcntl, "flock", replaced_meanwhile)
     adopt(make_agent(api), own)
     monkeypatch.undo()
-    assert api.ids() == [] and dead.segment(0).exists()
+    assert api.ids() == ids("l") and dead.segment(0).exists()  # the next journal still adopted
+    assert not later.lock.exists()
 
 
 # --- _upgrade_legacy ---------------------------------------------------------------------
@@ -457,6 +467,7 @@ def test_legacy_journals_get_segments_without_loss(tmp_path: Path, caplog: pytes
 
 
 def test_legacy_journal_of_a_live_old_agent_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "0.jsonl").symlink_to(tmp_path / "nowhere")  # removed between listing and opening
     (tmp_path / "a.jsonl").write_bytes(line("a"))
     (tmp_path / "b.jsonl").write_bytes(line("b"))
     fd = os.open(tmp_path / "a.jsonl", os.O_RDONLY)
@@ -465,7 +476,7 @@ def test_legacy_journal_of_a_live_old_agent_is_left_alone(tmp_path: Path) -> Non
         _upgrade_legacy(tmp_path)
     finally:
         os.close(fd)
-    assert names(tmp_path) == ["a.jsonl", "b.000000.jsonl", "b.lock", "b.offset"]
+    assert names(tmp_path) == ["0.jsonl", "a.jsonl", "b.000000.jsonl", "b.lock", "b.offset"]
 
 
 def test_legacy_journal_that_cannot_be_taken_over_stays(
@@ -478,7 +489,8 @@ def test_legacy_journal_that_cannot_be_taken_over_stays(
         _upgrade_legacy(tmp_path)
     assert (tmp_path / "a.jsonl").read_bytes() == line("a")
     assert Files(tmp_path, "b").segment(0).read_bytes() == line("b")
-    assert any(m.startswith(f"could not take over the old journal {tmp_path / 'a.jsonl'}: ") for m in messages(caplog))
+    assert any(m.startswith(f"could not take over the old journal {tmp_path / 'a.jsonl'}: [Errno 17] File exists")
+               for m in messages(caplog))
 
 
 def test_adopt_delivers_a_legacy_journal(api: FakeAPI, tmp_path: Path) -> None:
