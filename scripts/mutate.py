@@ -154,7 +154,7 @@ TARGETS: dict[str, Target] = {
         (
             "tests/judge/test_judge_prompt.py", "tests/judge/test_judge_fence.py",
             "tests/judge/test_judge_verdicts.py", "tests/judge/test_judge_unreachable.py",
-            "tests/test_rubric_names.py",
+            "tests/test_rubric_names.py", "tests/judge/test_judge_canned.py",
         ),
     ),
 }
