@@ -203,7 +203,7 @@ def test_duplicates_and_cache_hits_cost_nothing(url: str, backend: OpenAIBackend
     # The same answer twice (fences differ): one request answers both.
     first, dup, other = judge.ask([render("zq1"), render("zq1"), render("zq2")], rubric_version="3")
     assert sorted(k for k, _, _ in _Canned.seen) == ["zq1", "zq2"]
-    assert first.value == dup.value == pytest.approx(3.5)
+    assert first.value == dup.value == pytest.approx(3.5) and other.value == pytest.approx(1.0)
     assert first.cost.calls == 1 and first.cost.cache_hits == 0
     assert dup.cost == Cost(prompt_tokens=0, generated_tokens=0, cache_hits=1)
     assert dup.details()["cache_hits"] == 1 and dup.details()["judge_calls"] == 0
