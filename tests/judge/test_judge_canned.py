@@ -11,6 +11,7 @@ import json
 import math
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -381,3 +382,49 @@ def test_skip_reasons_users_see(tmp_path: Any) -> None:
     by_name = JudgeScorer(["nope"], rubric_dirs=[tmp_path])
     reason = by_name.skip_reason(sample, Context())
     assert reason is not None and reason.startswith("rubric 'nope' skipped: ")
+
+
+def test_worker_scorer_shares_its_cache_and_metrics_through_redis(backend: OpenAIBackend) -> None:
+    import redis
+
+    from judgeserve.judge.cache import RedisVerdictCache
+    from judgeserve.keys import Keys
+    from judgeserve.settings import Settings
+    from judgeserve.telemetry import read_shared
+
+    assert JudgeScorer([]).cache is None and JudgeScorer([]).telemetry is None  # a script's
+    prefix = f"judgecanned-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0", stream_prefix=prefix)
+    off = JudgeScorer([], settings=settings.model_copy(update={"verdict_cache_size": 0}))
+    assert off.cache is None and off.telemetry is not None
+    off.close()
+    _Canned.probs["zq1"] = {"2": 1.0}
+    rubric = _rubric(SINGLE)
+    one = settings.model_copy(update={"verdict_cache_size": 1})
+    try:
+        for _ in range(2):  # two workers: the second is answered by the shared cache
+            scorer = JudgeScorer([rubric], backend=backend, settings=one)
+            assert isinstance(scorer.cache, RedisVerdictCache)
+            [[score]] = scorer.score([_sample("zq1")])
+            assert score.value == 2.0
+            scorer.close()
+        assert len(_Canned.seen) == 1 and score.details["cache_hits"] == 1
+        _Canned.probs.update({"zq3": {"3": 1.0}, "zq4": {"4": 1.0}})
+        scorer = JudgeScorer([rubric], backend=backend, settings=one)
+        scorer.score([_sample("zq3", sid="s3"), _sample("zq4", sid="s4")])
+        scorer.close()
+        counts = read_shared(client, Keys(prefix))
+        openai = (("backend", "openai"),)
+        assert counts[("judgeserve_judge_requests_total", openai)] == 2
+        assert counts[("judgeserve_judge_prompts_total", openai)] == 3
+        assert counts[("judgeserve_judge_latency_seconds_count", openai)] == 2
+        assert counts[("judgeserve_judge_tokens_total", (*openai, ("kind", "prompt")))] == 120
+        assert counts[("judgeserve_judge_tokens_total", (*openai, ("kind", "generated")))] == 3
+        assert counts[("judgeserve_judge_cache_hits_total", ())] == 1
+        assert counts[("judgeserve_judge_cache_misses_total", ())] == 3
+        assert counts[("judgeserve_judge_cache_evictions_total", ())] == 2  # room for one
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
