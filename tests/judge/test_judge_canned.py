@@ -20,7 +20,7 @@ import pytest
 
 from judgeserve.judge.backends.openai_compat import OpenAIBackend
 from judgeserve.judge.cache import MemoryVerdictCache
-from judgeserve.judge.prompt import PromptBuilder
+from judgeserve.judge.prompt import JudgePrompt, PromptBuilder
 from judgeserve.judge.rubric import Rubric, parse_rubric
 from judgeserve.judge.scorer import JudgeScorer
 from judgeserve.judge.verdicts import Cost, Item, Judge, Verdict, combine_orders, hit_cost
@@ -428,3 +428,10 @@ def test_worker_scorer_shares_its_cache_and_metrics_through_redis(backend: OpenA
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
         client.close()
+
+
+def test_prompt_survives_the_trip_to_a_serve_replica() -> None:
+    rendered = PromptBuilder().render(_rubric(SINGLE), "quality", prompt="q", completion="a")
+    sent = json.loads(json.dumps(rendered.to_dict()))  # labels arrive as a JSON list
+    assert sent["labels"] == ["1", "2", "3", "4", "5"]
+    assert JudgePrompt.from_dict(sent) == rendered
