@@ -18,14 +18,25 @@ from typing import Any, ClassVar
 
 import pytest
 
+from judgeserve.exceptions import ScorerError
 from judgeserve.judge.backends.openai_compat import OpenAIBackend
 from judgeserve.judge.cache import MemoryVerdictCache
 from judgeserve.judge.prompt import JudgePrompt, PromptBuilder
 from judgeserve.judge.rubric import Rubric, parse_rubric
 from judgeserve.judge.scorer import JudgeScorer
-from judgeserve.judge.verdicts import Cost, Item, Judge, Verdict, combine_orders, hit_cost
+from judgeserve.judge.verdicts import (
+    Cost,
+    Item,
+    Judge,
+    Verdict,
+    combine_orders,
+    hit_cost,
+    parse_verdict,
+)
 from judgeserve.schema import Sample
 from judgeserve.scorers import Context
+
+from ..conftest import free_port
 
 MARK = re.compile(r"zq\d+")
 PROMPT_TOKENS, GEN_TOKENS = 40, 3  # what the server says each request cost
@@ -35,6 +46,7 @@ class _Canned(BaseHTTPRequestHandler):
     probs: ClassVar[dict[str, dict[str, float] | None]] = {}  # key -> token -> probability
     replies: ClassVar[dict[str, str]] = {}  # key -> generated text
     seen: ClassVar[list[tuple[str, bool, str]]] = []  # (key, wanted logprobs, user text)
+    roles: ClassVar[list[list[str]]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
@@ -42,6 +54,7 @@ class _Canned(BaseHTTPRequestHandler):
         key = ",".join(dict.fromkeys(MARK.findall(user)))
         wants = bool(body.get("logprobs"))
         type(self).seen.append((key, wants, user))
+        type(self).roles.append([m["role"] for m in body["messages"]])
         choice: dict[str, Any] = {"message": {"content": type(self).replies.get(key, "")}}
         probs = type(self).probs.get(key)
         if wants and probs is not None:
@@ -65,7 +78,7 @@ class _Canned(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    _Canned.probs, _Canned.replies, _Canned.seen = {}, {}, []
+    _Canned.probs, _Canned.replies, _Canned.seen, _Canned.roles = {}, {}, [], []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -124,8 +137,10 @@ def test_single_score_is_the_expectation_over_token_probabilities(backend: OpenA
     _Canned.probs["zq1"] = {" 5": 0.4, "5": 0.2, " 4": 0.2, "3": 0.1, "hello": 0.1}
     rubric = _rubric(SINGLE)
     scorer = JudgeScorer([rubric], backend=backend)
-    [[score]] = scorer.score([_sample("zq1")])
+    [[score]] = scorer.score([_sample("zq1", reference="ref-y")])
     assert score.scorer == "judge.canned.quality" and score.version == "3"
+    assert "REFERENCE: ref-y" in _Canned.seen[0][2] and _Canned.roles == [["system", "user"]]
+    assert len(score.details["prompt_hash"]) == 16
     assert score.value == pytest.approx((5 * 0.6 + 4 * 0.2 + 3 * 0.1) / 0.9)
     assert _costless(score.details) == {
         "method": "logprobs",
@@ -435,3 +450,58 @@ def test_prompt_survives_the_trip_to_a_serve_replica() -> None:
     sent = json.loads(json.dumps(rendered.to_dict()))  # labels arrive as a JSON list
     assert sent["labels"] == ["1", "2", "3", "4", "5"]
     assert JudgePrompt.from_dict(sent) == rendered
+
+
+def test_prompt_text_for_base_and_chat_models() -> None:
+    rendered = PromptBuilder().render(_rubric(SINGLE), "quality", prompt="q", completion="a")
+    assert rendered.text() == f"{rendered.system}\n\n{rendered.user}\n\nScore:"
+    templated = rendered.text(lambda ms: "|".join(f"{m['role']}={m['content']}" for m in ms))
+    assert templated == f"system={rendered.system}|user={rendered.user}Score:"
+
+
+@pytest.mark.parametrize(("text", "label"), [("Verdict: B", "B"), ("Answer: tie", "tie")])
+def test_a_reply_may_name_what_it_gives(text: str, label: str) -> None:
+    assert parse_verdict(text, ("A", "B", "tie")) == label
+
+
+def test_a_new_rubric_version_is_judged_again(backend: OpenAIBackend) -> None:
+    _Canned.probs.update(
+        {"zq1": {"3": 1.0}, "zq1,zq2": _probs(0.8, 0.1, 0.1), "zq2,zq1": _probs(0.1, 0.8, 0.1)}
+    )
+    judge = Judge(backend, cache=MemoryVerdictCache())
+    single, pair = _rubric(SINGLE), _rubric(PAIR)
+    for version in ("3", "3", "4"):
+        judge.score(single.model_copy(update={"version": version}), [Item("q", "zq1")])
+        judge.compare(pair.model_copy(update={"version": version}), [Item("q", "zq1", None, "zq2")])
+    assert len(_Canned.seen) == 2 * 3  # v3 once (then cached), v4 again
+
+
+def test_rubric_without_a_fixed_backend_builds_its_own(url: str, caplog: Any) -> None:
+    _Canned.probs["zq1"] = {"4": 1.0}
+    own = _rubric(SINGLE, judge={"backend": "openai", "model": "judge-o", "url": url})
+    scorer = JudgeScorer([own])
+    [[score]] = scorer.score([_sample("zq1")])
+    scorer.close()
+    assert (score.value, score.details["judge_model"]) == (4.0, "judge-o")
+    # The serve judge takes the URL setting; nothing listens there, and the error says where.
+    where = f"http://127.0.0.1:{free_port()}/judge"
+    serve = JudgeScorer([_rubric(SINGLE, judge={"backend": "serve"})], judge_url=where)
+    with pytest.raises(ScorerError, match=re.escape(f"judge at {where} unreachable")):
+        serve.score([_sample("zq1")])
+    serve.close()
+    caplog.clear()
+    JudgeScorer(["nope"]).score([_sample("zq1")])
+    assert any(r.getMessage().startswith("rubric 'nope' skipped: ") for r in caplog.records)
+
+
+def test_samples_a_rubric_does_not_apply_to_are_not_judged(backend: OpenAIBackend) -> None:
+    rare = _rubric(SINGLE.replace("canned", "rare"), sample_rate=1e-9)
+    needs_ref = _rubric(SINGLE.replace("optional", "required"))
+    scorer = JudgeScorer([rare, needs_ref, _rubric(PAIR)], backend=backend)
+    assert (
+        scorer.skip_reason(_sample("zq1"), Context(rubrics=["canned_pair"], baseline="b")) is None
+    )
+    # A fixed backend judges any rubric: no endpoint is needed.
+    assert scorer.skip_reason(_sample("zq1", reference="r"), Context(rubrics=["canned"])) is None
+    assert scorer.score([_sample("zq1")]) == [[]]
+    assert _Canned.seen == []
