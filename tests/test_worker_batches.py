@@ -276,6 +276,20 @@ def test_only_the_scorers_an_entry_names_run_on_it(settings: Settings, make_work
     assert picky.calls == [["s0", "s2"]] and [i for i, _ in words.seen] == ["s1", "s2", "s3", "s4"]
 
 
+def test_a_scorer_that_answers_for_too_few_samples_is_asked_one_sample_at_a_time(
+    settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    class Short(Words):
+        name = "short"
+
+        def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
+            return super().score(samples)[:1]  # scores for the first sample only
+
+    worker = make_worker(scorers=[Short()], hooks=())
+    batch(worker, payload(0), payload(1), payload(2))
+    assert scored(worker.store) == {f"s{i}": {"words.count", "words.chars"} for i in range(3)}
+
+
 def test_a_rescore_entry_replaces_the_stored_scores_a_redelivery_does_not(
     settings: Settings, make_worker: Callable[..., Worker]
 ) -> None:

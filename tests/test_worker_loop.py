@@ -392,7 +392,7 @@ class Judge(SampleScorer):
             old = s.id == "s2"
             details = {"judge_model": "m", "judge_backend": "b", "prompt_hash": "h",
                        "rubric_version": "v1" if old else "v2"}
-            out.append([Score(scorer="judge.helpful", value=0.0 if old else 1.0, details=details)])
+            out.append([Score(scorer="judge.helpful.score", value=0.0 if old else 1.0, details=details)])
         return out
 
 
@@ -402,9 +402,15 @@ def test_a_judge_aggregate_covers_the_version_that_scored_most(
     worker = make_worker(scorers=[Judge()], hooks=())
     worker.queue.add([payload(0), payload(1), payload(2)])
     worker.process(worker.queue.read(10, block_ms=50))
-    assert aggs(worker.store) == {"judge.helpful": (1.0, 2)}  # a mix would be (0.67, 3)
-    versions = read.step_judge_versions(worker.store, "l-run", 1)["judge.helpful"]
+    assert aggs(worker.store) == {"judge.helpful.score": (1.0, 2)}  # a mix would be (0.67, 3)
+    versions = read.step_judge_versions(worker.store, "l-run", 1)["judge.helpful.score"]
     assert versions["other_versions"][0]["n"] == 1
+    # Both versions are recorded as the worker met them (drift control re-scores labels).
+    with worker.store.begin() as conn:
+        from judgeserve.store import judge_versions
+
+        seen = conn.execute(select(judge_versions.c.rubric_version)).scalars().all()
+    assert sorted(seen) == ["v1", "v2"]
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
