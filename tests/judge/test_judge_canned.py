@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -47,6 +48,7 @@ class _Canned(BaseHTTPRequestHandler):
     replies: ClassVar[dict[str, str]] = {}  # key -> generated text
     seen: ClassVar[list[tuple[str, bool, str]]] = []  # (key, wanted logprobs, user text)
     roles: ClassVar[list[list[str]]] = []
+    max_tokens: ClassVar[list[int]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
@@ -55,6 +57,7 @@ class _Canned(BaseHTTPRequestHandler):
         wants = bool(body.get("logprobs"))
         type(self).seen.append((key, wants, user))
         type(self).roles.append([m["role"] for m in body["messages"]])
+        type(self).max_tokens.append(body["max_tokens"])
         choice: dict[str, Any] = {"message": {"content": type(self).replies.get(key, "")}}
         probs = type(self).probs.get(key)
         if wants and probs is not None:
@@ -78,7 +81,8 @@ class _Canned(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    _Canned.probs, _Canned.replies, _Canned.seen, _Canned.roles = {}, {}, [], []
+    _Canned.probs, _Canned.replies, _Canned.seen = {}, {}, []
+    _Canned.roles, _Canned.max_tokens = [], []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -139,7 +143,8 @@ def test_single_score_is_the_expectation_over_token_probabilities(backend: OpenA
     scorer = JudgeScorer([rubric], backend=backend)
     [[score]] = scorer.score([_sample("zq1", reference="ref-y")])
     assert score.scorer == "judge.canned.quality" and score.version == "3"
-    assert "REFERENCE: ref-y" in _Canned.seen[0][2] and _Canned.roles == [["system", "user"]]
+    assert "PROMPT: question\nREFERENCE: ref-y" in _Canned.seen[0][2]
+    assert _Canned.roles == [["system", "user"]]
     assert len(score.details["prompt_hash"]) == 16
     assert score.value == pytest.approx((5 * 0.6 + 4 * 0.2 + 3 * 0.1) / 0.9)
     assert _costless(score.details) == {
@@ -494,7 +499,9 @@ def test_rubric_without_a_fixed_backend_builds_its_own(url: str, caplog: Any) ->
     assert any(r.getMessage().startswith("rubric 'nope' skipped: ") for r in caplog.records)
 
 
-def test_samples_a_rubric_does_not_apply_to_are_not_judged(backend: OpenAIBackend) -> None:
+def test_samples_a_rubric_does_not_apply_to_are_not_judged(
+    backend: OpenAIBackend, tmp_path: Path
+) -> None:
     rare = _rubric(SINGLE.replace("canned", "rare"), sample_rate=1e-9)
     needs_ref = _rubric(SINGLE.replace("optional", "required"))
     scorer = JudgeScorer([rare, needs_ref, _rubric(PAIR)], backend=backend)
@@ -505,3 +512,31 @@ def test_samples_a_rubric_does_not_apply_to_are_not_judged(backend: OpenAIBacken
     assert scorer.skip_reason(_sample("zq1", reference="r"), Context(rubrics=["canned"])) is None
     assert scorer.score([_sample("zq1")]) == [[]]
     assert _Canned.seen == []
+    # A rubric that judges none of the samples does not stop the next one.
+    _Canned.probs["zq1"] = {"2": 1.0}
+    scorer = JudgeScorer([rare, _rubric(SINGLE)], backend=backend)
+    [[score]] = scorer.score([_sample("zq1")])
+    assert score.scorer == "judge.canned.quality"
+    # The run's rubrics, as the worker passes them, win over the scorer's own.
+    (tmp_path / "canned.yaml").write_text(SINGLE)
+    [[score], []] = JudgeScorer([rare], backend=backend, rubric_dirs=[tmp_path]).score_with(
+        [_sample("zq1"), _sample("zq1", sid="s2")], rubrics=[["canned"], None]
+    )
+    assert score.scorer == "judge.canned.quality"
+    # A sample rate picks about that share of the samples, the same ones each time.
+    half = _rubric(SINGLE.replace("canned", "half"), sample_rate=0.5)
+    picker = JudgeScorer([half], backend=backend)
+    ids = [f"sample-{i}" for i in range(40)]
+    picked = [i for i in ids if picker.skip_reason(_sample("zq1", sid=i), Context()) is None]
+    assert 10 <= len(picked) <= 30
+    assert picked == [i for i in ids if picker.skip_reason(_sample("x", sid=i), Context()) is None]
+    with pytest.raises(ValueError, match=re.escape("pairwise rubrics need completion_b (the")):
+        PromptBuilder().render(_rubric(PAIR), "quality", prompt="q", completion="a")
+
+
+def test_fallback_reply_is_short_by_default(backend: OpenAIBackend) -> None:
+    _Canned.probs["zq1"] = None
+    _Canned.replies["zq1"] = "3"
+    rendered = PromptBuilder().render(_rubric(SINGLE), "quality", prompt="q", completion="zq1")
+    [verdict] = Judge(backend).ask([rendered])
+    assert verdict.value == 3.0 and _Canned.max_tokens == [1, 8]
