@@ -139,7 +139,7 @@ TARGETS: dict[str, Target] = {
     ),
     "sdk": Target(
         ("judgeserve/client/agent.py", "judgeserve/client/journal.py"),
-        ("tests/test_journal.py", "tests/test_client.py"),
+        ("tests/test_journal.py", "tests/test_client.py", "tests/test_agent.py"),
     ),
     "auth": Target(
         ("judgeserve/auth.py",),

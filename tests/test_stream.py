@@ -346,7 +346,8 @@ def test_queue_and_producer_defaults_and_settings(settings: Settings, rc: redis.
     assert timeouts(jobs.redis) == (3.0, 2.0)
     assert not rc.exists(jobs.stream_key)  # no group: left to the workers
     worker = Queue.from_settings(s)
-    assert (worker.stream_key, worker.consumer) == (f"{p}:samples", stream.default_consumer_name())
+    assert (worker.stream, worker.stream_key, worker.consumer) == (
+        "samples", f"{p}:samples", stream.default_consumer_name())
     assert [g["name"] for g in rc.xinfo_groups(f"{p}:samples")] == [b"grp"]
     assert timeouts(stream.redis_client(s.redis_url, socket_timeout=None, connect_timeout=1.5)) == (None, 1.5)
     jobs.close()
@@ -489,16 +490,20 @@ def test_claim_stale_delivers_up_to_count(make_queue: Callable[..., Queue], rc: 
 
 
 def test_read_recreates_a_deleted_stream_and_forgets_what_it_held(
-    make_queue: Callable[..., Queue], rc: redis.Redis
+    make_queue: Callable[..., Queue], rc: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("INFO", logger="judgeserve.stream")
     dead = make_queue("dead")
     dead.add([payload(i) for i in range(3)])
     dead.read(10, block_ms=10)
     q = make_queue("q", claim_idle_ms=50)
     time.sleep(0.1)
     assert len(q.read(10, block_ms=10)) == 1 and len(q.held()) == 2
+    assert caplog.messages == ["took over 3 stale entries; trying them one at a time"]
     rc.delete(q.stream_key)
     assert q.read(10, block_ms=10) == [] and q.held() == []
+    assert caplog.messages[1].startswith("stream or consumer group vanished (NOGROUP ")
+    assert caplog.messages[1].endswith("); recreating")
     assert rc.xinfo_groups(q.stream_key)[0]["name"] == b"workers"
     q.add([payload(7)])
     assert [e.payload["id"] for e in q.read(10, block_ms=10)] == ["s7"]
@@ -529,8 +534,9 @@ def test_keep_claimed_refreshes_only_this_consumers_entries(
     # No delivery counted, and another consumer's entry stays its own.
     assert pending(rc, a) == {ids[0]: ("a", 1), ids[1]: ("a", 1), ids[2]: ("a", 1), theirs: ("b", 1)}
     assert a.keep_claimed([]) == 0 and a.keep_claimed([theirs]) == 0
-    a.heartbeat([ids[1].encode()])  # ids as the generation worker holds them
-    assert idle_ms(rc, a)[ids[1]] < 100 and pending(rc, a)[ids[1]] == ("a", 1)
+    time.sleep(0.1)
+    a.heartbeat([ids[1].encode(), ids[2]])  # ids as Redis gives them, or as text
+    assert idle_ms(rc, a)[ids[1]] < 100 and idle_ms(rc, a)[ids[2]] < 100 and pending(rc, a)[ids[1]] == ("a", 1)
 
 
 def test_keep_claimed_orders_ids_by_number(make_queue: Callable[..., Queue], rc: redis.Redis) -> None:
@@ -588,6 +594,7 @@ def test_settle_schedules_retries_with_doubling_delays_and_dead_letters_the_last
     last = Entry(e3.id, {**payload(3), "attempt": 2})
     assert q.retry_later(last, ["z"], "gave up") is True
     assert q.deadletters()[-1]["error"] == "gave up" and rc.zcard(q.retry_key) == 3
+    assert q.settle([], [Retry(last, ["z"], "a"), Retry(last, ["z"], "b")]) == 2
 
 
 def test_promote_moves_only_due_retries_up_to_the_limit(make_queue: Callable[..., Queue], rc: redis.Redis) -> None:
@@ -611,7 +618,7 @@ def test_promote_moves_only_due_retries_up_to_the_limit(make_queue: Callable[...
 
 
 def test_dead_letter_keeps_the_error_and_counts_it(
-    make_queue: Callable[..., Queue], rc: redis.Redis, settings: Settings
+    make_queue: Callable[..., Queue], rc: redis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     q = make_queue()
     a, b = q.add([payload(0), payload(1)])
@@ -619,6 +626,8 @@ def test_dead_letter_keeps_the_error_and_counts_it(
     error = "x" * 10 + "\udc80" + "y" * 4989  # a lone surrogate, quoted from the bad text
     q.dead_letter(e0, error, 4)
     q.dead_letter(e1, "short", 2, payload={"id": "replaced"})
+    assert caplog.messages == [f"dead-lettered {a} after 4 tries: " + error[:200],  # the operator's log
+                               f"dead-lettered {b} after 2 tries: short"]
     (_, f0), (_, f1) = rc.xrange(q.dead_key)
     assert f0 == {b"data": json.dumps(payload(0)).encode(), b"error": ("x" * 10 + "\\udc80" + "y" * 3989).encode(),
                   b"original_id": a.encode(), b"deliveries": b"4"}

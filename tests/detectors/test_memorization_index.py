@@ -78,6 +78,8 @@ def test_build_counts_tokens_ngrams_records_and_anchors_per_document(tmp_path: P
     assert (meta["n"], meta["min_span"], meta["fpr"]) == (n, min_span, 0.01)
     assert (meta["tokens"], meta["ngrams"], meta["documents"]) == (sum(sizes), stats.ngrams, 5)
     assert meta["text_field"] == "text"
+    # The folder records what the build estimated, for whoever inspects it later.
+    assert meta["fpr_estimate"] == stats.fpr_estimate
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["created"])
     assert [(Path(s["path"]).name, s["kind"]) for s in meta["sources"]] == [
         ("a.jsonl", "jsonl"),
@@ -500,6 +502,9 @@ def test_indexed_runs_lists_only_run_folders_with_an_index(built: Path) -> None:
         (root / f"r{i}" / "meta.json").write_text("{}")
     assert describe_indexes(root, shown=4) == (
         f"memorization indexes in {root} for runs: b-run, {RUN}, r0, r1 and 1 more"
+    )
+    assert describe_indexes(root, shown=5) == (
+        f"memorization indexes in {root} for runs: b-run, {RUN}, r0, r1, r2"
     )
     assert describe_indexes(root / "nowhere") == (
         f"no memorization index in {root / 'nowhere'}: memorization is not checked for any "

@@ -61,6 +61,10 @@ def test_only_the_orders_asked_for_are_scored(make_sample: Callable[..., Sample]
     assert [n for n in s if n.startswith("repetition.rep")] == ["repetition.rep3"]
     assert s["repetition.rep3"].value == pytest.approx(1 - 7 / 17)
     assert s["repetition.loop"].value is True
+    # An order the defaults lack: 15 5-grams, 7 distinct (starts 0-5 and the last).
+    s = scores(FINE, make_sample, orders=(5,))
+    assert [n for n in s if n.startswith("repetition.rep")] == ["repetition.rep5"]
+    assert s["repetition.rep5"].value == pytest.approx(1 - 7 / 15)
 
 
 @pytest.mark.parametrize(("settings", "shown"), [({}, True), ({"min_tokens": 9}, False)])
@@ -147,6 +151,11 @@ def test_analyse_short_sequences_and_the_loop_repeats() -> None:
     assert (r.longest, r.longest_at, r.loop_period) == (1, (0, 1), 0)  # 2 tokens: not 3 repeats
     r = analyse(np.array([9, 5, 9], dtype=np.int64))  # the repeat lies length - 1 apart
     assert (r.longest, r.longest_at) == (1, (0, 2))
+    # Orders in any order: one longer than the text does not stop the shorter ones.
+    assert r.rep == {2: 0.0, 3: 0.0, 4: 0.0}
+    assert analyse(np.array([9, 5, 9], dtype=np.int64), orders=(4, 2, 5, 1)).rep == pytest.approx(
+        {4: 0.0, 2: 0.0, 5: 0.0, 1: 1 - 2 / 3}
+    )
     r = analyse(np.array([5, 6, 5, 6, 5, 6, 5], dtype=np.int64))
     assert (r.loop_period, r.loop_start, r.loop_end, r.loop_repeats) == (2, 0, 7, 3.5)
     assert r.rep[2] == pytest.approx(1 - 2 / 6)
