@@ -484,7 +484,9 @@ def test_a_new_rubric_version_is_judged_again(backend: OpenAIBackend) -> None:
 def test_rubric_without_a_fixed_backend_builds_its_own(url: str, caplog: Any) -> None:
     _Canned.probs["zq1"] = {"4": 1.0}
     own = _rubric(SINGLE, judge={"backend": "openai", "model": "judge-o", "url": url})
-    scorer = JudgeScorer([own])
+    # A rubric whose judge has no endpoint is passed over; the next one still judges.
+    unset = _rubric(SINGLE.replace("canned", "unset"), judge={"backend": "openai"})
+    scorer = JudgeScorer([unset, own])
     [[score]] = scorer.score([_sample("zq1")])
     scorer.close()
     assert (score.value, score.details["judge_model"]) == (4.0, "judge-o")
