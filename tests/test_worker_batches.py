@@ -165,7 +165,7 @@ def test_a_batch_is_stored_acknowledged_and_counted(settings: Settings, make_wor
     assert [(i, c.rubrics) for i, c in words.seen] == [("s8", ["helpful"]), ("s9", ["concise"])]
 
 
-def test_rubrics_of_a_run_are_read_once_and_an_unknown_run_has_none(
+def test_rubrics_of_a_stored_run_are_read_once_and_an_unknown_run_has_none(
     settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     words = Words()
@@ -186,11 +186,30 @@ def test_rubrics_of_a_run_are_read_once_and_an_unknown_run_has_none(
     batch(worker, payload(2, run="known"), payload(3, run="new"))
     assert [(i, c.rubrics) for i, c in words.seen] == [
         ("s0", ["safe"]), ("s1", None), ("s2", ["safe"]), ("s3", None)]
-    assert sorted(reads) == ["known", "new"]
+    # A run not stored yet is looked up again: another sender may have stored it since.
+    assert sorted(reads) == ["known", "new", "new"]
+
+
+def test_a_new_runs_rubrics_reach_its_samples_that_name_none(
+    settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    words = Words()
+    worker = make_worker(scorers=[words], hooks=())
+    # Its first batch names them on one sample only, after one that names none.
+    batch(worker, payload(0, run="fresh"), payload(1, run="fresh", rubrics=["helpful"]))
+    batch(worker, payload(2, run="fresh"))
+    # Naming other rubrics later changes them for the samples after, as in the store.
+    batch(worker, payload(3, run="fresh", rubrics=["concise"]))
+    batch(worker, payload(4, run="fresh"))
+    assert [(i, c.rubrics) for i, c in words.seen] == [
+        ("s0", ["helpful"]), ("s1", ["helpful"]), ("s2", ["helpful"]), ("s3", ["concise"]),
+        ("s4", ["concise"])]
+    run = read.get_run(worker.store, "fresh")
+    assert run is not None and run["rubrics"] == ["concise"]
 
 
 def test_a_scorer_that_fails_costs_only_its_own_scores_and_says_why(
-    settings: Settings, make_worker: Callable[..., Worker]
+    settings: Settings, make_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
 ) -> None:
     s = settings.model_copy(update={"max_deliveries": 1})  # out of attempts at once
     picky, words = Picky(), Words()
@@ -203,6 +222,7 @@ def test_a_scorer_that_fails_costs_only_its_own_scores_and_says_why(
     assert scored(worker.store) == {"s0": both, "s1": alone, "s2": alone, "s3": alone, "s4": both}
     # The batch failed on s1: each of its samples then alone (s2 and s3 never reach it).
     assert picky.calls == [["s0", "s1", "s4"], ["s0"], ["s1"], ["s4"]]
+    assert "scorer picky failed on a batch; isolating samples" in caplog.messages
     assert status_rows(worker.store) == [
         (1, "picky", "failed", "KeyError: 'boom'", 1),
         (1, "picky", "failed", "ValueError: cannot score s1", 1),
@@ -275,6 +295,20 @@ def test_only_the_scorers_an_entry_names_run_on_it(settings: Settings, make_work
     assert picky.calls == [["s0", "s2"]] and [i for i, _ in words.seen] == ["s1", "s2", "s3", "s4"]
 
 
+def test_a_scorer_that_answers_for_too_few_samples_is_asked_one_sample_at_a_time(
+    settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    class Short(Words):
+        name = "short"
+
+        def score(self, samples: Sequence[Sample]) -> list[list[Score]]:
+            return super().score(samples)[:1]  # scores for the first sample only
+
+    worker = make_worker(scorers=[Short()], hooks=())
+    batch(worker, payload(0), payload(1), payload(2))
+    assert scored(worker.store) == {f"s{i}": {"words.count", "words.chars"} for i in range(3)}
+
+
 def test_a_rescore_entry_replaces_the_stored_scores_a_redelivery_does_not(
     settings: Settings, make_worker: Callable[..., Worker]
 ) -> None:
@@ -296,7 +330,7 @@ def test_each_probe_is_scored_against_its_previous_answer(settings: Settings, ma
         wants_baseline = True
 
     base = Baseline()
-    worker = make_worker(scorers=[base], hooks=())
+    worker = make_worker(scorers=[Words(), base], hooks=())  # one scorer wants it: it is read
     batch(worker, payload(0, step=1, probe_id="p1", text="old one"), payload(1, step=1, probe_id="p2", text="old two"))
     base.seen.clear()
     batch(worker, payload(2, step=2, probe_id="p1"), payload(3, step=2, probe_id="p3"), payload(4, step=2),
@@ -305,7 +339,8 @@ def test_each_probe_is_scored_against_its_previous_answer(settings: Settings, ma
 
 
 def test_a_sample_whose_context_cannot_be_read_is_dead_lettered_alone(
-    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Baseline(Words):
         wants_baseline = True
@@ -325,6 +360,8 @@ def test_a_sample_whose_context_cannot_be_read_is_dead_lettered_alone(
     assert [d["payload"]["id"] for d in dead] == ["s1"]
     assert dead[0]["error"] == "cannot read its context: StoreError: database refused the read: invalid byte sequence"
     assert sorted(scored(worker.store)) == ["s0", "s2"] and worker.queue.backlog() == 0
+    assert caplog.messages[0] == ("contexts failed for a batch (database refused the read: "
+                                  "invalid byte sequence); one sample at a time")
 
 
 class FlakyStore(Store):
@@ -349,7 +386,7 @@ class FlakyStore(Store):
 
 
 def test_a_sample_the_store_refuses_is_dead_lettered_with_the_database_message(
-    settings: Settings, make_worker: Callable[..., Worker]
+    settings: Settings, make_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
 ) -> None:
     store = FlakyStore(settings.database_url)
     worker = make_worker(store=store, scorers=[Words(), Picky()], hooks=())
@@ -360,6 +397,9 @@ def test_a_sample_the_store_refuses_is_dead_lettered_with_the_database_message(
     assert dead[0]["error"] == ("the store refused it: StoreError: database refused the write "
                                 "(ValueError: value too long for type character varying(10))")
     assert sorted(scored(store)) == ["s0", "s2"] and worker.queue.backlog() == 0
+    assert caplog.messages[0] == (
+        "the store refused a batch (StoreError: database refused the write (ValueError: value too "
+        "long for type character varying(10))); storing one sample at a time")
     # Counted once per stored sample, though the batch was tried whole first.
     assert status_rows(store) == [(1, "picky", "skipped", "empty completion", 2)]
     store.close()

@@ -92,7 +92,8 @@ def test_an_idle_worker_exits_when_told_to_and_its_status_holds_still(
     settings: Settings, make_worker: Callable[..., Worker], running: Callable[..., threading.Thread]
 ) -> None:
     worker = make_worker(scorers=[Words()], hooks=())
-    assert worker.status()["state"] == "starting"
+    assert {k: v for k, v in worker.status().items() if k != "since"} == {"state": "starting", "detail": ""}
+    assert worker.wait_stopped(0.01) is False and not worker.stopped
     worker.queue.add([payload(0), payload(1)])
     t = running(worker, idle_exit_s=0.2)
     t.join(timeout=10)
@@ -130,6 +131,7 @@ def test_a_stopped_worker_recomputes_its_checkpoints_before_it_returns(
     t.join(timeout=10)
     assert not t.is_alive() and worker.queue.backlog() == 0
     assert aggs(worker.store) == {"words.count": (3.0, 2)}
+    assert worker.stopped and worker.wait_stopped(5.0) is True
 
 
 def watch(worker: Worker, fail: Callable[[int], Exception | None]) -> list[dict[str, Any]]:
@@ -156,14 +158,18 @@ def watch(worker: Worker, fail: Callable[[int], Exception | None]) -> list[dict[
 ], ids=["redis", "bug"])
 def test_a_failing_loop_says_why_waits_and_goes_on(
     settings: Settings, make_worker: Callable[..., Worker], running: Callable[..., threading.Thread],
-    error: Exception, state: str, detail: str,
+    error: Exception, state: str, detail: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     worker = make_worker(scorers=[Words()], hooks=())
-    seen = watch(worker, lambda n: error if n == 1 else None)
+    seen = watch(worker, lambda n: error if n in (1, 3) else None)
     worker.queue.add([payload(0)])
     running(worker)
     wait_for(lambda: read.count_scored(worker.store, "l-run") == 1 and len(seen) >= 2, timeout=10)
     assert (seen[1]["state"], seen[1]["detail"]) == (state, detail)
+    wait_for(lambda: len(seen) >= 4, timeout=10)
+    # A success in between: the next failure waits the first, shortest delay again.
+    assert caplog.messages.count(f"{detail}; trying again in 0.5s") == 2
+    assert ("worker loop failed; going on" in caplog.messages) is (state == "recovering")
     wait_for(lambda: worker.status()["state"] == "idle", timeout=10)
     time.sleep(0.6)  # more than one empty read: the worker goes on all the same
     worker.queue.add([payload(1)])
@@ -220,7 +226,9 @@ def test_redis_down_while_acknowledging_is_waited_out_in_the_loop(
 # -- checkpoints -------------------------------------------------------------------------------
 
 
-def test_a_complete_checkpoint_runs_its_hooks_once(settings: Settings, make_worker: Callable[..., Worker]) -> None:
+def test_a_complete_checkpoint_runs_its_hooks_once(
+    settings: Settings, make_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
+) -> None:
     calls: list[tuple[str, Any, str, int]] = []
 
     def hook(name: str) -> Callable[[Store, str, int], None]:
@@ -239,6 +247,7 @@ def test_a_complete_checkpoint_runs_its_hooks_once(settings: Settings, make_work
     worker.queue.add([payload(2, text="a b c d e")])
     worker.process(worker.queue.read(10, block_ms=50))
     assert calls == [(n, worker.store, "l-run", 1) for n in ("first", "bad", "last")]
+    assert caplog.messages == ["checkpoint hook failed on l-run@1"]
     evaluation = read.step_evaluation(worker.store, "l-run", 1)
     assert evaluation["evaluated"] is not None and evaluation["n"] == 3
     assert aggs(worker.store) == {"words.count": (3.0, 3)}
@@ -285,7 +294,8 @@ def test_checkpoints_are_recomputed_at_most_every_delay_while_samples_arrive(
 
 
 def test_a_checkpoint_is_recomputed_again_once_the_store_is_back(
-    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     worker = make_worker(scorers=[Words()], hooks=())
     worker.queue.add([payload(0, expected=5), payload(1, step=2, expected=5)])
@@ -300,6 +310,8 @@ def test_a_checkpoint_is_recomputed_again_once_the_store_is_back(
 
     monkeypatch.setattr(worker.store, "step_score_values", values)
     worker.flush_checkpoints(idle=True)
+    assert caplog.messages == ["checkpoint l-run@1 not updated: database is locked",
+                               "checkpoint l-run@2 not updated"]
     errors.clear()
     worker.flush_checkpoints(idle=True)
     # Unavailable: tried again; a bug: dropped (the next sample of the step marks it again).
@@ -307,7 +319,8 @@ def test_a_checkpoint_is_recomputed_again_once_the_store_is_back(
 
 
 def test_a_checkpoint_that_cannot_be_evaluated_is_offered_again(
-    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+    settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls: list[int] = []
     worker = make_worker(scorers=[Words()], hooks=[lambda _s, _r, st: calls.append(st)])
@@ -333,6 +346,8 @@ def test_a_checkpoint_that_cannot_be_evaluated_is_offered_again(
     del failing["complete"]
     worker.flush_checkpoints(idle=True)
     assert calls == [1] and read.step_evaluation(worker.store, "l-run", 1)["evaluated"] is None
+    assert caplog.messages == ["cannot look for complete checkpoints: no connection",
+                               "checkpoint l-run@1 not evaluated: disk full"]
     del failing["mark"]
     worker.flush_checkpoints(idle=True)
     worker.flush_checkpoints(idle=True)
@@ -340,7 +355,7 @@ def test_a_checkpoint_that_cannot_be_evaluated_is_offered_again(
 
 
 def test_set_scorers_score_the_whole_step_and_say_why_they_did_not(
-    settings: Settings, make_worker: Callable[..., Worker]
+    settings: Settings, make_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
 ) -> None:
     worker = make_worker(scorers=[Words(), Spread(), Broken()], hooks=())
     assert [s.name for s in worker.set_scorers] == ["spread", "broken"]
@@ -355,6 +370,7 @@ def test_set_scorers_score_the_whole_step_and_say_why_they_did_not(
     worker.process(worker.queue.read(10, block_ms=50))
     # The last recompute's status replaces the one before.
     assert status_rows(worker.store) == [(1, "broken", "failed", "RuntimeError: no model loaded", 3)]
+    assert "set scorer broken failed on l-run@1" in caplog.messages
     assert aggs(worker.store) == {"words.count": (3.0, 3), "spread.distinct": (pytest.approx(1 / 3), 3)}
     agg = read.step_aggregates(worker.store, "l-run", 1)["spread.distinct"]
     assert (agg["ci_low"], agg["ci_high"]) == (None, None)
@@ -376,7 +392,7 @@ class Judge(SampleScorer):
             old = s.id == "s2"
             details = {"judge_model": "m", "judge_backend": "b", "prompt_hash": "h",
                        "rubric_version": "v1" if old else "v2"}
-            out.append([Score(scorer="judge.helpful", value=0.0 if old else 1.0, details=details)])
+            out.append([Score(scorer="judge.helpful.score", value=0.0 if old else 1.0, details=details)])
         return out
 
 
@@ -386,18 +402,41 @@ def test_a_judge_aggregate_covers_the_version_that_scored_most(
     worker = make_worker(scorers=[Judge()], hooks=())
     worker.queue.add([payload(0), payload(1), payload(2)])
     worker.process(worker.queue.read(10, block_ms=50))
-    assert aggs(worker.store) == {"judge.helpful": (1.0, 2)}  # a mix would be (0.67, 3)
-    versions = read.step_judge_versions(worker.store, "l-run", 1)["judge.helpful"]
+    assert aggs(worker.store) == {"judge.helpful.score": (1.0, 2)}  # a mix would be (0.67, 3)
+    versions = read.step_judge_versions(worker.store, "l-run", 1)["judge.helpful.score"]
     assert versions["other_versions"][0]["n"] == 1
+    # Both versions are recorded as the worker met them (drift control re-scores labels).
+    with worker.store.begin() as conn:
+        from judgeserve.store import judge_versions
+
+        seen = conn.execute(select(judge_versions.c.rubric_version)).scalars().all()
+    assert sorted(seen) == ["v1", "v2"]
+    # Counted for /metrics under the scorer's family, the first part of the name.
+    from judgeserve.telemetry import read_shared
+
+    counts = read_shared(worker.queue.redis, worker.queue.keys)
+    assert counts[("judgeserve_samples_scored_total", (("scorer", "judge"),))] == 3
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
 def test_close_closes_the_scorers_and_hooks_but_not_what_the_caller_owns(
-    settings: Settings, make_worker: Callable[..., Worker]
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    closed: list[str] = []
+    closed: list[Any] = []
+    real_store, real_queue = Store.close, Queue.close
+
+    def close_store(self: Store) -> None:
+        closed.append(self)
+        real_store(self)
+
+    def close_queue(self: Queue) -> None:
+        closed.append(self)
+        real_queue(self)
+
+    monkeypatch.setattr(Store, "close", close_store)
+    monkeypatch.setattr(Queue, "close", close_queue)
 
     class Closing(Words):
         def close(self) -> None:
@@ -414,8 +453,14 @@ def test_close_closes_the_scorers_and_hooks_but_not_what_the_caller_owns(
     worker.queue.add([payload(0)])
     worker.process(worker.queue.read(10, block_ms=50))
     worker.close()
-    assert closed == ["scorer", "hook"]
-    assert read.count_scored(store, "l-run") == 1  # the caller's store is still open
+    assert closed == ["scorer", "hook", worker.queue]  # its own queue; the store is the caller's
+    assert worker.telemetry.flush()
+    closed.clear()
+    queue = Queue.from_settings(settings, "mine")
+    other = Worker(settings, queue=queue, scorers=[Words()], hooks=())
+    other.close()
+    assert closed == [other.store]
+    queue.close()
     store.close()
 
 

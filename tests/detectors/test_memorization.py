@@ -179,6 +179,19 @@ def test_unseen_text_from_another_source_is_not(
     assert s["longest_span"].value < 50
 
 
+def test_the_longer_of_two_separate_copies_is_reported(
+    corpus: tuple[Path, list[str]], index_dir: Path, make_sample: Callable[..., Sample]
+) -> None:
+    long_copy, short_copy = passage(corpus[1][2], 3, 70), passage(corpus[1][9], 0, 20)
+    filler = " ".join(sentences(4242, 3))
+    for completion in (f"{short_copy} {filler} {long_copy}", f"{long_copy} {filler} {short_copy}"):
+        s = score(index_dir, make_sample(completion, run=RUN))
+        longest = s["longest_span"]
+        assert s["memorized"].value is True
+        assert longest.value == len(tokenize(long_copy))
+        assert completion[longest.details["start"] : longest.details["end"]] == long_copy
+
+
 def test_a_short_copy_is_measured_but_not_memorized(
     corpus: tuple[Path, list[str]], index_dir: Path, make_sample: Callable[..., Sample]
 ) -> None:

@@ -78,6 +78,8 @@ def test_build_counts_tokens_ngrams_records_and_anchors_per_document(tmp_path: P
     assert (meta["n"], meta["min_span"], meta["fpr"]) == (n, min_span, 0.01)
     assert (meta["tokens"], meta["ngrams"], meta["documents"]) == (sum(sizes), stats.ngrams, 5)
     assert meta["text_field"] == "text"
+    # The folder records what the build estimated, for whoever inspects it later.
+    assert meta["fpr_estimate"] == stats.fpr_estimate
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["created"])
     assert [(Path(s["path"]).name, s["kind"]) for s in meta["sources"]] == [
         ("a.jsonl", "jsonl"),
@@ -501,6 +503,9 @@ def test_indexed_runs_lists_only_run_folders_with_an_index(built: Path) -> None:
     assert describe_indexes(root, shown=4) == (
         f"memorization indexes in {root} for runs: b-run, {RUN}, r0, r1 and 1 more"
     )
+    assert describe_indexes(root, shown=5) == (
+        f"memorization indexes in {root} for runs: b-run, {RUN}, r0, r1, r2"
+    )
     assert describe_indexes(root / "nowhere") == (
         f"no memorization index in {root / 'nowhere'}: memorization is not checked for any "
         "run (`judgeserve index build --run RUN FILE` makes one)"
@@ -519,3 +524,30 @@ def test_jsonl_documents_are_read_from_the_text_field_given(
         [make_sample(f"zqx {doc} zqx", run=RUN)]
     )
     assert out[1].value == 70 and out[2].value is True
+
+
+def test_upper_case_jsonl_suffixes_are_read_as_jsonl(tmp_path: Path) -> None:
+    docs = [{"text": _doc(116, 60)}, {"text": _doc(117, 55)}]
+    upper = _jsonl(tmp_path / "T.JSONL", docs)
+    nd = _jsonl(tmp_path / "U.NDJSON", docs)
+    stats = build_index([upper, nd], tmp_path / "idx" / RUN, progress=False)
+    assert (stats.documents, stats.tokens) == (4, 2 * (60 + 55))
+    meta = json.loads((tmp_path / "idx" / RUN / "meta.json").read_text())
+    assert [s["kind"] for s in meta["sources"]] == ["jsonl", "jsonl"]
+    assert stats.as_dict()["tokens_per_second"] == stats.tokens / stats.seconds
+    assert stats.as_dict()["bytes_per_token"] == stats.bytes / stats.tokens
+    assert stats.as_dict()["documents"] == 4
+
+
+def test_a_training_file_rewritten_in_place_is_reported_when_reread(
+    tmp_path: Path, make_sample: Callable[..., Sample]
+) -> None:
+    doc = _doc(118, 60)
+    train = _jsonl(tmp_path / "t.jsonl", [{"text": doc}])
+    build_index([train], tmp_path / "idx" / RUN, progress=False)
+    # Same size, so the index still loads; the record cannot be reread from it.
+    train.write_bytes(b"x" * train.stat().st_size)
+    scorer = MemorizationScorer(index_dir=tmp_path / "idx")
+    with pytest.raises(IndexFileError) as err:
+        scorer.score([make_sample(f"zqx {doc} zqx", run=RUN)])
+    assert str(err.value).startswith(f"cannot reread training text from {train} at byte 0: ")
