@@ -525,6 +525,12 @@ def test_samples_a_rubric_does_not_apply_to_are_not_judged(
         [_sample("zq1"), _sample("zq1", sid="s2")], rubrics=[["canned"], None]
     )
     assert score.scorer == "judge.canned.quality"
+    # As the worker hands them over, in context; a rubric of the run that is not found (its
+    # skip reason says so) does not stop the ones after it.
+    [[score]] = JudgeScorer([rare], backend=backend, rubric_dirs=[tmp_path]).score_in_context(
+        [_sample("zq1")], [Context(rubrics=["nope", "canned"])]
+    )
+    assert score.scorer == "judge.canned.quality"
     # A sample rate picks about that share of the samples, the same ones each time.
     half = _rubric(SINGLE.replace("canned", "half"), sample_rate=0.5)
     picker = JudgeScorer([half], backend=backend)
