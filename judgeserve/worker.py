@@ -431,6 +431,8 @@ class Worker:
             )
             self.store.save_scorer_status(conn, status)
             self.store.touch_checkpoints(conn, _expected(pairs))
+        # What the store now holds for these runs, for their later samples naming none.
+        self._rubrics_cache.update({run: r for run, (_, r) in runs.items() if r is not None})
 
     def _settle(self, batch: _Batch) -> None:
         """Acknowledge what was stored and schedule its retries, in one transaction."""
@@ -466,9 +468,12 @@ class Worker:
             for (run, step), probes in wanted.items():
                 for probe, prev in read.previous_samples(self.store, run, step, probes).items():
                     baselines[(run, f"{step}\0{probe}")] = prev["completion"]
+        # A new run's first batch may name its rubrics on some samples only: the others get
+        # them too, as the store will hold them once this batch is stored.
+        named = {s.run: r for e, s in good if (r := e.payload.get("rubrics"))}
         out = []
         for e, s in good:
-            rubrics = e.payload.get("rubrics") or self._run_rubrics(s.run)
+            rubrics = e.payload.get("rubrics") or self._run_rubrics(s.run) or named.get(s.run)
             base = baselines.get((s.run, f"{s.step}\0{s.probe_id}"))
             out.append(Context(rubrics=rubrics, baseline=base))
         return out
@@ -476,7 +481,9 @@ class Worker:
     def _run_rubrics(self, run: str) -> list[str] | None:
         if run not in self._rubrics_cache:
             found = read.get_run(self.store, run)
-            self._rubrics_cache[run] = found["rubrics"] if found else None
+            if found is None:
+                return None  # not stored yet: looked up again next time, not cached as none
+            self._rubrics_cache[run] = found["rubrics"]
         return self._rubrics_cache[run]
 
     def _score(

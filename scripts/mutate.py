@@ -150,11 +150,12 @@ TARGETS: dict[str, Target] = {
     "judge": Target(
         ("judgeserve/judge/prompt.py", "judgeserve/judge/scorer.py", "judgeserve/judge/verdicts.py"),
         # Not the tests that load the toy judge (a model per run): verdicts are tested on
-        # distributions, the scorer through a judge that is not configured or unreachable.
+        # distributions, the scorer through a judge that is not configured or unreachable,
+        # and both end to end against a local server with canned logprobs (no torch).
         (
             "tests/judge/test_judge_prompt.py", "tests/judge/test_judge_fence.py",
             "tests/judge/test_judge_verdicts.py", "tests/judge/test_judge_unreachable.py",
-            "tests/test_rubric_names.py",
+            "tests/test_rubric_names.py", "tests/judge/test_judge_canned.py",
         ),
     ),
 }

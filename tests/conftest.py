@@ -74,7 +74,7 @@ def _take_over_dead_claim(r: redis.Redis, claim: str) -> bool:
     """Take a database whose claiming session died without its teardown (killed by a timeout,
     a mutmut child that crashed): on this machine its pid no longer runs. Its keys go."""
     owner = r.get(CLAIM_KEY)
-    if owner is None:
+    if not isinstance(owner, bytes):
         return False
     try:
         os.kill(int(owner.split(b"-")[0]), 0)
@@ -83,7 +83,7 @@ def _take_over_dead_claim(r: redis.Redis, claim: str) -> bool:
         pass
     except (ValueError, PermissionError):
         return False
-    if not r.eval(_SWAP_CLAIM, 1, CLAIM_KEY, owner, claim):
+    if not r.eval(_SWAP_CLAIM, 1, CLAIM_KEY, owner.decode(), claim):
         return False
     for key in r.scan_iter(count=1000):
         if key != CLAIM_KEY.encode():

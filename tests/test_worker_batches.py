@@ -165,7 +165,7 @@ def test_a_batch_is_stored_acknowledged_and_counted(settings: Settings, make_wor
     assert [(i, c.rubrics) for i, c in words.seen] == [("s8", ["helpful"]), ("s9", ["concise"])]
 
 
-def test_rubrics_of_a_run_are_read_once_and_an_unknown_run_has_none(
+def test_rubrics_of_a_stored_run_are_read_once_and_an_unknown_run_has_none(
     settings: Settings, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     words = Words()
@@ -186,7 +186,26 @@ def test_rubrics_of_a_run_are_read_once_and_an_unknown_run_has_none(
     batch(worker, payload(2, run="known"), payload(3, run="new"))
     assert [(i, c.rubrics) for i, c in words.seen] == [
         ("s0", ["safe"]), ("s1", None), ("s2", ["safe"]), ("s3", None)]
-    assert sorted(reads) == ["known", "new"]
+    # A run not stored yet is looked up again: another sender may have stored it since.
+    assert sorted(reads) == ["known", "new", "new"]
+
+
+def test_a_new_runs_rubrics_reach_its_samples_that_name_none(
+    settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    words = Words()
+    worker = make_worker(scorers=[words], hooks=())
+    # Its first batch names them on one sample only, after one that names none.
+    batch(worker, payload(0, run="fresh"), payload(1, run="fresh", rubrics=["helpful"]))
+    batch(worker, payload(2, run="fresh"))
+    # Naming other rubrics later changes them for the samples after, as in the store.
+    batch(worker, payload(3, run="fresh", rubrics=["concise"]))
+    batch(worker, payload(4, run="fresh"))
+    assert [(i, c.rubrics) for i, c in words.seen] == [
+        ("s0", ["helpful"]), ("s1", ["helpful"]), ("s2", ["helpful"]), ("s3", ["concise"]),
+        ("s4", ["concise"])]
+    run = read.get_run(worker.store, "fresh")
+    assert run is not None and run["rubrics"] == ["concise"]
 
 
 def test_a_scorer_that_fails_costs_only_its_own_scores_and_says_why(

@@ -411,6 +411,11 @@ def test_a_judge_aggregate_covers_the_version_that_scored_most(
 
         seen = conn.execute(select(judge_versions.c.rubric_version)).scalars().all()
     assert sorted(seen) == ["v1", "v2"]
+    # Counted for /metrics under the scorer's family, the first part of the name.
+    from judgeserve.telemetry import read_shared
+
+    counts = read_shared(worker.queue.redis, worker.queue.keys)
+    assert counts[("judgeserve_samples_scored_total", (("scorer", "judge"),))] == 3
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
