@@ -296,10 +296,14 @@ def test_refused_samples_are_recorded_in_the_journals_errors(api: FakeAPI, tmp_p
     assert read_position(files) == (0, len(line("a") + line("b", run="gone")))
 
 
-def test_torn_last_line_is_reported_once_the_rest_is_delivered(api: FakeAPI, tmp_path: Path) -> None:
+def test_torn_last_line_is_reported_once_the_rest_is_delivered(
+    api: FakeAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     a = line("a")
     files = journal(tmp_path, "torn", a + line("b")[:40])
-    assert make_agent(api).deliver(files, follow=lambda: False)
+    with caplog.at_level(logging.ERROR, logger="judgeserve.agent"):
+        assert make_agent(api).deliver(files, follow=lambda: False)
+    assert messages(caplog) == [f"torn: {read_errors(files)[0]['detail']}"]
     assert api.ids() == ids("a")
     assert read_position(files) == (0, len(a))
     assert read_errors(files) == [{
@@ -643,3 +647,16 @@ def test_main_requires_its_arguments(monkeypatch: pytest.MonkeyPatch, capsys: py
         agent_module.main()
     assert exit_.value.code == 2
     assert "--lock-fd: invalid int value: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["--dir", "--id", "--lock-fd", "--url", "--parent"])
+def test_main_names_a_missing_argument(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = {"--dir": str(tmp_path), "--id": "x", "--lock-fd": "5", "--url": "http://h", "--parent": "1"}
+    del given[missing]
+    monkeypatch.setattr(sys, "argv", ["agent", *(x for kv in given.items() for x in kv)])
+    with pytest.raises(SystemExit) as exit_:
+        agent_module.main()
+    assert exit_.value.code == 2
+    assert f"the following arguments are required: {missing}" in capsys.readouterr().err
