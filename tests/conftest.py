@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -230,6 +231,30 @@ def make_worker(settings: Settings) -> Iterator[Callable[..., Worker]]:
     for w in made:
         w.stop()
         w.close()
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., threading.Thread]]:
+    """Run a worker's own loop in a thread; stopped and joined afterwards."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(worker: Worker, **kwargs: Any) -> threading.Thread:
+        t = threading.Thread(target=worker.run, kwargs=kwargs, daemon=True)
+        t.start()
+        started.append((worker, t))
+        return t
+
+    yield start
+    for w, t in started:
+        w.stop()
+        t.join(timeout=15)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(database_url)
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -86,22 +86,6 @@ def pending(settings: Settings) -> list[dict[str, Any]]:
         r.close()
 
 
-@pytest.fixture
-def running() -> Iterator[Callable[[Worker], threading.Thread]]:
-    """Start a worker's own loop in a thread; stopped and joined afterwards."""
-    started: list[tuple[Worker, threading.Thread]] = []
-
-    def start(worker: Worker) -> threading.Thread:
-        t = threading.Thread(target=worker.run, daemon=True)
-        t.start()
-        started.append((worker, t))
-        return t
-
-    yield start
-    for w, t in started:
-        w.stop()
-        t.join(timeout=15)
-
 
 # -- one sample must not kill a worker -----------------------------------------------------
 

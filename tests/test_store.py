@@ -14,12 +14,6 @@ def sample(i: int, step: int = 1) -> Sample:
     return Sample(run="st-run", step=step, id=f"s{i}", prompt="p", completion=f"c{i}", probe_id=f"p{i}")
 
 
-@pytest.fixture
-def store(database_url: str):
-    s = Store(database_url)
-    yield s
-    s.close()
-
 
 def test_writes_are_idempotent(store: Store) -> None:
     for _ in range(2):  # the second pass is a re-delivery

@@ -4,12 +4,11 @@ scores are replaced, judge aggregates per version. Straight to the store, no jud
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 
 from judgeserve.judge.version import JudgeVersion
 from judgeserve.schema import Sample, Score
@@ -20,19 +19,7 @@ from judgeserve.store import (
     judge_versions,
     plain,
 )
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
-    yield s
-    s.close()
-
-
-def rows_of(store: Store, table: Table, *order: str) -> list[dict[str, Any]]:
-    q = select(table).order_by(*(table.c[k] for k in order))
-    with store.begin() as conn:
-        return [plain(r) for r in conn.execute(q).mappings()]
+from tests.test_store_writes import rows_of
 
 
 def version_row(scorer: str, key: str, run: str = "r1", step: int = 3) -> dict[str, Any]:

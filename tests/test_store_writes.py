@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -39,13 +38,6 @@ from judgeserve.store import (
     tune_reports,
 )
 from judgeserve.store import scores as scores_table
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
-    yield s
-    s.close()
 
 
 def rows_of(store: Store, table: Table, *order: str) -> list[dict[str, Any]]:

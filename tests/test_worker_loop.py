@@ -68,22 +68,6 @@ def aggs(store: Store, run: str = "l-run", step: int = 1) -> dict[str, tuple[flo
     return {m: (a["mean"], a["n"]) for m, a in read.step_aggregates(store, run, step).items()}
 
 
-@pytest.fixture
-def running() -> Iterator[Callable[..., threading.Thread]]:
-    """Run a worker's loop in a thread; stopped and joined afterwards."""
-    started: list[tuple[Worker, threading.Thread]] = []
-
-    def start(worker: Worker, **kwargs: Any) -> threading.Thread:
-        t = threading.Thread(target=worker.run, kwargs=kwargs, daemon=True)
-        t.start()
-        started.append((worker, t))
-        return t
-
-    yield start
-    for w, t in started:
-        w.stop()
-        t.join(timeout=15)
-
 
 # -- the loop ----------------------------------------------------------------------------------
 
