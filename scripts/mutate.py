@@ -7,7 +7,7 @@ mutated tree to ./mutants: one copy per target keeps each target's files and tes
 lets targets run one at a time in the background. mutmut runs the target's tests once to learn
 which test reaches which function, then, for each mutant, only those tests.
 
-The modules hold about 8,000 mutants and a mutant costs 1-3 s of tests here: all of them take
+The modules hold about 8,000 mutants and a mutant costs 1-10 s of tests here: all of them take
 five hours on two cores. So a run tests a random sample of each target's mutants (--sample,
 60 by default, a fixed seed so that runs compare), which finishes in about 30 minutes and
 estimates each score to within about ±10 points (the table prints the 95 % interval);
