@@ -181,6 +181,16 @@
     return Array.from(xs).sort(function (a, b) { return a - b; });
   }
 
+  // A near-constant series (a score equal up to float noise, 100.00000000000004) gives uPlot
+  // a range narrower than the float spacing at that magnitude: its tick loop then never
+  // advances and throws "Invalid array length". Such ranges are widened first.
+  function safeRange(u, min, max) {
+    if (min == null || max == null) return [min, max];
+    var mag = Math.max(Math.abs(min), Math.abs(max), 1e-12);
+    if (max - min < mag * 1e-6) { min -= mag * 1e-3; max += mag * 1e-3; }
+    return uPlot.rangeNum(min, max, 0.1, true);
+  }
+
   function options(title, names, withLoss, width) {
     var series = [{ label: "step" }];
     var bands = [];
@@ -205,7 +215,7 @@
       series: series,
       bands: bands,
       axes: axes,
-      scales: { x: { time: false } },
+      scales: { x: { time: false }, y: { range: safeRange } },
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       plugins: [markerPlugin(false, names)],
@@ -249,7 +259,7 @@
     var scales = { x: { time: false } };
     names.forEach(function (n, i) {
       var key = "h" + i;
-      scales[key] = { auto: true };
+      scales[key] = { auto: true, range: safeRange };
       series.push({
         label: n, scale: key, spanGaps: true, points: { size: 6 },
         stroke: n === "quality score" ? SCORE_COLOR : HEADLINE_PALETTE[i % HEADLINE_PALETTE.length],
@@ -365,7 +375,7 @@
     var right = null;
     var series = [{ label: "step" }].concat(names.map(function (n, i) {
       var key = n === lossName ? "loss" : "t" + i;
-      scales[key] = { auto: true };
+      scales[key] = { auto: true, range: safeRange };
       if (n === lossName) axes.push({ scale: "loss", label: n, size: 60, values: ticks });
       else if (!right && !hidden[n]) { right = n; axes.push({ scale: key, side: 1, label: n, grid: { show: false }, size: 70, values: ticks }); }
       return { label: n, scale: key, show: !hidden[n], stroke: n === lossName ? LOSS_COLOR : PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true, points: { show: false } };
