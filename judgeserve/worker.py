@@ -97,6 +97,11 @@ class _Batch:
         return [] if self.settled else [e.id for e in self.entries]
 
 
+def _named_rubrics(pairs: Sequence[tuple[Entry, Sample]]) -> dict[str, list[str]]:
+    """The rubrics a batch names for each of its runs (the last sample naming some wins)."""
+    return {s.run: r for e, s in pairs if (r := e.payload.get("rubrics"))}
+
+
 class Worker:
     """Scores batches from the stream until :meth:`stop` is called."""
 
@@ -406,12 +411,12 @@ class Worker:
         assert batch.scored is not None
         samples = [s for _, s in pairs]
         with self.store.begin() as conn:
-            runs: dict[str, tuple[int, list[str] | None]] = {}
-            for e, s in pairs:
-                step, rubrics = runs.get(s.run, (0, None))
-                runs[s.run] = (max(step, s.step), e.payload.get("rubrics") or rubrics)
-            for run, (step, rubrics) in runs.items():
-                self.store.upsert_run(conn, run, step, rubrics)
+            named = _named_rubrics(pairs)
+            steps: dict[str, int] = {}
+            for _, s in pairs:
+                steps[s.run] = max(steps.get(s.run, 0), s.step)
+            for run, step in steps.items():
+                self.store.upsert_run(conn, run, step, named.get(run))
             self.store.save_samples(conn, samples)
             for again in (False, True):  # `judgeserve rescore` entries replace what was stored
                 self.store.save_batch_scores(
@@ -432,7 +437,7 @@ class Worker:
             self.store.save_scorer_status(conn, status)
             self.store.touch_checkpoints(conn, _expected(pairs))
         # What the store now holds for these runs, for their later samples naming none.
-        self._rubrics_cache.update({run: r for run, (_, r) in runs.items() if r is not None})
+        self._rubrics_cache.update(named)
 
     def _settle(self, batch: _Batch) -> None:
         """Acknowledge what was stored and schedule its retries, in one transaction."""
@@ -470,7 +475,7 @@ class Worker:
                     baselines[(run, f"{step}\0{probe}")] = prev["completion"]
         # A new run's first batch may name its rubrics on some samples only: the others get
         # them too, as the store will hold them once this batch is stored.
-        named = {s.run: r for e, s in good if (r := e.payload.get("rubrics"))}
+        named = _named_rubrics(good)
         out = []
         for e, s in good:
             rubrics = e.payload.get("rubrics") or self._run_rubrics(s.run) or named.get(s.run)
