@@ -220,23 +220,26 @@ def _all_mutants(work: Path, target: Target) -> list[str]:
     return sorted(names)
 
 
+def _mutmut_run(work: Path, log: Path, max_children: int, mutants: list[str]) -> int:
+    """``mutmut run`` in a scratch copy (all its mutants, or those named), output to ``log``."""
+    # Subprocesses (the SDK's delivery agent, a served app) import the mutated package too.
+    env = dict(os.environ, PYTHONPATH=str(work / "mutants"))
+    with log.open("w") as out:
+        return subprocess.call(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *mutants],
+            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
 def run_target(name: str, target: Target, max_children: int, sample: int, seed: int) -> int:
     """Run mutmut over one target in its scratch copy; its log goes to .mutate/<name>.log."""
     work = prepare(name, target)
-    env = dict(os.environ)
-    # Subprocesses (the SDK's delivery agent, a served app) import the mutated package too.
-    env["PYTHONPATH"] = str(work / "mutants")
-    log = SCRATCH / f"{name}.log"
     started = time.monotonic()
     chosen: list[str] = []
     if sample:
         everything = _all_mutants(work, target)
         chosen = sorted(random.Random(seed).sample(everything, min(sample, len(everything))))
-    with log.open("w") as out:
-        rc = subprocess.call(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *chosen],
-            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
+    rc = _mutmut_run(work, SCRATCH / f"{name}.log", max_children, chosen)
     (SCRATCH / f"{name}.seconds").write_text(f"{time.monotonic() - started:.0f}\n")
     return rc
 
@@ -328,12 +331,7 @@ def retest(name: str, max_children: int) -> int:
         if config.exists():
             config.write_text(re.sub(r"^pytest_add_cli_args_test_selection = .*$", selection,
                                      config.read_text(), flags=re.MULTILINE))
-    env = dict(os.environ, PYTHONPATH=str(work / "mutants"))
-    with (SCRATCH / f"{name}.retest.log").open("w") as out:
-        return subprocess.call(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *keys],
-            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
+    return _mutmut_run(work, SCRATCH / f"{name}.retest.log", max_children, list(keys))
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ def free_port() -> int:
 
 
 CLAIM_KEY = "judgeserve:test-session"
+CLAIM_TTL_S = 6 * 3600
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,7 @@ def redis_db() -> Iterator[int]:
         r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
         try:
             if _take_over_dead_claim(r, claim) or (
-                r.dbsize() == 0 and r.set(CLAIM_KEY, claim, nx=True, ex=6 * 3600)
+                r.dbsize() == 0 and r.set(CLAIM_KEY, claim, nx=True, ex=CLAIM_TTL_S)
             ):
                 try:
                     yield db
@@ -64,7 +65,7 @@ def redis_db() -> Iterator[int]:
 # Swap the claim only if it is still the dead session's, so two sessions never both take it.
 _SWAP_CLAIM = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[2], 'EX', 21600)
+  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
 end
 return 0
@@ -84,7 +85,7 @@ def _take_over_dead_claim(r: redis.Redis, claim: str) -> bool:
         pass
     except (ValueError, PermissionError):
         return False
-    if not r.eval(_SWAP_CLAIM, 1, CLAIM_KEY, owner.decode(), claim):
+    if not r.eval(_SWAP_CLAIM, 1, CLAIM_KEY, owner.decode(), claim, str(CLAIM_TTL_S)):
         return False
     for key in r.scan_iter(count=1000):
         if key != CLAIM_KEY.encode():
